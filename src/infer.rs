@@ -1,0 +1,136 @@
+//! Choosing the `tags` struct fields: sampling the first records of the files.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Arc;
+
+use datafusion::common::{DataFusionError, Result};
+use object_store::{ObjectMeta, ObjectStore};
+
+use crate::io::open_blocking_reader;
+use crate::options::{BamOptions, TagSelection};
+use crate::record::RawRecord;
+use crate::scan::{bgzf_reader, error_at, read_header, read_record_bytes};
+use crate::schema::{predefined_kind, TagKind, TagLayout, TagName};
+
+/// How often each (tag, kind) occurred, in order of first appearance.
+#[derive(Debug, Default)]
+pub struct TagCounts {
+    order: Vec<TagName>,
+    counts: HashMap<TagName, HashMap<TagKind, u64>>,
+}
+
+impl TagCounts {
+    fn add(&mut self, tag: TagName, kind: TagKind) {
+        let kinds = self.counts.entry(tag).or_insert_with(|| {
+            self.order.push(tag);
+            HashMap::new()
+        });
+        *kinds.entry(kind).or_default() += 1;
+    }
+
+    /// The kind seen most often for `tag` (ties broken by the kind's order, for determinism).
+    fn observed(&self, tag: TagName) -> Option<TagKind> {
+        self.counts.get(&tag)?.iter().max_by_key(|(k, n)| (**n, std::cmp::Reverse(k.sam_type()))).map(|(k, _)| *k)
+    }
+}
+
+/// Counts the tags of up to `limit` records of one BAM stream; returns how many were read.
+pub fn sample_tags<R: Read>(path: &str, inner: R, limit: usize, counts: &mut TagCounts) -> Result<usize> {
+    let mut reader = bgzf_reader(path, inner)?;
+    let header = read_header(path, &mut reader)?;
+    let n_ref = header.file.reference_names.len();
+    let mut buf = Vec::new();
+    let mut n = 0;
+    while n < limit {
+        let start = reader.virtual_position();
+        if !read_record_bytes(path, &mut reader, &mut buf)? {
+            break;
+        }
+        let record = RawRecord::parse(&buf, n_ref).map_err(|e| error_at(path, start, format!("invalid record: {e}")))?;
+        for field in record.aux() {
+            let field = field.map_err(|e| error_at(path, start, format!("invalid record: {e}")))?;
+            if let Some(kind) = TagKind::from_bam_type(field.ty, field.subtype) {
+                counts.add(field.tag, kind);
+            }
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Resolves the tag selection of `options` into a layout, sampling the files if needed.
+pub async fn infer_layout(
+    store: &Arc<dyn ObjectStore>,
+    objects: &[ObjectMeta],
+    options: &BamOptions,
+) -> Result<TagLayout> {
+    let needs_sample = match &options.tags {
+        TagSelection::None => return Ok(TagLayout::default()),
+        TagSelection::Auto => true,
+        TagSelection::List(list) => list.iter().any(|(t, k)| k.is_none() && predefined_kind(*t).is_none()),
+    };
+    let mut counts = TagCounts::default();
+    if needs_sample {
+        let mut remaining = options.tag_sample_records;
+        for object in objects {
+            if remaining == 0 {
+                break;
+            }
+            let reader = open_blocking_reader(store, &object.location).await?;
+            let path = object.location.to_string();
+            let mut file_counts = std::mem::take(&mut counts);
+            let (read, file_counts) = tokio::task::spawn_blocking(move || {
+                sample_tags(&path, reader, remaining, &mut file_counts).map(|n| (n, file_counts))
+            })
+            .await
+            .map_err(|e| DataFusionError::Execution(format!("tag sampling task failed: {e}")))??;
+            counts = file_counts;
+            remaining -= read;
+        }
+    }
+    Ok(resolve(&options.tags, &counts))
+}
+
+/// The layout for a selection, given the sampled counts.
+pub fn resolve(selection: &TagSelection, counts: &TagCounts) -> TagLayout {
+    let tags = match selection {
+        TagSelection::None => Vec::new(),
+        TagSelection::Auto => counts
+            .order
+            .iter()
+            // CG holds the real CIGAR of long alignments and is consumed into `cigar`.
+            .filter(|t| *t != b"CG")
+            .map(|&t| (t, predefined_kind(t).or_else(|| counts.observed(t)).unwrap_or(TagKind::String)))
+            .collect(),
+        TagSelection::List(list) => list
+            .iter()
+            .map(|&(t, k)| (t, k.or_else(|| predefined_kind(t)).or_else(|| counts.observed(t)).unwrap_or(TagKind::String)))
+            .collect(),
+    };
+    TagLayout { tags }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_types_win_over_observed_ones() {
+        let mut counts = TagCounts::default();
+        counts.add(*b"XS", TagKind::Int);
+        counts.add(*b"NM", TagKind::String);
+        counts.add(*b"NM", TagKind::String);
+        counts.add(*b"ZZ", TagKind::Float);
+        counts.add(*b"ZZ", TagKind::Float);
+        counts.add(*b"ZZ", TagKind::Char);
+        counts.add(*b"CG", TagKind::IntArray);
+        let auto = resolve(&TagSelection::Auto, &counts);
+        assert_eq!(auto.tags, vec![(*b"XS", TagKind::Int), (*b"NM", TagKind::Int), (*b"ZZ", TagKind::Float)]);
+        let list = TagSelection::parse("MD,ZZ,QQ,XS:Z").unwrap();
+        assert_eq!(
+            resolve(&list, &counts).tags,
+            vec![(*b"MD", TagKind::String), (*b"ZZ", TagKind::Float), (*b"QQ", TagKind::String), (*b"XS", TagKind::String)]
+        );
+    }
+}

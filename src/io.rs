@@ -1,0 +1,73 @@
+//! How bytes reach the decoder: object-store reads bridged to blocking `Read`, and blocking
+//! decode work bridged back to an async stream.
+//!
+//! Decoding is CPU-bound and synchronous, so it runs on tokio's blocking pool: one task per file
+//! partition, handing batches to the query through a channel of [`CHANNEL_BATCHES`] slots. The
+//! bounded channel caps memory at a few batches per partition, and a consumer that stops early
+//! (LIMIT, an error elsewhere) stops the decoder at its next send.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use datafusion::common::{DataFusionError, Result};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{GetOptions, GetResultPayload, ObjectStore};
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+const CHANNEL_BATCHES: usize = 2;
+
+/// A blocking reader over a whole object. Local files are read directly; other stores stream
+/// through a bridge, which must then be read on a blocking thread, never on the async runtime.
+pub async fn open_blocking_reader(
+    store: &Arc<dyn ObjectStore>,
+    location: &Path,
+) -> Result<Box<dyn Read + Send>> {
+    let result = store
+        .get_opts(location, GetOptions::default())
+        .await
+        .map_err(|e| DataFusionError::Execution(format!("cannot open BAM file {location}: {e}")))?;
+    Ok(match result.payload {
+        GetResultPayload::File(file, _) => Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
+        GetResultPayload::Stream(stream) => {
+            let stream = stream.map_err(std::io::Error::other);
+            Box::new(SyncIoBridge::new(StreamReader::new(stream)))
+        }
+    })
+}
+
+/// Runs `make` on the blocking pool and streams the items of the iterator it returns.
+pub fn blocking_stream<T, I, F>(make: F) -> BoxStream<'static, Result<T>>
+where
+    T: Send + 'static,
+    I: Iterator<Item = Result<T>>,
+    F: FnOnce() -> Result<I> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_BATCHES);
+    let task = tokio::task::spawn_blocking(move || {
+        let items = match make() {
+            Ok(items) => items,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        for item in items {
+            let failed = item.is_err();
+            if tx.blocking_send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
+    let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    // A panic in the decoder must surface as an error, not as a silently short result.
+    let outcome = futures::stream::once(async move {
+        match task.await {
+            Ok(()) => None,
+            Err(e) => Some(Err(DataFusionError::Execution(format!("BAM decoder task failed: {e}")))),
+        }
+    })
+    .filter_map(|x| async move { x });
+    batches.chain(outcome).boxed()
+}

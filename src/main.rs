@@ -1,0 +1,207 @@
+//! `datafusion-bam`: the DataFusion CLI with BAM support.
+//!
+//! The REPL, statement execution and result printing are `datafusion-cli`'s; this binary adds the
+//! BAM format, a progress line for long scans, and stops at the first failing statement with a
+//! non-zero exit status (also for `-f` files, which `datafusion-cli` would carry on through).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_bam::output_guard::OutputGuard;
+use datafusion_bam::{progress, BamSessionExt};
+use datafusion_cli::catalog::DynamicObjectStoreCatalog;
+use datafusion_cli::exec;
+use datafusion_cli::object_storage::instrumented::InstrumentedObjectStoreRegistry;
+use datafusion_cli::print_format::PrintFormat;
+use datafusion_cli::print_options::{MaxRows, PrintOptions};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "SQL over BAM files with Apache DataFusion (CREATE EXTERNAL TABLE ... STORED AS BAM)")]
+struct Args {
+    /// SQL to run; repeatable, run in the order given (after any -f files). Stops at the first error.
+    #[arg(short = 'c', long = "command")]
+    command: Vec<String>,
+
+    /// File of SQL statements (each ending with `;` at the end of a line); repeatable.
+    #[arg(short = 'f', long = "file")]
+    file: Vec<PathBuf>,
+
+    /// Output format of query results.
+    #[arg(long, value_enum, default_value_t = PrintFormat::Automatic)]
+    format: PrintFormat,
+
+    /// Print only results: no timing, no progress.
+    #[arg(short, long)]
+    quiet: bool,
+
+    /// Most rows shown in `table` format (a number, or `inf`).
+    #[arg(long, default_value = "40")]
+    maxrows: MaxRows,
+
+    /// Rows per batch (DataFusion's `datafusion.execution.batch_size`).
+    #[arg(short = 'b', long)]
+    batch_size: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let mut config = SessionConfig::from_env()?;
+    if let Some(n) = args.batch_size {
+        if n == 0 {
+            return Err(DataFusionError::Configuration("batch size must be greater than 0".into()));
+        }
+        config = config.with_batch_size(n);
+    }
+    let registry = Arc::new(InstrumentedObjectStoreRegistry::new());
+    let runtime = RuntimeEnvBuilder::new().with_object_store_registry(registry.clone()).build_arc()?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime).enable_url_table();
+    ctx.enable_bam()?;
+    // As in datafusion-cli: `s3://...` and `https://...` locations register their stores on use.
+    ctx.register_catalog_list(Arc::new(DynamicObjectStoreCatalog::new(ctx.state().catalog_list().clone(), ctx.state_weak_ref())));
+
+    let mut print_options = PrintOptions {
+        format: args.format,
+        quiet: args.quiet,
+        maxrows: args.maxrows,
+        color: false,
+        instrumented_registry: registry,
+    };
+    let _progress = (!args.quiet && std::io::stderr().is_terminal()).then(ProgressLine::start);
+
+    if args.command.is_empty() && args.file.is_empty() {
+        return exec::exec_from_repl(&ctx, &mut print_options).await.map_err(|e| DataFusionError::External(Box::new(e)));
+    }
+    let mut statements = Vec::new();
+    for path in &args.file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| DataFusionError::Execution(format!("cannot read SQL file {}: {e}", path.display())))?;
+        statements.extend(split_statements(&text));
+    }
+    statements.extend(args.command);
+    for sql in statements {
+        let guard = OutputGuard::before(&sql);
+        if let Err(e) = exec::exec_from_commands(&ctx, vec![sql], &print_options).await {
+            for removed in guard.failed() {
+                eprintln!("removed {} written by the failed statement", removed.display());
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Splits a SQL file into statements as `datafusion-cli -f` does: a statement ends with a line
+/// ending in `;`; lines starting with `--` or `#!` are skipped.
+fn split_statements(text: &str) -> Vec<String> {
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if line.starts_with("--") || line.starts_with("#!") {
+            continue;
+        }
+        let line = line.trim_end();
+        current.push_str(line);
+        if line.ends_with(';') {
+            statements.push(std::mem::take(&mut current));
+        } else {
+            current.push('\n');
+        }
+    }
+    if !current.trim().is_empty() {
+        statements.push(current.trim_end().to_string());
+    }
+    statements
+}
+
+/// A line on stderr showing records and bytes read while scans run; erased when they stop.
+struct ProgressLine {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressLine {
+    fn start() -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let tick = Duration::from_millis(250);
+            let mut last = progress::snapshot();
+            let mut active_since: Option<(Instant, progress::Snapshot)> = None;
+            let mut shown = false;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                let now = progress::snapshot();
+                if now == last {
+                    if shown {
+                        eprint!("\r\x1b[2K");
+                        shown = false;
+                    }
+                    active_since = None;
+                    continue;
+                }
+                let (t0, base) = *active_since.get_or_insert((Instant::now(), last));
+                last = now;
+                let elapsed = t0.elapsed();
+                if elapsed >= Duration::from_secs(1) {
+                    let done = now.since(base);
+                    let rate = done.records as f64 / elapsed.as_secs_f64();
+                    eprint!(
+                        "\r\x1b[2K{} records, {:.1} MiB of BAM read, {:.0} records/s",
+                        done.records,
+                        done.bytes as f64 / (1 << 20) as f64,
+                        rate
+                    );
+                    shown = true;
+                }
+            }
+            if shown {
+                eprint!("\r\x1b[2K");
+            }
+        });
+        Self { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for ProgressLine {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_statements;
+
+    #[test]
+    fn splits_sql_files_like_datafusion_cli() {
+        let text = "-- comment\nSELECT 1;\nSELECT\n  2;\nSELECT 3";
+        assert_eq!(split_statements(text), vec!["SELECT 1;", "SELECT\n  2;", "SELECT 3"]);
+    }
+}

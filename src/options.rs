@@ -1,0 +1,134 @@
+//! Table options, from Rust or from `CREATE EXTERNAL TABLE ... OPTIONS (...)`.
+
+use std::collections::HashMap;
+
+use datafusion::common::{plan_err, Result};
+
+use crate::schema::{parse_tag_name, TagKind, TagName};
+
+/// Which aux tags become fields of the `tags` struct. Tags outside it go to `tags_extra`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TagSelection {
+    /// Tags seen in the first records of the files (see [`BamOptions::tag_sample_records`]),
+    /// typed by the SAM tags specification where it predefines the tag, else as observed.
+    #[default]
+    Auto,
+    /// No struct fields: every aux field goes to `tags_extra`.
+    None,
+    /// Exactly these tags, in this order. A kind given as `TAG:TYPE` wins; otherwise the
+    /// specification's type, else the type seen in the sample, else `Z`.
+    List(Vec<(TagName, Option<TagKind>)>),
+}
+
+impl TagSelection {
+    /// Parses `auto`, `none`, or a comma-separated list like `NM,MD,XS:i,ZB:B:f`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(Self::Auto);
+        }
+        if s.eq_ignore_ascii_case("none") || s.is_empty() {
+            return Ok(Self::None);
+        }
+        let mut list: Vec<(TagName, Option<TagKind>)> = Vec::new();
+        for entry in s.split(',').map(str::trim) {
+            let (name, kind) = match entry.split_once(':') {
+                Some((name, ty)) => match TagKind::from_sam_type(ty) {
+                    Some(kind) => (name, Some(kind)),
+                    None => {
+                        return plan_err!(
+                            "invalid tag type in {entry:?}: expected one of A, Z, H, i, f, B:i, B:f"
+                        )
+                    }
+                },
+                None => (entry, None),
+            };
+            let name = parse_tag_name(name)?;
+            if list.iter().any(|(n, _)| *n == name) {
+                return plan_err!("tag {entry:?} is listed twice in the tags option");
+            }
+            list.push((name, kind));
+        }
+        Ok(Self::List(list))
+    }
+}
+
+/// Options of a BAM table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BamOptions {
+    /// Option `tags`: `auto` (default), `none`, or a list such as `NM,MD,AS`.
+    pub tags: TagSelection,
+    /// Option `tag_sample_records`: how many records (over all files) `auto` inspects.
+    pub tag_sample_records: usize,
+}
+
+impl Default for BamOptions {
+    fn default() -> Self {
+        Self { tags: TagSelection::Auto, tag_sample_records: 10_000 }
+    }
+}
+
+impl BamOptions {
+    pub fn with_tags(mut self, tags: TagSelection) -> Self {
+        self.tags = tags;
+        self
+    }
+
+    /// Reads `OPTIONS (...)` of `CREATE EXTERNAL TABLE`. DataFusion prefixes the keys with
+    /// `format.`; both spellings are accepted. Unknown keys are an error, not silently ignored.
+    pub fn from_map(map: &HashMap<String, String>) -> Result<Self> {
+        let mut options = Self::default();
+        for (key, value) in map {
+            match key.strip_prefix("format.").unwrap_or(key) {
+                "tags" => options.tags = TagSelection::parse(value)?,
+                "tag_sample_records" => {
+                    options.tag_sample_records = value.trim().parse().or_else(|_| {
+                        plan_err!("option tag_sample_records must be a whole number, got {value:?}")
+                    })?
+                }
+                other => {
+                    return plan_err!(
+                        "unknown BAM table option {other:?}; valid options: tags, tag_sample_records"
+                    )
+                }
+            }
+        }
+        Ok(options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tag_lists() {
+        assert_eq!(TagSelection::parse("AUTO").unwrap(), TagSelection::Auto);
+        assert_eq!(TagSelection::parse("none").unwrap(), TagSelection::None);
+        assert_eq!(
+            TagSelection::parse("NM, XS:i,ZB:B:f").unwrap(),
+            TagSelection::List(vec![
+                (*b"NM", None),
+                (*b"XS", Some(TagKind::Int)),
+                (*b"ZB", Some(TagKind::FloatArray)),
+            ])
+        );
+        assert!(TagSelection::parse("NM,NM").is_err());
+        assert!(TagSelection::parse("NM:q").is_err());
+        assert!(TagSelection::parse("N").is_err());
+    }
+
+    #[test]
+    fn reads_prefixed_option_keys() {
+        let map = HashMap::from([
+            ("format.tags".to_string(), "NM".to_string()),
+            ("tag_sample_records".to_string(), "5".to_string()),
+        ]);
+        let o = BamOptions::from_map(&map).unwrap();
+        assert_eq!(o.tags, TagSelection::List(vec![(*b"NM", None)]));
+        assert_eq!(o.tag_sample_records, 5);
+        let bad = HashMap::from([("format.tagz".to_string(), "NM".to_string())]);
+        let err = BamOptions::from_map(&bad).unwrap_err().to_string();
+        assert!(err.contains("tagz"), "{err}");
+    }
+}

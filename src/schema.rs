@@ -1,0 +1,264 @@
+//! The table schema: one row per alignment record, columns as in SAM, and a typed `tags` struct.
+//!
+//! The column list is the public contract of this crate (see the README). Tag fields carry their
+//! SAM type in the Arrow field metadata under [`SAM_TYPE_KEY`], because several SAM types share
+//! one Arrow type (`A`, `Z` and `H` are all `Utf8`) and a value is only stored in the struct when
+//! its SAM type matches exactly; everything else overflows into `tags_extra`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use datafusion::common::{plan_err, Result};
+
+/// Field metadata key holding a tag field's SAM type (`A`, `Z`, `H`, `i`, `f`, `B:i` or `B:f`).
+pub const SAM_TYPE_KEY: &str = "sam_type";
+
+/// Column indices of the fixed columns, in schema order.
+pub mod col {
+    pub const QNAME: usize = 0;
+    pub const FLAG: usize = 1;
+    pub const RNAME: usize = 2;
+    pub const POS: usize = 3;
+    pub const ENDPOS: usize = 4;
+    pub const MAPQ: usize = 5;
+    pub const CIGAR: usize = 6;
+    pub const RNEXT: usize = 7;
+    pub const PNEXT: usize = 8;
+    pub const TLEN: usize = 9;
+    pub const SEQ: usize = 10;
+    pub const QUAL: usize = 11;
+    pub const TAGS: usize = 12;
+    pub const TAGS_EXTRA: usize = 13;
+    pub const COUNT: usize = 14;
+}
+
+/// How the value of a tag is held in the `tags` struct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TagKind {
+    /// `A`: one printable character.
+    Char,
+    /// `Z`: a string.
+    String,
+    /// `H`: a hex string.
+    Hex,
+    /// `c`, `C`, `s`, `S`, `i`, `I`: any integer width.
+    Int,
+    /// `f`.
+    Float,
+    /// `B` with an integer subtype.
+    IntArray,
+    /// `B` with subtype `f`.
+    FloatArray,
+}
+
+impl TagKind {
+    /// The kind of a BAM aux value, given its type byte and (for `B`) its subtype byte.
+    pub fn from_bam_type(ty: u8, subtype: u8) -> Option<Self> {
+        Some(match ty {
+            b'A' => Self::Char,
+            b'Z' => Self::String,
+            b'H' => Self::Hex,
+            b'c' | b'C' | b's' | b'S' | b'i' | b'I' => Self::Int,
+            b'f' => Self::Float,
+            b'B' => match subtype {
+                b'c' | b'C' | b's' | b'S' | b'i' | b'I' => Self::IntArray,
+                b'f' => Self::FloatArray,
+                _ => return None,
+            },
+            _ => return None,
+        })
+    }
+
+    /// The SAM type as written in field metadata and in `TAG:TYPE` option syntax.
+    pub fn sam_type(self) -> &'static str {
+        match self {
+            Self::Char => "A",
+            Self::String => "Z",
+            Self::Hex => "H",
+            Self::Int => "i",
+            Self::Float => "f",
+            Self::IntArray => "B:i",
+            Self::FloatArray => "B:f",
+        }
+    }
+
+    /// Parses the `TYPE` of a `TAG:TYPE` option entry. Any integer letter means [`TagKind::Int`].
+    pub fn from_sam_type(s: &str) -> Option<Self> {
+        Some(match s {
+            "A" => Self::Char,
+            "Z" => Self::String,
+            "H" => Self::Hex,
+            "c" | "C" | "s" | "S" | "i" | "I" => Self::Int,
+            "f" => Self::Float,
+            "B:f" | "Bf" => Self::FloatArray,
+            "B" | "B:i" | "Bi" | "B:c" | "B:C" | "B:s" | "B:S" | "B:I" => Self::IntArray,
+            _ => return None,
+        })
+    }
+
+    pub fn data_type(self) -> DataType {
+        match self {
+            Self::Char | Self::String | Self::Hex => DataType::Utf8,
+            Self::Int => DataType::Int64,
+            Self::Float => DataType::Float32,
+            Self::IntArray => {
+                DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true)))
+            }
+            Self::FloatArray => {
+                DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true)))
+            }
+        }
+    }
+}
+
+/// A tag name: two bytes, `[A-Za-z][A-Za-z0-9]` per the SAM spec.
+pub type TagName = [u8; 2];
+
+/// Parses and validates a tag name.
+pub fn parse_tag_name(s: &str) -> Result<TagName> {
+    let b = s.as_bytes();
+    if b.len() == 2 && b[0].is_ascii_alphabetic() && b[1].is_ascii_alphanumeric() {
+        Ok([b[0], b[1]])
+    } else {
+        plan_err!("invalid SAM tag name {s:?}: expected two characters, [A-Za-z][A-Za-z0-9]")
+    }
+}
+
+/// The type the SAM tags specification (SAMtags.pdf) predefines for a tag, if any.
+pub fn predefined_kind(tag: TagName) -> Option<TagKind> {
+    use TagKind::*;
+    Some(match &tag {
+        b"AM" | b"AS" | b"CM" | b"CP" | b"FI" | b"H0" | b"H1" | b"H2" | b"HI" | b"IP" | b"MN"
+        | b"MQ" | b"NH" | b"NM" | b"OP" | b"PQ" | b"SM" | b"TC" | b"UQ" => Int,
+        b"BC" | b"BQ" | b"BZ" | b"CB" | b"CC" | b"CO" | b"CQ" | b"CR" | b"CS" | b"CT" | b"CY"
+        | b"E2" | b"FS" | b"LB" | b"MC" | b"MD" | b"MI" | b"MM" | b"OA" | b"OC" | b"OQ"
+        | b"OX" | b"PG" | b"PT" | b"PU" | b"Q2" | b"QT" | b"QX" | b"R2" | b"RG" | b"RX"
+        | b"SA" | b"U2" => String,
+        b"TS" => Char,
+        b"CG" | b"FZ" | b"ML" => IntArray,
+        _ => return None,
+    })
+}
+
+/// The fields of the `tags` struct, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagLayout {
+    pub tags: Vec<(TagName, TagKind)>,
+}
+
+impl TagLayout {
+    pub fn struct_fields(&self) -> Fields {
+        self.tags
+            .iter()
+            .map(|(name, kind)| {
+                Field::new(tag_str(*name), kind.data_type(), true).with_metadata(HashMap::from([(
+                    SAM_TYPE_KEY.to_string(),
+                    kind.sam_type().to_string(),
+                )]))
+            })
+            .collect()
+    }
+
+    /// Recovers the layout from a `tags` struct field (the inverse of [`Self::struct_fields`]).
+    pub fn from_struct_fields(fields: &Fields) -> Result<Self> {
+        let tags = fields
+            .iter()
+            .map(|f| {
+                let name = parse_tag_name(f.name())?;
+                let kind = f
+                    .metadata()
+                    .get(SAM_TYPE_KEY)
+                    .and_then(|t| TagKind::from_sam_type(t))
+                    .filter(|k| k.data_type() == *f.data_type());
+                match kind {
+                    Some(kind) => Ok((name, kind)),
+                    None => plan_err!(
+                        "tags field {} lacks a valid {SAM_TYPE_KEY:?} metadata entry",
+                        f.name()
+                    ),
+                }
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { tags })
+    }
+}
+
+pub fn tag_str(name: TagName) -> String {
+    String::from_utf8_lossy(&name).into_owned()
+}
+
+/// The table schema for a given tag layout.
+pub fn bam_schema(layout: &TagLayout) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("qname", DataType::Utf8, true),
+        Field::new("flag", DataType::UInt16, false),
+        Field::new("rname", DataType::Utf8, true),
+        Field::new("pos", DataType::Int64, true),
+        Field::new("endpos", DataType::Int64, true),
+        Field::new("mapq", DataType::UInt8, true),
+        Field::new("cigar", DataType::Utf8, true),
+        Field::new("rnext", DataType::Utf8, true),
+        Field::new("pnext", DataType::Int64, true),
+        Field::new("tlen", DataType::Int32, false),
+        Field::new("seq", DataType::Utf8, true),
+        Field::new("qual", DataType::Utf8, true),
+        Field::new("tags", DataType::Struct(layout.struct_fields()), false),
+        Field::new("tags_extra", DataType::Utf8, true),
+    ]))
+}
+
+/// Extracts the tag layout from a table schema made by [`bam_schema`].
+pub fn layout_of(schema: &Schema) -> Result<TagLayout> {
+    match schema.fields().get(col::TAGS).map(|f| f.data_type()) {
+        Some(DataType::Struct(fields)) => TagLayout::from_struct_fields(fields),
+        _ => plan_err!("not a BAM table schema: column {} is not the tags struct", col::TAGS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_round_trips_through_schema() {
+        let layout = TagLayout {
+            tags: vec![
+                (*b"NM", TagKind::Int),
+                (*b"MD", TagKind::String),
+                (*b"XA", TagKind::Char),
+                (*b"XH", TagKind::Hex),
+                (*b"XF", TagKind::Float),
+                (*b"ML", TagKind::IntArray),
+                (*b"XB", TagKind::FloatArray),
+            ],
+        };
+        let schema = bam_schema(&layout);
+        assert_eq!(schema.fields().len(), col::COUNT);
+        assert_eq!(layout_of(&schema).unwrap(), layout);
+    }
+
+    #[test]
+    fn tag_names_are_validated() {
+        assert!(parse_tag_name("NM").is_ok());
+        assert!(parse_tag_name("X0").is_ok());
+        for bad in ["", "N", "NMX", "0A", "N-"] {
+            assert!(parse_tag_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn sam_type_strings_parse_back() {
+        for kind in [
+            TagKind::Char,
+            TagKind::String,
+            TagKind::Hex,
+            TagKind::Int,
+            TagKind::Float,
+            TagKind::IntArray,
+            TagKind::FloatArray,
+        ] {
+            assert_eq!(TagKind::from_sam_type(kind.sam_type()), Some(kind));
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The `datafusion-bam` binary, and the runnable `sql-examples/`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::oracle::{data, samtools};
+
+const BIN: &str = env!("CARGO_BIN_EXE_datafusion-bam");
+
+/// Runs the CLI in `dir`, where `tests/` points at the repository's tests, so the examples'
+/// relative paths work and their outputs land in `dir`.
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    let tests = dir.join("tests");
+    if !tests.exists() {
+        std::os::unix::fs::symlink(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests"), tests).unwrap();
+    }
+    Command::new(BIN).args(args).current_dir(dir).output().unwrap()
+}
+
+fn stdout_ok(out: &Output) -> String {
+    assert!(out.status.success(), "CLI failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// The last integer printed alone on a line (the `records` result of an example in CSV).
+fn last_number(s: &str) -> i64 {
+    s.lines().rev().find_map(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("no number in output:\n{s}"))
+}
+
+fn samtools_count(args: &[&str]) -> i64 {
+    samtools(args).trim().parse().unwrap()
+}
+
+fn sample() -> String {
+    data("sample.bam").to_str().unwrap().to_string()
+}
+
+#[test]
+fn commands_run_in_order_and_print_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let create = format!("CREATE EXTERNAL TABLE reads STORED AS BAM LOCATION '{}'", sample());
+    let out = run_in(dir.path(), &["-q", "--format", "csv", "-c", &create, "-c", "SELECT count(*) AS n FROM reads WHERE mapq >= 30"]);
+    let text = stdout_ok(&out);
+    assert_eq!(last_number(&text), samtools_count(&["view", "-c", "-q", "30", &sample()]));
+    assert!(text.contains("n\n"), "CSV header expected:\n{text}");
+    let json = stdout_ok(&run_in(dir.path(), &["-q", "--format", "json", "-c", &create, "-c", "SELECT flag FROM reads LIMIT 1"]));
+    assert!(json.contains("{\"flag\":"), "{json}");
+}
+
+#[test]
+fn failing_statement_stops_with_an_error_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_in(dir.path(), &["-q", "-c", "CREATE EXTERNAL TABLE r STORED AS BAM LOCATION 'no/such/file.bam'", "-c", "SELECT 42"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no/such/file.bam"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("42"), "ran on after an error");
+
+    std::fs::write(dir.path().join("bad.sql"), "SELECT * FROM nowhere;\nSELECT 42;\n").unwrap();
+    let out = run_in(dir.path(), &["-q", "-f", "bad.sql"]);
+    assert!(!out.status.success(), "a failing -f file must fail the run");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("42"));
+}
+
+fn example(dir: &Path, name: &str) -> String {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql-examples").join(name);
+    stdout_ok(&run_in(dir, &["-q", "--format", "csv", "-f", file.to_str().unwrap()]))
+}
+
+#[test]
+fn example_convert() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = example(dir.path(), "convert.sql");
+    assert_eq!(last_number(&out), samtools_count(&["view", "-c", &sample()]));
+    assert!(dir.path().join("sample.parquet").is_file());
+}
+
+#[test]
+fn example_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = example(dir.path(), "filter.sql");
+    assert_eq!(last_number(&out), samtools_count(&["view", "-c", "-q", "30", "-F", "0xD04", &sample()]));
+    assert!(dir.path().join("filtered.arrow").is_file());
+}
+
+#[test]
+fn example_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = example(dir.path(), "region.sql");
+    // samtools' region query also returns unmapped reads placed in the region; the SQL keeps
+    // only those with an alignment end.
+    let expected = samtools_count(&["view", "-c", "-F", "4", &sample(), "chr1:100000-200000"]);
+    assert!(expected > 0);
+    assert_eq!(last_number(&out), expected);
+}
+
+#[test]
+fn example_stats_matches_idxstats() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = example(dir.path(), "stats.sql");
+    let rows: Vec<Vec<String>> = out.lines().skip(1).map(|l| l.split(',').map(str::to_string).collect()).collect();
+    let idx = samtools(&["idxstats", &sample()]);
+    let mut checked = 0;
+    for line in idx.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let (mapped, unmapped): (i64, i64) = (f[2].parse().unwrap(), f[3].parse().unwrap());
+        if mapped + unmapped == 0 {
+            continue;
+        }
+        let row = rows.iter().find(|r| r[0] == f[0]).unwrap_or_else(|| panic!("no row for {}\n{out}", f[0]));
+        assert_eq!((row[1].parse::<i64>().unwrap(), row[2].parse::<i64>().unwrap()), (mapped, unmapped), "{}", f[0]);
+        checked += 1;
+    }
+    assert!(checked >= 5, "all four chromosomes and the unplaced reads: {out}");
+}
+
+#[test]
+fn failed_copy_leaves_no_output_file() {
+    let bytes = crate::bad_input::sample();
+    let blocks = crate::bad_input::block_offsets(&bytes);
+    let mut corrupt = bytes.clone();
+    let target = blocks[blocks.len() - 5];
+    for b in &mut corrupt[target + 40..target + 60] {
+        *b ^= 0x5a;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bam = dir.path().join("late_corrupt.bam");
+    std::fs::write(&bam, &corrupt).unwrap();
+    let create = format!("CREATE EXTERNAL TABLE t STORED AS BAM LOCATION '{}'", bam.display());
+    for (name, stored) in [("out.parquet", "PARQUET"), ("out.arrow", "ARROW"), ("outdir/", "PARQUET")] {
+        let out = dir.path().join(name);
+        let copy = format!("COPY (SELECT * FROM t) TO '{}' STORED AS {stored}", out.display());
+        let run = run_in(dir.path(), &["-q", "-c", &create, "-c", &copy]);
+        assert!(!run.status.success(), "COPY of a corrupt file must fail");
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(err.contains("late_corrupt.bam") && err.contains(&format!("virtual offset {target}:")), "{err}");
+        assert!(!out.exists(), "a failed COPY left {} behind", out.display());
+    }
+}

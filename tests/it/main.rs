@@ -1,0 +1,22 @@
+//! Integration tests: one binary, so the dependencies link once.
+
+mod bad_input;
+mod cli;
+mod fidelity;
+mod oracle;
+mod sql;
+
+use arrow::array::RecordBatch;
+use datafusion::prelude::SessionContext;
+use datafusion_bam::BamSessionExt;
+
+/// A session with BAM enabled and paths usable as tables.
+pub fn context() -> SessionContext {
+    let ctx = SessionContext::new().enable_url_table();
+    ctx.enable_bam().unwrap();
+    ctx
+}
+
+pub async fn query(ctx: &SessionContext, sql: &str) -> datafusion::error::Result<Vec<RecordBatch>> {
+    ctx.sql(sql).await?.collect().await
+}

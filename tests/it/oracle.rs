@@ -1,0 +1,199 @@
+//! samtools as the oracle: its `view` output and the provider's rows, both turned into the same
+//! canonical form (SAM text fields, tags as a sorted multiset of typed values).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use arrow::array::{Array, AsArray, RecordBatch, StructArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float32Type, Int64Type};
+use datafusion_bam::schema::SAM_TYPE_KEY;
+
+/// A tag value, with integer widths and float formatting normalised as the issue asks:
+/// integers compare regardless of width, floats at the 6 significant digits samtools prints.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TagValue {
+    Char(String),
+    Str(String),
+    Hex(String),
+    Int(i64),
+    Float(String),
+    IntArray(Vec<i64>),
+    FloatArray(Vec<String>),
+}
+
+fn float6(v: f32) -> String {
+    format!("{:.5e}", v)
+}
+
+/// One record in canonical form.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Row {
+    /// QNAME FLAG RNAME POS MAPQ CIGAR RNEXT PNEXT TLEN SEQ QUAL, `=` in RNEXT resolved.
+    pub fields: Vec<String>,
+    pub tags: Vec<(String, TagValue)>,
+}
+
+pub fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+}
+
+pub fn samtools(args: &[&str]) -> String {
+    let out = Command::new("samtools")
+        .args(args)
+        .output()
+        .expect("samtools must be installed: it is the oracle of these tests (apt-get install samtools)");
+    assert!(out.status.success(), "samtools {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("samtools prints UTF-8")
+}
+
+/// Parses one `TAG:TYPE:VALUE` field as samtools prints it.
+pub fn parse_sam_tag(field: &str) -> (String, TagValue) {
+    let mut parts = field.splitn(3, ':');
+    let (tag, ty, value) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap_or(""));
+    let v = match ty {
+        "A" => TagValue::Char(value.into()),
+        "Z" => TagValue::Str(value.into()),
+        "H" => TagValue::Hex(value.into()),
+        "i" => TagValue::Int(value.parse().unwrap()),
+        "f" => TagValue::Float(float6(value.parse().unwrap())),
+        "B" => {
+            let mut items = value.split(',');
+            let sub = items.next().unwrap();
+            if sub == "f" {
+                TagValue::FloatArray(items.map(|x| float6(x.parse().unwrap())).collect())
+            } else {
+                TagValue::IntArray(items.map(|x| x.parse().unwrap()).collect())
+            }
+        }
+        other => panic!("unknown SAM tag type {other} in {field}"),
+    };
+    (tag.to_string(), v)
+}
+
+/// `samtools view` of a file (optionally a region or filter arguments), canonicalised.
+pub fn samtools_rows(path: &Path, extra: &[&str]) -> Vec<Row> {
+    let mut args = vec!["view", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    samtools(&args)
+        .lines()
+        .map(|line| {
+            let cols: Vec<&str> = line.split('\t').collect();
+            let mut fields: Vec<String> = cols[..11].iter().map(|s| s.to_string()).collect();
+            if fields[6] == "=" {
+                fields[6] = fields[2].clone();
+            }
+            let mut tags: Vec<_> = cols[11..].iter().map(|t| parse_sam_tag(t)).collect();
+            tags.sort();
+            Row { fields, tags }
+        })
+        .collect()
+}
+
+/// Any column as text (read-back Parquet has Utf8View strings, for example).
+fn utf8(col: &dyn Array) -> arrow::array::StringArray {
+    cast(col, &DataType::Utf8).unwrap().as_string::<i32>().clone()
+}
+
+fn strings(batch: &RecordBatch, name: &str, null: &str) -> Vec<String> {
+    let col = utf8(batch.column_by_name(name).unwrap());
+    (0..col.len()).map(|i| if col.is_null(i) { null.to_string() } else { col.value(i).to_string() }).collect()
+}
+
+/// The tag fields of a `tags` struct: name, SAM type, and the column (text cast to Utf8 once).
+fn tag_columns(tags: &StructArray) -> Vec<(String, String, arrow::array::ArrayRef)> {
+    tags.fields()
+        .iter()
+        .zip(tags.columns())
+        .map(|(field, col)| {
+            let ty = field.metadata().get(SAM_TYPE_KEY).expect("tag fields carry their SAM type").clone();
+            let col = if matches!(ty.as_str(), "A" | "Z" | "H") { std::sync::Arc::new(utf8(col)) as _ } else { col.clone() };
+            (field.name().clone(), ty, col)
+        })
+        .collect()
+}
+
+fn tag_values(columns: &[(String, String, arrow::array::ArrayRef)], row: usize) -> Vec<(String, TagValue)> {
+    let mut out = Vec::new();
+    for (name, ty, col) in columns {
+        if col.is_null(row) {
+            continue;
+        }
+        let v = match ty.as_str() {
+            "A" => TagValue::Char(col.as_string::<i32>().value(row).into()),
+            "Z" => TagValue::Str(col.as_string::<i32>().value(row).into()),
+            "H" => TagValue::Hex(col.as_string::<i32>().value(row).into()),
+            "i" => TagValue::Int(col.as_primitive::<Int64Type>().value(row)),
+            "f" => TagValue::Float(float6(col.as_primitive::<Float32Type>().value(row))),
+            "B:i" => TagValue::IntArray(col.as_list::<i32>().value(row).as_primitive::<Int64Type>().values().to_vec()),
+            "B:f" => TagValue::FloatArray(
+                col.as_list::<i32>().value(row).as_primitive::<Float32Type>().values().iter().map(|v| float6(*v)).collect(),
+            ),
+            other => panic!("unexpected sam_type {other}"),
+        };
+        out.push((name.clone(), v));
+    }
+    out
+}
+
+/// The provider's rows (all columns of `SELECT *`), canonicalised.
+pub fn table_rows(batches: &[RecordBatch]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for b in batches {
+        let cols: Vec<Vec<String>> = [
+            ("qname", "*"),
+            ("flag", ""),
+            ("rname", "*"),
+            ("pos", "0"),
+            ("mapq", "255"),
+            ("cigar", "*"),
+            ("rnext", "*"),
+            ("pnext", "0"),
+            ("tlen", ""),
+            ("seq", "*"),
+            ("qual", "*"),
+        ]
+        .iter()
+        .map(|(name, null)| strings(b, name, null))
+        .collect();
+        let tags = tag_columns(b.column_by_name("tags").unwrap().as_struct());
+        let extra = utf8(b.column_by_name("tags_extra").unwrap());
+        for i in 0..b.num_rows() {
+            let mut t = tag_values(&tags, i);
+            if !extra.is_null(i) {
+                assert!(!extra.value(i).is_empty(), "tags_extra is null, never empty");
+                t.extend(extra.value(i).split('\t').map(parse_sam_tag));
+            }
+            t.sort();
+            rows.push(Row { fields: cols.iter().map(|c| c[i].clone()).collect(), tags: t });
+        }
+    }
+    rows
+}
+
+/// samtools' endpos from the SAM text of a record: POS plus the reference span of the CIGAR
+/// (M, D, N, =, X), or POS without a CIGAR; none when unmapped. Computed from the text, apart
+/// from the provider's binary decoding.
+pub fn endpos_from_text(row: &Row) -> Option<i64> {
+    let flag: u16 = row.fields[1].parse().unwrap();
+    let pos: i64 = row.fields[3].parse().unwrap();
+    if flag & 4 != 0 || pos == 0 {
+        return None;
+    }
+    let cigar = &row.fields[5];
+    if cigar == "*" {
+        return Some(pos);
+    }
+    let (mut span, mut n) = (0i64, 0i64);
+    for c in cigar.chars() {
+        if let Some(d) = c.to_digit(10) {
+            n = n * 10 + i64::from(d);
+        } else {
+            if "MDN=X".contains(c) {
+                span += n;
+            }
+            n = 0;
+        }
+    }
+    Some(pos + span - 1)
+}

@@ -1,0 +1,96 @@
+//! SQL: `STORED AS BAM`, options, COPY to Parquet and Arrow, aggregates, `bam_header`.
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Int64Type;
+
+use crate::oracle::{data, samtools, table_rows};
+use crate::{context, query};
+
+fn create(table: &str, file: &str, options: &str) -> String {
+    format!("CREATE EXTERNAL TABLE {table} STORED AS BAM LOCATION '{}' {options}", data(file).display())
+}
+
+/// The single number a count query (or a COPY, which reports UInt64) returns.
+fn count(batches: &[arrow::array::RecordBatch]) -> i64 {
+    let col = arrow::compute::cast(batches[0].column(0), &arrow::datatypes::DataType::Int64).unwrap();
+    col.as_primitive::<Int64Type>().value(0)
+}
+
+#[tokio::test]
+async fn stored_as_bam_with_options() {
+    let ctx = context();
+    query(&ctx, &create("reads", "sample.bam", "OPTIONS ('tags' 'NM,AS')")).await.unwrap();
+    let schema = ctx.table("reads").await.unwrap().schema().as_arrow().clone();
+    let tags: Vec<String> = match schema.field_with_name("tags").unwrap().data_type() {
+        arrow::datatypes::DataType::Struct(f) => f.iter().map(|f| f.name().clone()).collect(),
+        _ => unreachable!(),
+    };
+    assert_eq!(tags, ["NM", "AS"]);
+    let err = query(&ctx, &create("bad", "sample.bam", "OPTIONS ('tagz' 'NM')")).await.unwrap_err().to_string();
+    assert!(err.contains("tagz") && err.contains("valid options"), "{err}");
+    let err = query(&ctx, &create("bad", "sample.bam", "OPTIONS ('tags' 'N')")).await.unwrap_err().to_string();
+    assert!(err.contains("invalid SAM tag name"), "{err}");
+}
+
+#[tokio::test]
+async fn aggregates_match_samtools_counts() {
+    let ctx = context();
+    query(&ctx, &create("reads", "sample.bam", "")).await.unwrap();
+    let path = data("sample.bam");
+    let p = path.to_str().unwrap();
+    let total: i64 = samtools(&["view", "-c", p]).trim().parse().unwrap();
+    assert_eq!(count(&query(&ctx, "SELECT count(*) FROM reads").await.unwrap()), total);
+
+    let batches = query(&ctx, "SELECT rname, count(*) FROM reads WHERE mapq >= 30 GROUP BY rname ORDER BY 1").await.unwrap();
+    let mut seen = 0;
+    for b in &batches {
+        for i in 0..b.num_rows() {
+            let name = b.column(0).as_string::<i32>().value(i);
+            let n = b.column(1).as_primitive::<Int64Type>().value(i);
+            let expected: i64 = samtools(&["view", "-c", "-q", "30", p, name]).trim().parse().unwrap();
+            assert_eq!(n, expected, "{name}");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 4, "chr1, chr2, chr3 and chrM have reads with mapq >= 30");
+
+    let dup_free_unmapped = "SELECT count(*) FROM reads WHERE (flag & 4) = 4 AND (flag & 1024) = 0";
+    let expected: i64 = samtools(&["view", "-c", "-f", "4", "-F", "1024", p]).trim().parse().unwrap();
+    assert_eq!(count(&query(&ctx, dup_free_unmapped).await.unwrap()), expected);
+}
+
+#[tokio::test]
+async fn copy_to_parquet_and_arrow_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context();
+    query(&ctx, &create("reads", "edge.bam", "")).await.unwrap();
+    let original = table_rows(&query(&ctx, "SELECT * FROM reads").await.unwrap());
+    for (ext, stored) in [("parquet", "PARQUET"), ("arrow", "ARROW")] {
+        let out = dir.path().join(format!("reads.{ext}"));
+        let copied = query(&ctx, &format!("COPY (SELECT * FROM reads) TO '{}' STORED AS {stored}", out.display())).await.unwrap();
+        assert_eq!(count(&copied) as usize, original.len());
+        let back = table_rows(&query(&ctx, &format!("SELECT * FROM '{}'", out.display())).await.unwrap());
+        assert_eq!(back, original, "{stored} round trip");
+    }
+    let out = dir.path().join("names.arrow");
+    query(&ctx, &format!("COPY (SELECT qname, seq, qual FROM reads) TO '{}' STORED AS ARROW", out.display())).await.unwrap();
+    let b = query(&ctx, &format!("SELECT count(*) FROM '{}' WHERE seq IS NULL", out.display())).await.unwrap();
+    let expected = crate::oracle::samtools_rows(&data("edge.bam"), &[]).iter().filter(|r| r.fields[9] == "*").count();
+    assert_eq!(count(&b) as usize, expected);
+    assert!(expected > 0);
+}
+
+#[tokio::test]
+async fn bam_header_lists_the_header_lines() {
+    let ctx = context();
+    let path = data("edge.bam");
+    let batches = query(&ctx, &format!("SELECT record_type, line FROM bam_header('{}') ORDER BY line_number", path.display())).await.unwrap();
+    let lines: Vec<String> = batches.iter().flat_map(|b| (0..b.num_rows()).map(|i| b.column(1).as_string::<i32>().value(i).to_string()).collect::<Vec<_>>()).collect();
+    let expected: Vec<String> = samtools(&["view", "-H", "--no-PG", path.to_str().unwrap()]).lines().map(str::to_string).collect();
+    assert_eq!(lines, expected);
+    let types: Vec<&str> = batches[0].column(0).as_string::<i32>().iter().map(|t| t.unwrap()).collect();
+    assert_eq!(types[0], "HD");
+    let err = query(&ctx, "SELECT * FROM bam_header(1)").await.unwrap_err().to_string();
+    assert!(err.contains("bam_header takes one argument"), "{err}");
+    assert!(batches[0].column(1).null_count() == 0);
+}
