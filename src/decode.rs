@@ -26,6 +26,8 @@ const NO_TAG_COLUMN: u16 = u16::MAX;
 pub struct FileContext {
     /// Reference names, indexed by refID.
     pub reference_names: Arc<[String]>,
+    /// Reference lengths, indexed by refID.
+    pub reference_lengths: Arc<[u64]>,
 }
 
 /// Builds Arrow record batches from BAM records, for a fixed projection of the table schema.
@@ -472,7 +474,7 @@ mod tests {
     fn decodes_like_samtools_view() {
         let layout = TagLayout { tags: vec![(*b"NM", TagKind::Int), (*b"XB", TagKind::IntArray)] };
         let schema = bam_schema(&layout);
-        let file = FileContext { reference_names: Arc::from(vec!["chr1".to_string()]) };
+        let file = FileContext { reference_names: Arc::from(vec!["chr1".to_string()]), reference_lengths: Arc::from(vec![1000]) };
         let all: Vec<usize> = (0..col::COUNT).collect();
         let mut d = BatchDecoder::new(&schema, &all, &layout, &file).unwrap();
         // NM as Z (wrong type) and a duplicate XB both overflow to tags_extra.
@@ -501,7 +503,7 @@ mod tests {
     fn long_cigar_comes_from_cg_tag() {
         let layout = TagLayout::default();
         let schema = bam_schema(&layout);
-        let file = FileContext { reference_names: Arc::from(vec!["chr1".to_string()]) };
+        let file = FileContext { reference_names: Arc::from(vec!["chr1".to_string()]), reference_lengths: Arc::from(vec![1000]) };
         let proj = [col::CIGAR, col::ENDPOS, col::TAGS_EXTRA];
         let mut d = BatchDecoder::new(&schema, &proj, &layout, &file).unwrap();
         // Placeholder 4S10N; CG holds 2M1I1M (span 3).
@@ -522,7 +524,7 @@ mod tests {
     fn empty_projection_counts_rows() {
         let layout = TagLayout::default();
         let schema = bam_schema(&layout);
-        let file = FileContext { reference_names: Arc::from(vec!["chr1".to_string()]) };
+        let file = FileContext { reference_names: Arc::from(vec!["chr1".to_string()]), reference_lengths: Arc::from(vec![1000]) };
         let mut d = BatchDecoder::new(&schema, &[], &layout, &file).unwrap();
         let bytes = record(&[], 0, b"");
         for _ in 0..3 {

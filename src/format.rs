@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use noodles_bgzf::VirtualPosition;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::{not_impl_err, GetExt, Result, Statistics};
@@ -24,9 +26,12 @@ use futures::StreamExt;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::infer::infer_layout;
-use crate::io::{blocking_stream, open_blocking_reader};
+use crate::io::blocking_stream;
 use crate::options::BamOptions;
-use crate::scan::{bgzf_reader, BatchReader, BGZF_EOF};
+use crate::decode::FileContext;
+use crate::io::ObjectBytes;
+use crate::partition::find_first_record;
+use crate::scan::{bgzf_reader, read_header, BatchReader, Extent, SuccessorCheck, BGZF_EOF};
 use crate::schema::{bam_schema, layout_of, TagLayout};
 
 /// The file extension, without its dot.
@@ -108,7 +113,7 @@ impl FileFormat for BamFormat {
     }
 
     fn file_source(&self, table_schema: TableSchema) -> Arc<dyn FileSource> {
-        Arc::new(BamSource::new(table_schema))
+        Arc::new(BamSource { split: self.options.split, ..BamSource::new(table_schema) })
     }
 }
 
@@ -119,6 +124,8 @@ pub struct BamSource {
     projection: SplitProjection,
     batch_size: usize,
     metrics: ExecutionPlanMetricsSet,
+    /// Whether DataFusion may split files into byte ranges (option `split`).
+    split: bool,
 }
 
 impl BamSource {
@@ -128,6 +135,7 @@ impl BamSource {
             table_schema,
             batch_size: 8192,
             metrics: ExecutionPlanMetricsSet::new(),
+            split: true,
         }
     }
 }
@@ -177,9 +185,9 @@ impl FileSource for BamSource {
         BAM_EXTENSION
     }
 
-    /// Byte-range splitting needs record-boundary discovery, which is not built yet.
+    /// Files are split into byte ranges (see [`crate::partition`]) unless option `split` is off.
     fn supports_repartitioning(&self) -> bool {
-        false
+        self.split
     }
 
     fn fmt_extra(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
@@ -221,19 +229,91 @@ impl FileOpener for BamOpener {
         let projection = self.projection.clone();
         let batch_size = self.batch_size;
         Ok(Box::pin(async move {
-            let meta = &file.object_meta;
-            let path = meta.location.to_string();
-            if let Some(range) = &file.range {
-                if range.start != 0 || (range.end as u64) < meta.size {
-                    return not_impl_err!("BAM file {path}: reading a byte range ({}..{}) is not supported yet", range.start, range.end);
-                }
+            let meta = file.object_meta.clone();
+            let (start, end) = match &file.range {
+                Some(r) => (r.start as u64, (r.end as u64).min(meta.size)),
+                None => (0, meta.size),
+            };
+            // Only the range holding the file's end checks for the BGZF end-of-file block.
+            if end >= meta.size {
+                check_eof_marker(&store, &meta).await?;
             }
-            check_eof_marker(&store, meta).await?;
-            let reader = open_blocking_reader(&store, &meta.location).await?;
-            let stream = blocking_stream(move || BatchReader::new(&path, bgzf_reader(&path, reader)?, &schema, &projection, &layout, batch_size));
+            let bytes = ObjectBytes { store, location: meta.location.clone(), size: meta.size, handle: tokio::runtime::Handle::current() };
+            let stream = blocking_stream(move || {
+                let scan = RangeScan { bytes, path: meta.location.to_string(), start, end, schema, projection, layout, batch_size };
+                scan.batches()
+            });
             Ok(stream.boxed())
         }))
     }
+}
+
+/// The decoding of one byte range of one file, run on a blocking thread.
+struct RangeScan {
+    bytes: ObjectBytes,
+    path: String,
+    start: u64,
+    end: u64,
+    schema: SchemaRef,
+    projection: Vec<usize>,
+    layout: Arc<TagLayout>,
+    batch_size: usize,
+}
+
+type Batches = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
+
+impl RangeScan {
+    fn batches(self) -> Result<Batches> {
+        let path = self.path.as_str();
+        let mut head = bgzf_reader(path, self.bytes.open_at(0)?)?;
+        let header = read_header(path, &mut head)?;
+        let file = Arc::new(header.file);
+        let whole_file = self.start == 0 && self.end >= self.bytes.size;
+        let successor_check = (!whole_file && self.end < self.bytes.size).then(|| {
+            let (bytes, file, path, end) = (self.bytes.clone(), Arc::clone(&file), self.path.clone(), self.end);
+            Box::new(move |stop: Option<VirtualPosition>| check_successor(&bytes, &file, &path, end, stop)) as SuccessorCheck
+        });
+        let extent = |base| Extent { base, end: (!whole_file).then_some(self.end), successor_check };
+        if self.start == 0 {
+            let reader = BatchReader::new(path, head, extent(0), &file, &self.schema, &self.projection, &self.layout, self.batch_size)?;
+            return Ok(Box::new(reader));
+        }
+        // A range starting mid-file: its first record is the first one starting in a block at
+        // or after `start`; the range before verifies that guess when it reaches it.
+        let first = find_first_record(self.bytes.open_at(self.start)?, self.start, self.bytes.size, &file)
+            .map_err(|e| DataFusionError::Execution(format!("BAM file {path}: cannot find the first record after byte {}: {e}", self.start)))?;
+        let Some(first) = first.filter(|v| v.compressed() < self.end) else {
+            // No record starts in this range; the successor check still runs for the next one.
+            let check = extent(0).successor_check;
+            if let Some(check) = check {
+                check(first)?;
+            }
+            return Ok(Box::new(std::iter::empty()));
+        };
+        let mut reader = noodles_bgzf::io::Reader::new(self.bytes.open_at(first.compressed())?);
+        let mut skip = vec![0u8; usize::from(first.uncompressed())];
+        std::io::Read::read_exact(&mut reader, &mut skip)
+            .map_err(|e| DataFusionError::Execution(format!("BAM file {path}: cannot reach the record at {first:?}: {e}")))?;
+        let reader = BatchReader::new(path, reader, extent(first.compressed()), &file, &self.schema, &self.projection, &self.layout, self.batch_size)?;
+        Ok(Box::new(reader))
+    }
+}
+
+/// The range ending at `end` stopped at `stop` (the next record, or `None` at the end of the
+/// file); the range starting at `end` guesses its first record independently. They must agree.
+fn check_successor(bytes: &ObjectBytes, file: &FileContext, path: &str, end: u64, stop: Option<VirtualPosition>) -> Result<()> {
+    let guess = find_first_record(bytes.open_at(end)?, end, bytes.size, file)
+        .map_err(|e| DataFusionError::Execution(format!("BAM file {path}: cannot find the first record after byte {end}: {e}")))?;
+    if guess == stop {
+        return Ok(());
+    }
+    let show = |v: Option<VirtualPosition>| v.map_or("the end of the file".to_string(), |v| format!("virtual offset {}:{}", v.compressed(), v.uncompressed()));
+    Err(DataFusionError::Execution(format!(
+        "BAM file {path}: the partition boundary at byte {end} was misplaced: reading on from the previous partition reaches {}, \
+         but the record search from byte {end} chose {}. Disable splitting for this table (OPTIONS ('split' 'false')) and report the file.",
+        show(stop),
+        show(guess)
+    )))
 }
 
 /// A BAM file ends with the 28-byte BGZF EOF block. Without it the file was cut short at a block

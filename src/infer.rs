@@ -44,7 +44,7 @@ pub fn sample_tags<R: Read>(path: &str, inner: R, limit: usize, counts: &mut Tag
     let mut n = 0;
     while n < limit {
         let start = reader.virtual_position();
-        if !read_record_bytes(path, &mut reader, &mut buf)? {
+        if !read_record_bytes(path, 0, &mut reader, &mut buf)? {
             break;
         }
         let record = RawRecord::parse(&buf, n_ref).map_err(|e| error_at(path, start, format!("invalid record: {e}")))?;

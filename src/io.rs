@@ -13,7 +13,7 @@ use datafusion::common::{DataFusionError, Result};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{GetOptions, GetResultPayload, ObjectStore};
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 const CHANNEL_BATCHES: usize = 2;
@@ -70,4 +70,39 @@ where
     })
     .filter_map(|x| async move { x });
     batches.chain(outcome).boxed()
+}
+
+/// One object, opened at any offset from a blocking thread (a partition's decoder needs the
+/// header at byte 0, its own start, and the next partition's start).
+#[derive(Clone)]
+pub struct ObjectBytes {
+    pub store: Arc<dyn ObjectStore>,
+    pub location: Path,
+    pub size: u64,
+    pub handle: tokio::runtime::Handle,
+}
+
+impl ObjectBytes {
+    /// A blocking reader from `offset` to the end of the object. Call only off the runtime.
+    pub fn open_at(&self, offset: u64) -> Result<Box<dyn Read + Send>> {
+        use std::io::{Seek, SeekFrom};
+        let options = GetOptions { range: Some(GetRange::Offset(offset)), ..Default::default() };
+        let location = &self.location;
+        let result = self
+            .handle
+            .block_on(self.store.get_opts(location, options))
+            .map_err(|e| DataFusionError::Execution(format!("cannot read BAM file {location} from byte {offset}: {e}")))?;
+        Ok(match result.payload {
+            GetResultPayload::File(mut file, _) => {
+                // Local files come back unpositioned; the range is only advisory.
+                file.seek(SeekFrom::Start(offset))
+                    .map_err(|e| DataFusionError::Execution(format!("cannot seek BAM file {location} to byte {offset}: {e}")))?;
+                Box::new(std::io::BufReader::with_capacity(1 << 20, file))
+            }
+            GetResultPayload::Stream(stream) => {
+                let stream = stream.map_err(std::io::Error::other);
+                Box::new(SyncIoBridge::new_with_handle(StreamReader::new(stream), self.handle.clone()))
+            }
+        })
+    }
 }

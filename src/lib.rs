@@ -21,6 +21,7 @@ pub mod infer;
 pub mod io;
 pub mod options;
 pub mod output_guard;
+pub mod partition;
 pub mod progress;
 pub mod record;
 pub mod scan;

@@ -60,15 +60,22 @@ pub struct BamOptions {
     pub tags: TagSelection,
     /// Option `tag_sample_records`: how many records (over all files) `auto` inspects.
     pub tag_sample_records: usize,
+    /// Option `split`: whether a file may be split into byte ranges decoded in parallel.
+    pub split: bool,
 }
 
 impl Default for BamOptions {
     fn default() -> Self {
-        Self { tags: TagSelection::Auto, tag_sample_records: 10_000 }
+        Self { tags: TagSelection::Auto, tag_sample_records: 10_000, split: true }
     }
 }
 
 impl BamOptions {
+    pub fn with_split(mut self, split: bool) -> Self {
+        self.split = split;
+        self
+    }
+
     pub fn with_tags(mut self, tags: TagSelection) -> Self {
         self.tags = tags;
         self
@@ -86,9 +93,16 @@ impl BamOptions {
                         plan_err!("option tag_sample_records must be a whole number, got {value:?}")
                     })?
                 }
+                "split" => {
+                    options.split = match value.trim().to_ascii_lowercase().as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return plan_err!("option split must be true or false, got {value:?}"),
+                    }
+                }
                 other => {
                     return plan_err!(
-                        "unknown BAM table option {other:?}; valid options: tags, tag_sample_records"
+                        "unknown BAM table option {other:?}; valid options: tags, tag_sample_records, split"
                     )
                 }
             }

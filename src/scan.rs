@@ -20,7 +20,7 @@ use crate::schema::TagLayout;
 
 /// Largest `block_size` accepted (the longest reads are a few Mbp; 256 MiB leaves headroom
 /// while stopping a corrupt length from allocating gigabytes).
-const MAX_RECORD_BYTES: usize = 256 << 20;
+pub const MAX_RECORD_BYTES: usize = 256 << 20;
 
 /// A batch is emitted at `batch_size` rows or at this many record bytes, whichever comes first,
 /// so batches of long reads stay bounded in memory.
@@ -106,22 +106,30 @@ pub fn read_header<R: Read>(path: &str, reader: &mut bgzf::io::Reader<R>) -> Res
             io::ErrorKind::UnexpectedEof => error_at(path, bgzf::VirtualPosition::default(), "file ends inside the BAM header: it is truncated"),
             _ => error_at(path, bgzf::VirtualPosition::default(), format!("invalid BAM header: {e}")),
         })?;
-    let names: Vec<String> = header
-        .reference_sequences()
-        .keys()
-        .map(|name| String::from_utf8_lossy(name).into_owned())
-        .collect();
-    Ok(BamHeader { header, file: FileContext { reference_names: Arc::from(names) } })
+    let refs = header.reference_sequences();
+    let names: Vec<String> = refs.keys().map(|name| String::from_utf8_lossy(name).into_owned()).collect();
+    let lengths: Vec<u64> = refs.values().map(|r| usize::from(r.length()) as u64).collect();
+    Ok(BamHeader { header, file: FileContext { reference_names: Arc::from(names), reference_lengths: Arc::from(lengths) } })
+}
+
+/// The absolute virtual position of `reader`'s position, for a reader started at byte `base`.
+pub fn absolute(base: u64, pos: bgzf::VirtualPosition) -> bgzf::VirtualPosition {
+    bgzf::VirtualPosition::try_from((base + pos.compressed(), pos.uncompressed())).unwrap_or(pos)
+}
+
+/// Where the next record starts (its block is loaded first, so the position names the block
+/// that holds the record's first byte), or `None` at a clean end of data.
+pub fn next_record_start<R: Read>(path: &str, base: u64, reader: &mut bgzf::io::Reader<R>) -> Result<Option<bgzf::VirtualPosition>> {
+    let at = absolute(base, reader.virtual_position());
+    if reader.fill_buf().map_err(|e| error_at(path, at, describe_io(&e)))?.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(absolute(base, reader.virtual_position())))
 }
 
 /// Reads the next record's bytes into `buf`. Returns `Ok(false)` at a clean end of data.
-pub fn read_record_bytes<R: Read>(path: &str, reader: &mut bgzf::io::Reader<R>, buf: &mut Vec<u8>) -> Result<bool> {
-    let start = reader.virtual_position();
-    let at_end = reader.fill_buf().map_err(|e| error_at(path, start, describe_io(&e)))?.is_empty();
-    if at_end {
-        return Ok(false);
-    }
-    let start = reader.virtual_position();
+pub fn read_record_bytes<R: Read>(path: &str, base: u64, reader: &mut bgzf::io::Reader<R>, buf: &mut Vec<u8>) -> Result<bool> {
+    let Some(start) = next_record_start(path, base, reader)? else { return Ok(false) };
     let mut size = [0u8; 4];
     reader.read_exact(&mut size).map_err(|e| error_at(path, start, describe_io(&e)))?;
     let block_size = u32::from_le_bytes(size) as usize;
@@ -133,40 +141,68 @@ pub fn read_record_bytes<R: Read>(path: &str, reader: &mut bgzf::io::Reader<R>, 
     Ok(true)
 }
 
+/// Checks, once a range has been read, that the next range's guessed first record is exactly
+/// where this range stopped (`None`: the end of the file).
+pub type SuccessorCheck = Box<dyn FnOnce(Option<bgzf::VirtualPosition>) -> Result<()> + Send>;
+
 /// Iterates a BAM stream's records as Arrow batches.
 pub struct BatchReader<R> {
     path: String,
     reader: bgzf::io::Reader<R>,
+    /// File offset at which `reader`'s data starts.
+    base: u64,
+    /// Records whose block starts at or after this offset belong to the next range.
+    end: Option<u64>,
+    successor_check: Option<SuccessorCheck>,
     decoder: BatchDecoder,
     n_ref: usize,
     batch_size: usize,
     buf: Vec<u8>,
     done: bool,
+    failed: bool,
     /// Compressed position already reported to [`progress`].
     reported_bytes: u64,
 }
 
+/// Where a [`BatchReader`] reads: its reader starts at file byte `base`; it stops before the
+/// first record whose block starts at or after `end`, then runs `successor_check`.
+pub struct Extent {
+    pub base: u64,
+    pub end: Option<u64>,
+    pub successor_check: Option<SuccessorCheck>,
+}
+
+impl Extent {
+    pub fn whole_file() -> Self {
+        Self { base: 0, end: None, successor_check: None }
+    }
+}
+
 impl<R: Read> BatchReader<R> {
-    /// Reads the header from `reader` (a whole BAM file from byte 0) and prepares to decode
-    /// `projection` of `table_schema`.
+    /// Decodes `projection` of `table_schema` from `reader`, positioned at a record start.
     pub fn new(
         path: &str,
-        mut reader: bgzf::io::Reader<R>,
+        reader: bgzf::io::Reader<R>,
+        extent: Extent,
+        file: &FileContext,
         table_schema: &SchemaRef,
         projection: &[usize],
         layout: &TagLayout,
         batch_size: usize,
     ) -> Result<Self> {
-        let header = read_header(path, &mut reader)?;
-        let decoder = BatchDecoder::new(table_schema, projection, layout, &header.file)?;
+        let decoder = BatchDecoder::new(table_schema, projection, layout, file)?;
         Ok(Self {
             path: path.to_string(),
             reader,
-            n_ref: header.file.reference_names.len(),
+            base: extent.base,
+            end: extent.end,
+            successor_check: extent.successor_check,
+            n_ref: file.reference_names.len(),
             decoder,
             batch_size: batch_size.max(1),
             buf: Vec::new(),
             done: false,
+            failed: false,
             reported_bytes: 0,
         })
     }
@@ -175,14 +211,27 @@ impl<R: Read> BatchReader<R> {
         self.decoder.schema()
     }
 
+    /// Ends the range: `stop` is where the next record starts (`None` at the end of the file).
+    fn finish_range(&mut self, stop: Option<bgzf::VirtualPosition>) -> Result<()> {
+        self.done = true;
+        match self.successor_check.take() {
+            Some(check) => check(stop),
+            None => Ok(()),
+        }
+    }
+
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         let mut bytes = 0usize;
-        while self.decoder.len() < self.batch_size && bytes < BATCH_BYTE_BUDGET {
-            let start = self.reader.virtual_position();
-            if !read_record_bytes(&self.path, &mut self.reader, &mut self.buf)? {
-                self.done = true;
+        while !self.done && self.decoder.len() < self.batch_size && bytes < BATCH_BYTE_BUDGET {
+            let Some(start) = next_record_start(&self.path, self.base, &mut self.reader)? else {
+                self.finish_range(None)?;
+                break;
+            };
+            if self.end.is_some_and(|end| start.compressed() >= end) {
+                self.finish_range(Some(start))?;
                 break;
             }
+            read_record_bytes(&self.path, self.base, &mut self.reader, &mut self.buf)?;
             let record = RawRecord::parse(&self.buf, self.n_ref)
                 .map_err(|e| error_at(&self.path, start, format!("invalid record: {e}")))?;
             self.decoder
@@ -191,7 +240,7 @@ impl<R: Read> BatchReader<R> {
             bytes += self.buf.len() + 4;
         }
         let position = self.reader.virtual_position().compressed();
-        progress::add(self.decoder.len() as u64, position - self.reported_bytes);
+        progress::add(self.decoder.len() as u64, position.saturating_sub(self.reported_bytes));
         self.reported_bytes = position;
         if self.decoder.is_empty() {
             return Ok(None);
@@ -204,14 +253,14 @@ impl<R: Read> Iterator for BatchReader<R> {
     type Item = Result<RecordBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
+        if self.failed || self.done && self.decoder.is_empty() {
             return None;
         }
         match self.next_batch() {
             Ok(Some(batch)) => Some(Ok(batch)),
             Ok(None) => None,
             Err(e) => {
-                self.done = true;
+                self.failed = true;
                 Some(Err(e))
             }
         }

@@ -7,9 +7,11 @@ use datafusion_bam::{BamOptions, BamSessionExt, TagSelection};
 use crate::oracle::{data, endpos_from_text, samtools, samtools_rows, table_rows, Row};
 use crate::{context, query};
 
+/// The table's rows in file order: files stay whole (split=false), since partitions arrive in
+/// any order; `partitions.rs` checks the split scans.
 async fn provider_rows(path: &str, options: BamOptions) -> Vec<Row> {
     let ctx = context();
-    ctx.register_bam("t", path, options).await.unwrap();
+    ctx.register_bam("t", path, options.with_split(false)).await.unwrap();
     table_rows(&query(&ctx, "SELECT * FROM t").await.unwrap())
 }
 
@@ -97,7 +99,7 @@ async fn endpos_is_samtools_endpos() {
         let path = data(file);
         let expected: Vec<Option<i64>> = samtools_rows(&path, &[]).iter().map(endpos_from_text).collect();
         let ctx = context();
-        ctx.register_bam("t", path.to_str().unwrap(), BamOptions::default()).await.unwrap();
+        ctx.register_bam("t", path.to_str().unwrap(), BamOptions::default().with_split(false)).await.unwrap();
         let batches = query(&ctx, "SELECT endpos FROM t").await.unwrap();
         let actual: Vec<Option<i64>> =
             batches.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().iter().collect::<Vec<_>>()).collect();

@@ -4,6 +4,7 @@ mod bad_input;
 mod cli;
 mod fidelity;
 mod oracle;
+mod partitions;
 mod sql;
 
 use arrow::array::RecordBatch;

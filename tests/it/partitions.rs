@@ -1,0 +1,48 @@
+//! Byte-range partitions: the rows of any split equal samtools' view of the file.
+
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_bam::{BamOptions, BamSessionExt};
+
+use crate::oracle::{data, samtools_rows, table_rows, Row};
+use crate::query;
+
+/// A session that splits every file into `n` byte ranges, however small the file.
+fn split_context(n: usize) -> SessionContext {
+    let config = SessionConfig::new()
+        .with_target_partitions(n)
+        .set_usize("datafusion.optimizer.repartition_file_min_size", 0);
+    let ctx = SessionContext::new_with_config(config);
+    ctx.enable_bam().unwrap();
+    ctx
+}
+
+async fn rows_with_partitions(file: &str, n: usize, options: BamOptions) -> (Vec<Row>, String) {
+    let ctx = split_context(n);
+    ctx.register_bam("t", data(file).to_str().unwrap(), options).await.unwrap();
+    let plan = query(&ctx, "EXPLAIN SELECT * FROM t").await.unwrap();
+    let plan = arrow::util::pretty::pretty_format_batches(&plan).unwrap().to_string();
+    let mut rows = table_rows(&query(&ctx, "SELECT * FROM t").await.unwrap());
+    rows.sort();
+    (rows, plan)
+}
+
+#[tokio::test]
+async fn every_split_gives_samtools_rows() {
+    for file in ["sample.bam", "name_sorted.bam", "unaligned.bam", "edge.bam", "many_refs.bam", "empty.bam"] {
+        let mut expected = samtools_rows(&data(file), &[]);
+        expected.sort();
+        for n in [1, 2, 3, 7, 16] {
+            let (rows, plan) = rows_with_partitions(file, n, BamOptions::default()).await;
+            assert_eq!(rows.len(), expected.len(), "{file} with {n} partitions: record count\n{plan}");
+            assert!(rows == expected, "{file} with {n} partitions: rows differ from samtools");
+        }
+    }
+}
+
+#[tokio::test]
+async fn files_are_split_into_byte_ranges_unless_disabled() {
+    let (_, plan) = rows_with_partitions("sample.bam", 3, BamOptions::default()).await;
+    assert!(plan.contains("sample.bam:0.."), "expected byte ranges in the plan:\n{plan}");
+    let (_, plan) = rows_with_partitions("sample.bam", 3, BamOptions::default().with_split(false)).await;
+    assert!(!plan.contains("sample.bam:0.."), "split=false must keep the file whole:\n{plan}");
+}
