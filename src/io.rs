@@ -28,11 +28,22 @@ pub async fn open_blocking_reader(
         .get_opts(location, GetOptions::default())
         .await
         .map_err(|e| DataFusionError::Execution(format!("cannot open BAM file {location}: {e}")))?;
-    Ok(match result.payload {
-        GetResultPayload::File(file, _) => Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
+    blocking_reader(result.payload, location, 0, tokio::runtime::Handle::current())
+}
+
+/// A blocking reader over a `get` result for the bytes from `offset` on.
+fn blocking_reader(payload: GetResultPayload, location: &Path, offset: u64, handle: tokio::runtime::Handle) -> Result<Box<dyn Read + Send>> {
+    use std::io::{Seek, SeekFrom};
+    Ok(match payload {
+        GetResultPayload::File(mut file, _) => {
+            // Local files come back unpositioned; the requested range is only advisory.
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| DataFusionError::Execution(format!("cannot seek BAM file {location} to byte {offset}: {e}")))?;
+            Box::new(std::io::BufReader::with_capacity(1 << 20, file))
+        }
         GetResultPayload::Stream(stream) => {
             let stream = stream.map_err(std::io::Error::other);
-            Box::new(SyncIoBridge::new(StreamReader::new(stream)))
+            Box::new(SyncIoBridge::new_with_handle(StreamReader::new(stream), handle))
         }
     })
 }
@@ -85,24 +96,12 @@ pub struct ObjectBytes {
 impl ObjectBytes {
     /// A blocking reader from `offset` to the end of the object. Call only off the runtime.
     pub fn open_at(&self, offset: u64) -> Result<Box<dyn Read + Send>> {
-        use std::io::{Seek, SeekFrom};
         let options = GetOptions { range: Some(GetRange::Offset(offset)), ..Default::default() };
         let location = &self.location;
         let result = self
             .handle
             .block_on(self.store.get_opts(location, options))
             .map_err(|e| DataFusionError::Execution(format!("cannot read BAM file {location} from byte {offset}: {e}")))?;
-        Ok(match result.payload {
-            GetResultPayload::File(mut file, _) => {
-                // Local files come back unpositioned; the range is only advisory.
-                file.seek(SeekFrom::Start(offset))
-                    .map_err(|e| DataFusionError::Execution(format!("cannot seek BAM file {location} to byte {offset}: {e}")))?;
-                Box::new(std::io::BufReader::with_capacity(1 << 20, file))
-            }
-            GetResultPayload::Stream(stream) => {
-                let stream = stream.map_err(std::io::Error::other);
-                Box::new(SyncIoBridge::new_with_handle(StreamReader::new(stream), self.handle.clone()))
-            }
-        })
+        blocking_reader(result.payload, location, offset, self.handle.clone())
     }
 }

@@ -130,6 +130,12 @@ pub fn next_record_start<R: Read>(path: &str, base: u64, reader: &mut bgzf::io::
 /// Reads the next record's bytes into `buf`. Returns `Ok(false)` at a clean end of data.
 pub fn read_record_bytes<R: Read>(path: &str, base: u64, reader: &mut bgzf::io::Reader<R>, buf: &mut Vec<u8>) -> Result<bool> {
     let Some(start) = next_record_start(path, base, reader)? else { return Ok(false) };
+    read_record_at(path, start, reader, buf)?;
+    Ok(true)
+}
+
+/// Reads the record whose start [`next_record_start`] just returned as `start`.
+fn read_record_at<R: Read>(path: &str, start: bgzf::VirtualPosition, reader: &mut bgzf::io::Reader<R>, buf: &mut Vec<u8>) -> Result<()> {
     let mut size = [0u8; 4];
     reader.read_exact(&mut size).map_err(|e| error_at(path, start, describe_io(&e)))?;
     let block_size = u32::from_le_bytes(size) as usize;
@@ -137,8 +143,7 @@ pub fn read_record_bytes<R: Read>(path: &str, base: u64, reader: &mut bgzf::io::
         return Err(error_at(path, start, format!("invalid record length {block_size}: the data is corrupt")));
     }
     buf.resize(block_size, 0);
-    reader.read_exact(buf).map_err(|e| error_at(path, start, describe_io(&e)))?;
-    Ok(true)
+    reader.read_exact(buf).map_err(|e| error_at(path, start, describe_io(&e)))
 }
 
 /// Checks, once a range has been read, that the next range's guessed first record is exactly
@@ -170,12 +175,6 @@ pub struct Extent {
     pub base: u64,
     pub end: Option<u64>,
     pub successor_check: Option<SuccessorCheck>,
-}
-
-impl Extent {
-    pub fn whole_file() -> Self {
-        Self { base: 0, end: None, successor_check: None }
-    }
 }
 
 impl<R: Read> BatchReader<R> {
@@ -231,7 +230,7 @@ impl<R: Read> BatchReader<R> {
                 self.finish_range(Some(start))?;
                 break;
             }
-            read_record_bytes(&self.path, self.base, &mut self.reader, &mut self.buf)?;
+            read_record_at(&self.path, start, &mut self.reader, &mut self.buf)?;
             let record = RawRecord::parse(&self.buf, self.n_ref)
                 .map_err(|e| error_at(&self.path, start, format!("invalid record: {e}")))?;
             self.decoder
