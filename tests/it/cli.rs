@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::oracle::{data, samtools};
+use crate::oracle::{data, repo_root, samtools};
 
 const BIN: &str = env!("CARGO_BIN_EXE_datafusion-bam");
 
@@ -12,7 +12,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_datafusion-bam");
 fn run_in(dir: &Path, args: &[&str]) -> Output {
     let tests = dir.join("tests");
     if !tests.exists() {
-        std::os::unix::fs::symlink(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests"), tests).unwrap();
+        std::os::unix::fs::symlink(repo_root().join("tests"), tests).unwrap();
     }
     Command::new(BIN).args(args).current_dir(dir).output().unwrap()
 }
@@ -63,7 +63,7 @@ fn failing_statement_stops_with_an_error_status() {
 }
 
 fn example(dir: &Path, name: &str) -> String {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql-examples").join(name);
+    let file = repo_root().join("sql-examples").join(name);
     stdout_ok(&run_in(dir, &["-q", "--format", "csv", "-f", file.to_str().unwrap()]))
 }
 

@@ -34,8 +34,14 @@ pub struct Row {
     pub tags: Vec<(String, TagValue)>,
 }
 
+/// The checkout under test. Read at run time, not compile time: a build cache shared between
+/// checkouts must not send the tests to another checkout's files.
+pub fn repo_root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 pub fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    repo_root().join("tests/data").join(name)
 }
 
 pub fn samtools(args: &[&str]) -> String {
