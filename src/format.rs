@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use noodles_bgzf::VirtualPosition;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::stats::Precision;
 use datafusion::common::{not_impl_err, GetExt, Result, Statistics};
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::file_format::{FileFormat, FileFormatFactory};
@@ -20,18 +20,21 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::DataFusionError;
 use datafusion::physical_expr::projection::ProjectionExprs;
+use datafusion::physical_expr::utils::conjunction;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::filter_pushdown::{FilterPushdownPropagation, PushedDown};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::{DisplayFormatType, ExecutionPlan};
 use futures::StreamExt;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
+use crate::file_info::Catalog;
 use crate::infer::infer_layout;
-use crate::io::blocking_stream;
+use crate::io::{blocking_stream, ObjectBytes};
 use crate::options::BamOptions;
-use crate::decode::FileContext;
-use crate::io::ObjectBytes;
-use crate::partition::find_first_record;
-use crate::scan::{bgzf_reader, read_header, BatchReader, Extent, SuccessorCheck, BGZF_EOF};
+use crate::partition::{plan_range, select_pieces};
+use crate::pushdown::{can_prefilter, region_predicate, regions, Prefilter, Region};
+use crate::scan::{BatchReader, DecodeSpec, Piece, ScanMetrics, BGZF_EOF};
 use crate::schema::{bam_schema, layout_of, TagLayout};
 
 /// The file extension, without its dot.
@@ -70,11 +73,13 @@ impl FileFormatFactory for BamFormatFactory {
 #[derive(Debug, Default, Clone)]
 pub struct BamFormat {
     options: BamOptions,
+    /// Headers and indexes of the table's files, shared by its scans.
+    catalog: Arc<Catalog>,
 }
 
 impl BamFormat {
     pub fn new(options: BamOptions) -> Self {
-        Self { options }
+        Self { options, catalog: Arc::default() }
     }
 
     pub fn options(&self) -> &BamOptions {
@@ -104,16 +109,39 @@ impl FileFormat for BamFormat {
         Ok(bam_schema(&layout))
     }
 
-    async fn infer_stats(&self, _state: &dyn Session, _store: &Arc<dyn ObjectStore>, table_schema: SchemaRef, _object: &ObjectMeta) -> Result<Statistics> {
-        Ok(Statistics::new_unknown(&table_schema))
+    /// The record count from a current index, so `count(*)` needs no scan.
+    async fn infer_stats(&self, _state: &dyn Session, store: &Arc<dyn ObjectStore>, table_schema: SchemaRef, object: &ObjectMeta) -> Result<Statistics> {
+        let unknown = Statistics::new_unknown(&table_schema);
+        if !self.options.regions.is_empty() {
+            return Ok(unknown);
+        }
+        self.catalog.load_all(store, vec![object.clone()]).await?;
+        let count = self.catalog.get(object).filter(|info| info.index_is_current).and_then(|info| info.index.as_ref()?.record_count());
+        Ok(match count {
+            Some(n) => unknown.with_num_rows(Precision::Exact(n as usize)),
+            None => unknown,
+        })
     }
 
-    async fn create_physical_plan(&self, _state: &dyn Session, conf: FileScanConfig) -> Result<Arc<dyn ExecutionPlan>> {
+    /// Reads every file's header and index once, before the partitions need them.
+    async fn create_physical_plan(&self, state: &dyn Session, conf: FileScanConfig) -> Result<Arc<dyn ExecutionPlan>> {
+        let store = state.runtime_env().object_store(&conf.object_store_url)?;
+        let metas = conf.file_groups.iter().flat_map(|g| g.iter()).map(|f| f.object_meta.clone()).collect();
+        self.catalog.load_all(&store, metas).await?;
         Ok(DataSourceExec::from_data_source(conf))
     }
 
     fn file_source(&self, table_schema: TableSchema) -> Arc<dyn FileSource> {
-        Arc::new(BamSource { split: self.options.split, ..BamSource::new(table_schema) })
+        let source = BamSource { split: self.options.split, catalog: Arc::clone(&self.catalog), ..BamSource::new(table_schema) };
+        if self.options.regions.is_empty() {
+            return Arc::new(source);
+        }
+        // The region option is a predicate like any pushed-down filter.
+        let predicate = region_predicate(&self.options.regions, source.table_schema.file_schema());
+        match predicate {
+            Ok(p) => Arc::new(source.with_predicates(vec![p])),
+            Err(_) => Arc::new(source),
+        }
     }
 }
 
@@ -126,6 +154,11 @@ pub struct BamSource {
     metrics: ExecutionPlanMetricsSet,
     /// Whether DataFusion may split files into byte ranges (option `split`).
     split: bool,
+    catalog: Arc<Catalog>,
+    /// Filters the decoder evaluates itself, over the file schema.
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+    /// The regions the predicate confines records to, for index use.
+    regions: Option<Arc<[Region]>>,
 }
 
 impl BamSource {
@@ -136,18 +169,50 @@ impl BamSource {
             batch_size: 8192,
             metrics: ExecutionPlanMetricsSet::new(),
             split: true,
+            catalog: Arc::default(),
+            predicate: None,
+            regions: None,
         }
+    }
+
+    /// This source with `predicates` (over the file schema) added to what the decoder filters.
+    fn with_predicates(&self, predicates: Vec<Arc<dyn PhysicalExpr>>) -> Self {
+        let all: Vec<_> = self.predicate.iter().cloned().chain(predicates).collect();
+        let predicate = conjunction(all);
+        let regions = regions(&predicate).map(Arc::from);
+        Self { predicate: Some(predicate), regions, ..self.clone() }
+    }
+
+    /// What the index selects for the regions, per loaded file, for `EXPLAIN`.
+    fn index_selection(&self) -> Vec<String> {
+        let Some(regions) = &self.regions else { return vec![] };
+        self.catalog
+            .files()
+            .into_iter()
+            .map(|(path, size, info)| {
+                if info.index.is_none() {
+                    return format!("{path}: no index ({}), every record is tested", info.index_note);
+                }
+                let whole = Piece { from: info.header_end, to: None, boundary_from: None };
+                let (pieces, chunks) = select_pieces(&info, whole, Some(regions));
+                let span: u64 = pieces.iter().map(|p| p.to.map_or(size, |t| t.compressed()).saturating_sub(p.from.compressed())).sum();
+                format!("{path}: {chunks} chunks, about {span} of {size} bytes ({})", info.index_note)
+            })
+            .collect()
     }
 }
 
 impl fmt::Debug for BamSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BamSource").field("projection", &self.projection.file_indices).finish()
+        f.debug_struct("BamSource")
+            .field("projection", &self.projection.file_indices)
+            .field("predicate", &self.predicate)
+            .finish()
     }
 }
 
 impl FileSource for BamSource {
-    fn create_file_opener(&self, store: Arc<dyn ObjectStore>, _config: &FileScanConfig, _partition: usize) -> Result<Arc<dyn FileOpener>> {
+    fn create_file_opener(&self, store: Arc<dyn ObjectStore>, _config: &FileScanConfig, partition: usize) -> Result<Arc<dyn FileOpener>> {
         let file_schema = Arc::clone(self.table_schema.file_schema());
         let opener = Arc::new(BamOpener {
             store,
@@ -155,6 +220,10 @@ impl FileSource for BamSource {
             file_schema: Arc::clone(&file_schema),
             projection: self.projection.file_indices.clone(),
             batch_size: self.batch_size,
+            catalog: Arc::clone(&self.catalog),
+            predicate: self.predicate.clone(),
+            regions: self.regions.clone(),
+            metrics: ScanMetrics::new(&self.metrics, partition),
         });
         ProjectionOpener::try_new(self.projection.clone(), opener, &file_schema)
     }
@@ -175,6 +244,24 @@ impl FileSource for BamSource {
 
     fn projection(&self) -> Option<&ProjectionExprs> {
         Some(&self.projection.source)
+    }
+
+    fn filter(&self) -> Option<Arc<dyn PhysicalExpr>> {
+        self.predicate.clone()
+    }
+
+    /// Takes over the filters the decoder can evaluate exactly on fixed-size record fields
+    /// (see [`crate::pushdown`]); DataFusion then runs no filter of its own for them.
+    fn try_pushdown_filters(&self, filters: Vec<Arc<dyn PhysicalExpr>>, _config: &ConfigOptions) -> Result<FilterPushdownPropagation<Arc<dyn FileSource>>> {
+        let file_schema = self.table_schema.file_schema();
+        let verdicts: Vec<PushedDown> =
+            filters.iter().map(|f| if can_prefilter(f, file_schema) { PushedDown::Yes } else { PushedDown::No }).collect();
+        let accepted: Vec<_> = filters.into_iter().zip(&verdicts).filter(|(_, v)| matches!(v, PushedDown::Yes)).map(|(f, _)| f).collect();
+        let propagation = FilterPushdownPropagation::with_parent_pushdown_result(verdicts);
+        if accepted.is_empty() {
+            return Ok(propagation);
+        }
+        Ok(propagation.with_updated_node(Arc::new(self.with_predicates(accepted)) as Arc<dyn FileSource>))
     }
 
     fn metrics(&self) -> &ExecutionPlanMetricsSet {
@@ -199,7 +286,19 @@ impl FileSource for BamSource {
                     .iter()
                     .map(|&i| self.table_schema.file_schema().field(i).name().as_str())
                     .collect();
-                write!(f, ", decoded_columns=[{}]", names.join(", "))
+                write!(f, ", decoded_columns=[{}]", names.join(", "))?;
+                if let Some(p) = &self.predicate {
+                    write!(f, ", predicate={p}")?;
+                }
+                if let Some(regions) = &self.regions {
+                    let shown: Vec<String> = regions.iter().map(|r| r.to_string()).collect();
+                    write!(f, ", regions=[{}]", shown.join(", "))?;
+                    let selection = self.index_selection();
+                    if !selection.is_empty() {
+                        write!(f, ", index_selection=[{}]", selection.join("; "))?;
+                    }
+                }
+                Ok(())
             }
             DisplayFormatType::TreeRender => Ok(()),
         }
@@ -209,7 +308,12 @@ impl FileSource for BamSource {
         &self,
         f: &mut dyn FnMut(&Arc<dyn datafusion::physical_plan::PhysicalExpr>) -> Result<datafusion::common::tree_node::TreeNodeRecursion>,
     ) -> Result<datafusion::common::tree_node::TreeNodeRecursion> {
-        datafusion::physical_plan::apply_expression_roots(self.projection.source.iter(), f)
+        use datafusion::common::tree_node::TreeNodeRecursion;
+        let recursion = datafusion::physical_plan::apply_expression_roots(self.projection.source.iter(), &mut *f)?;
+        match (&self.predicate, recursion) {
+            (Some(p), TreeNodeRecursion::Continue) => f(p),
+            (_, recursion) => Ok(recursion),
+        }
     }
 }
 
@@ -219,6 +323,10 @@ struct BamOpener {
     layout: Arc<TagLayout>,
     projection: Vec<usize>,
     batch_size: usize,
+    catalog: Arc<Catalog>,
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+    regions: Option<Arc<[Region]>>,
+    metrics: ScanMetrics,
 }
 
 impl FileOpener for BamOpener {
@@ -228,6 +336,10 @@ impl FileOpener for BamOpener {
         let layout = Arc::clone(&self.layout);
         let projection = self.projection.clone();
         let batch_size = self.batch_size;
+        let catalog = Arc::clone(&self.catalog);
+        let predicate = self.predicate.clone();
+        let regions = self.regions.clone();
+        let metrics = self.metrics.clone();
         Ok(Box::pin(async move {
             let meta = file.object_meta.clone();
             let (start, end) = match &file.range {
@@ -240,80 +352,17 @@ impl FileOpener for BamOpener {
             }
             let bytes = ObjectBytes { store, location: meta.location.clone(), size: meta.size, handle: tokio::runtime::Handle::current() };
             let stream = blocking_stream(move || {
-                let scan = RangeScan { bytes, path: meta.location.to_string(), start, end, schema, projection, layout, batch_size };
-                scan.batches()
+                let path = meta.location.to_string();
+                let info = catalog.get_or_load(&bytes, &meta)?;
+                let (pieces, chunks) = plan_range(&path, &bytes, &info, start, end, regions.as_deref())?;
+                metrics.index_chunks.add(chunks);
+                let prefilter = predicate.map(|p| Prefilter::new(&p, &schema, &layout, &info.context)).transpose()?;
+                let spec = DecodeSpec { table_schema: &schema, projection: &projection, layout: &layout, batch_size };
+                BatchReader::new(&path, bytes, pieces, &info.context, spec, prefilter, metrics)
             });
             Ok(stream.boxed())
         }))
     }
-}
-
-/// The decoding of one byte range of one file, run on a blocking thread.
-struct RangeScan {
-    bytes: ObjectBytes,
-    path: String,
-    start: u64,
-    end: u64,
-    schema: SchemaRef,
-    projection: Vec<usize>,
-    layout: Arc<TagLayout>,
-    batch_size: usize,
-}
-
-type Batches = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
-
-impl RangeScan {
-    fn batches(self) -> Result<Batches> {
-        let path = self.path.as_str();
-        let mut head = bgzf_reader(path, self.bytes.open_at(0)?)?;
-        let header = read_header(path, &mut head)?;
-        let file = Arc::new(header.file);
-        let whole_file = self.start == 0 && self.end >= self.bytes.size;
-        let successor_check = (!whole_file && self.end < self.bytes.size).then(|| {
-            let (bytes, file, path, end) = (self.bytes.clone(), Arc::clone(&file), self.path.clone(), self.end);
-            Box::new(move |stop: Option<VirtualPosition>| check_successor(&bytes, &file, &path, end, stop)) as SuccessorCheck
-        });
-        let extent = |base| Extent { base, end: (!whole_file).then_some(self.end), successor_check };
-        if self.start == 0 {
-            let reader = BatchReader::new(path, head, extent(0), &file, &self.schema, &self.projection, &self.layout, self.batch_size)?;
-            return Ok(Box::new(reader));
-        }
-        // A range starting mid-file: its first record is the first one starting in a block at
-        // or after `start`; the range before verifies that guess when it reaches it.
-        let first = find_first_record(self.bytes.open_at(self.start)?, self.start, self.bytes.size, &file)
-            .map_err(|e| DataFusionError::Execution(format!("BAM file {path}: cannot find the first record after byte {}: {e}", self.start)))?;
-        let Some(first) = first.filter(|v| v.compressed() < self.end) else {
-            // No record starts in this range; the successor check still runs for the next one.
-            let check = extent(0).successor_check;
-            if let Some(check) = check {
-                check(first)?;
-            }
-            return Ok(Box::new(std::iter::empty()));
-        };
-        let mut reader = noodles_bgzf::io::Reader::new(self.bytes.open_at(first.compressed())?);
-        let mut skip = vec![0u8; usize::from(first.uncompressed())];
-        std::io::Read::read_exact(&mut reader, &mut skip)
-            .map_err(|e| DataFusionError::Execution(format!("BAM file {path}: cannot reach the record at {first:?}: {e}")))?;
-        let reader = BatchReader::new(path, reader, extent(first.compressed()), &file, &self.schema, &self.projection, &self.layout, self.batch_size)?;
-        Ok(Box::new(reader))
-    }
-}
-
-/// The range ending at `end` stopped at `stop` (the next record, or `None` at the end of the
-/// file); the range starting at `end` guesses its first record independently. They must agree.
-fn check_successor(bytes: &ObjectBytes, file: &FileContext, path: &str, end: u64, stop: Option<VirtualPosition>) -> Result<()> {
-    let guess = find_first_record(bytes.open_at(end)?, end, bytes.size, file)
-        .map_err(|e| DataFusionError::Execution(format!("BAM file {path}: cannot find the first record after byte {end}: {e}")))?;
-    if guess == stop {
-        return Ok(());
-    }
-    let show = |v: Option<VirtualPosition>| v.map_or("the end of the file".to_string(), |v| format!("virtual offset {}:{}", v.compressed(), v.uncompressed()));
-    Err(DataFusionError::Execution(format!(
-        "BAM file {path}: the partition boundary at byte {end} was misplaced: reading on from the previous partition reaches {}, \
-         but the record search from byte {end} chose {}. Disable splitting for this table (OPTIONS ('split' 'false')) and report the file.",
-        show(stop),
-        show(guess)
-    )))
 }
 
 /// A BAM file ends with the 28-byte BGZF EOF block. Without it the file was cut short at a block

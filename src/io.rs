@@ -36,10 +36,11 @@ fn blocking_reader(payload: GetResultPayload, location: &Path, offset: u64, hand
     use std::io::{Seek, SeekFrom};
     Ok(match payload {
         GetResultPayload::File(mut file, _) => {
-            // Local files come back unpositioned; the requested range is only advisory.
+            // Local files come back unpositioned; the requested range is only advisory. The buffer
+            // is a few BGZF blocks: region reads open many short stretches.
             file.seek(SeekFrom::Start(offset))
                 .map_err(|e| DataFusionError::Execution(format!("cannot seek BAM file {location} to byte {offset}: {e}")))?;
-            Box::new(std::io::BufReader::with_capacity(1 << 20, file))
+            Box::new(std::io::BufReader::with_capacity(256 << 10, file))
         }
         GetResultPayload::Stream(stream) => {
             let stream = stream.map_err(std::io::Error::other);

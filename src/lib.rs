@@ -15,21 +15,26 @@
 //! The table has one row per alignment record; see [`schema::bam_schema`] for the columns.
 
 pub mod decode;
+pub mod file_info;
 pub mod format;
 pub mod header_fn;
+pub mod index;
 pub mod infer;
 pub mod io;
 pub mod options;
 pub mod output_guard;
 pub mod partition;
 pub mod progress;
+pub mod pushdown;
 pub mod record;
+pub mod region_fn;
 pub mod scan;
 pub mod schema;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::catalog::Session;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::provider::DefaultTableFactory;
 use datafusion::error::Result;
@@ -54,7 +59,8 @@ pub fn register_bam_format(state: &mut SessionState) -> Result<()> {
 /// BAM support for a [`SessionContext`].
 #[async_trait]
 pub trait BamSessionExt {
-    /// Enables `STORED AS BAM` and the `bam_header('path')` table function.
+    /// Enables `STORED AS BAM` and the `bam_header('path')` and
+    /// `bam_region('path', 'chr1:100-200', ...)` table functions.
     fn enable_bam(&self) -> Result<()>;
 
     /// Registers a BAM file, a directory of `.bam` files or a glob as table `name`.
@@ -69,23 +75,24 @@ impl BamSessionExt for SessionContext {
     fn enable_bam(&self) -> Result<()> {
         register_bam_format(&mut self.state_ref().write())?;
         self.register_udtf("bam_header", Arc::new(header_fn::BamHeaderFunction));
+        self.register_udtf("bam_region", Arc::new(region_fn::BamRegionFunction));
         Ok(())
     }
 
     async fn register_bam(&self, name: &str, path: &str, options: BamOptions) -> Result<()> {
-        let table = bam_listing_table(self, path, options).await?;
+        let table = bam_listing_table(&self.state(), path, options).await?;
         self.register_table(name, table)?;
         Ok(())
     }
 
     async fn read_bam(&self, path: &str, options: BamOptions) -> Result<DataFrame> {
-        let table = bam_listing_table(self, path, options).await?;
+        let table = bam_listing_table(&self.state(), path, options).await?;
         self.read_table(table)
     }
 }
 
-async fn bam_listing_table(ctx: &SessionContext, path: &str, options: BamOptions) -> Result<Arc<ListingTable>> {
-    let state = ctx.state();
+/// A listing table of BAM files (a file, a directory or a glob).
+pub async fn bam_listing_table(state: &dyn Session, path: &str, options: BamOptions) -> Result<Arc<ListingTable>> {
     let url = ListingTableUrl::parse(path)?;
     // DataFusion's listing skips zero-byte files; one named explicitly is an error instead.
     if !url.is_collection() && url.get_glob().is_none() {
@@ -101,7 +108,7 @@ async fn bam_listing_table(ctx: &SessionContext, path: &str, options: BamOptions
     }
     let listing = ListingOptions::new(Arc::new(BamFormat::new(options)))
         .with_file_extension(format!(".{}", format::BAM_EXTENSION));
-    let schema = listing.infer_schema(&state, &url).await?;
+    let schema = listing.infer_schema(state, &url).await?;
     let config = ListingTableConfig::new(url).with_listing_options(listing).with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
 }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use datafusion::common::{plan_err, Result};
 
+use crate::pushdown::{parse_region, Region};
 use crate::schema::{parse_tag_name, TagKind, TagName};
 
 /// Which aux tags become fields of the `tags` struct. Tags outside it go to `tags_extra`.
@@ -62,12 +63,24 @@ pub struct BamOptions {
     pub tag_sample_records: usize,
     /// Option `split`: whether a file may be split into byte ranges decoded in parallel.
     pub split: bool,
+    /// Option `region`: only records overlapping these regions (samtools syntax, separated by
+    /// spaces, e.g. `chr1:100-200 chr2`); empty means every record.
+    pub regions: Vec<Region>,
 }
 
 impl Default for BamOptions {
     fn default() -> Self {
-        Self { tags: TagSelection::Auto, tag_sample_records: 10_000, split: true }
+        Self { tags: TagSelection::Auto, tag_sample_records: 10_000, split: true, regions: Vec::new() }
     }
+}
+
+/// Parses the `region` option: regions in samtools syntax separated by white space.
+pub fn parse_regions(text: &str) -> Result<Vec<Region>> {
+    let regions = text.split_whitespace().map(parse_region).collect::<Result<Vec<_>>>()?;
+    if regions.is_empty() {
+        return plan_err!("option region is empty: give regions such as 'chr1:100-200 chr2', or leave the option out");
+    }
+    Ok(regions)
 }
 
 impl BamOptions {
@@ -78,6 +91,12 @@ impl BamOptions {
 
     pub fn with_tags(mut self, tags: TagSelection) -> Self {
         self.tags = tags;
+        self
+    }
+
+    /// Only records overlapping `regions` (see [`parse_regions`]).
+    pub fn with_regions(mut self, regions: Vec<Region>) -> Self {
+        self.regions = regions;
         self
     }
 
@@ -100,9 +119,10 @@ impl BamOptions {
                         _ => return plan_err!("option split must be true or false, got {value:?}"),
                     }
                 }
+                "region" => options.regions = parse_regions(value)?,
                 other => {
                     return plan_err!(
-                        "unknown BAM table option {other:?}; valid options: tags, tag_sample_records, split"
+                        "unknown BAM table option {other:?}; valid options: tags, tag_sample_records, split, region"
                     )
                 }
             }

@@ -12,16 +12,95 @@
 //! [`CHAIN_LEN`] more records chained by `block_size` that pass it too (or by the end of the
 //! data after at least one).
 //!
-//! **Verification.** A guess is never trusted alone: the range before it reads on past its end
-//! and must arrive exactly at the guessed record (see [`crate::scan`]); a mismatch is an error.
+//! **With an index** no guess is needed: every chunk start and end in a `.bai`/`.csi` is a record
+//! start, so a boundary at byte `x` becomes the first such position in a block at or after `x`
+//! (and a guess only past the last one, e.g. inside the unplaced unmapped tail). Neighbouring
+//! ranges place their shared boundary with the same rule, so they meet exactly.
+//!
+//! **Verification.** A boundary is never trusted alone: the range before it reads on past its end
+//! and must arrive exactly at the boundary's record (see [`crate::scan`]); a mismatch is an error.
+//!
+//! **Regions.** When the pushed-down predicate confines records to regions and the file has an
+//! index, a range reads only the index chunks of those regions that fall inside it.
 
 use std::io::{self, BufRead, Read};
 
+use datafusion::common::{DataFusionError, Result};
 use noodles_bgzf as bgzf;
 
 use crate::decode::FileContext;
+use crate::file_info::FileInfo;
+use crate::index::{merge_spans, Span, SPAN_GAP_BYTES};
+use crate::io::ObjectBytes;
+use crate::pushdown::{Region, RegionReference};
 use crate::record::{cigar_ops, RawRecord, FIXED_LEN};
-use crate::scan::is_block_header;
+use crate::scan::{is_block_header, Piece};
+
+/// The pieces of file `bytes` that the byte range `[start, end)` decodes, and the number of index
+/// chunks among them. `regions`, when given, are the only records wanted.
+pub fn plan_range(path: &str, bytes: &ObjectBytes, info: &FileInfo, start: u64, end: u64, regions: Option<&[Region]>) -> Result<(Vec<Piece>, usize)> {
+    let boundary = |x: u64| -> Result<(Option<bgzf::VirtualPosition>, String)> {
+        if let Some(v) = info.index.as_ref().and_then(|i| i.boundary_at(x)) {
+            return Ok((Some(v), format!("the index {}", info.index_note)));
+        }
+        let guess = find_first_record(bytes.open_at(x)?, x, bytes.size, &info.context)
+            .map_err(|e| DataFusionError::Execution(format!("BAM file {path}: cannot find the first record after byte {x}: {e}")))?;
+        Ok((guess, format!("the record search from byte {x}")))
+    };
+    let from = if start == 0 { Some(info.header_end) } else { boundary(start)?.0 };
+    let (to, origin) = if end >= bytes.size {
+        (None, None)
+    } else {
+        let (to, origin) = boundary(end)?;
+        (to, Some(origin))
+    };
+    let Some(from) = from else { return Ok((vec![], 0)) };
+    if to.is_some_and(|to| from >= to) {
+        return Ok((vec![], 0));
+    }
+    Ok(select_pieces(info, Piece { from, to, boundary_from: origin.filter(|_| to.is_some()) }, regions))
+}
+
+/// The parts of `whole` to read for `regions` (all of it without regions or without an index),
+/// and the number of index chunks selected.
+pub fn select_pieces(info: &FileInfo, whole: Piece, regions: Option<&[Region]>) -> (Vec<Piece>, usize) {
+    let (from, to) = (whole.from, whole.to);
+    let (Some(regions), Some(index)) = (regions, &info.index) else { return (vec![whole], 0) };
+    let mut spans = Vec::new();
+    for region in regions {
+        match &region.reference {
+            RegionReference::Named(name) => {
+                let Some(id) = info.context.reference_names.iter().position(|n| n == name) else { continue };
+                let length = info.context.reference_lengths[id].max(1);
+                let start = region.start.min(length);
+                match index.chunks(id, start, region.end.min(length).max(start)) {
+                    Ok(chunks) => spans.extend(chunks),
+                    // An index that cannot answer (e.g. a BAI for a position past 2^29) is not
+                    // needed: the predicate is exact, so reading everything is still right.
+                    Err(_) => return (vec![whole], 0),
+                }
+            }
+            RegionReference::Unplaced => spans.extend(index.unplaced_from().map(|u| (u, None))),
+            RegionReference::Any => return (vec![whole], 0),
+        }
+    }
+    let spans = merge_spans(spans, SPAN_GAP_BYTES);
+    let chunks = spans.len();
+    let pieces = spans
+        .into_iter()
+        .filter_map(|(s, e): Span| {
+            let piece_from = s.max(from);
+            let (piece_to, boundary_from) = match (e, to) {
+                (Some(e), Some(to)) if e < to => (Some(e), None),
+                (None, None) => (None, None),
+                (Some(e), None) => (Some(e), None),
+                (_, Some(to)) => (Some(to), whole.boundary_from.clone()),
+            };
+            piece_to.is_none_or(|t| piece_from < t).then_some(Piece { from: piece_from, to: piece_to, boundary_from })
+        })
+        .collect();
+    (pieces, chunks)
+}
 
 /// Records after a candidate that must chain by `block_size` and look valid.
 pub const CHAIN_LEN: usize = 10;

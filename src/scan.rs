@@ -4,17 +4,22 @@
 //! records by their `block_size`, hands them to the [`BatchDecoder`], and turns every failure into
 //! an error naming the file and the virtual offset (`compressed:uncompressed`) of the record.
 
+use std::collections::VecDeque;
 use std::io::{self, BufRead, Read};
 use std::sync::Arc;
+use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::{DataFusionError, Result};
+use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, Time};
 use noodles_bgzf as bgzf;
 use noodles_sam as sam;
 
 use crate::decode::{BatchDecoder, FileContext};
+use crate::io::ObjectBytes;
 use crate::progress;
+use crate::pushdown::Prefilter;
 use crate::record::RawRecord;
 use crate::schema::TagLayout;
 
@@ -120,89 +125,191 @@ pub fn absolute(base: u64, pos: bgzf::VirtualPosition) -> bgzf::VirtualPosition 
 /// Where the next record starts (its block is loaded first, so the position names the block
 /// that holds the record's first byte), or `None` at a clean end of data.
 pub fn next_record_start<R: Read>(path: &str, base: u64, reader: &mut bgzf::io::Reader<R>) -> Result<Option<bgzf::VirtualPosition>> {
+    Ok(positions_before_record(path, base, reader)?.1)
+}
+
+/// The reader's position before loading the next block (`(block, block length)` when the last
+/// record ended a block; an index may name a record start that way), and the next record's start
+/// as [`next_record_start`] gives it.
+fn positions_before_record<R: Read>(
+    path: &str,
+    base: u64,
+    reader: &mut bgzf::io::Reader<R>,
+) -> Result<(bgzf::VirtualPosition, Option<bgzf::VirtualPosition>)> {
     let at = absolute(base, reader.virtual_position());
     if reader.fill_buf().map_err(|e| error_at(path, at, describe_io(&e)))?.is_empty() {
-        return Ok(None);
+        return Ok((at, None));
     }
-    Ok(Some(absolute(base, reader.virtual_position())))
+    Ok((at, Some(absolute(base, reader.virtual_position()))))
 }
 
 /// Reads the next record's bytes into `buf`. Returns `Ok(false)` at a clean end of data.
 pub fn read_record_bytes<R: Read>(path: &str, base: u64, reader: &mut bgzf::io::Reader<R>, buf: &mut Vec<u8>) -> Result<bool> {
     let Some(start) = next_record_start(path, base, reader)? else { return Ok(false) };
-    read_record_at(path, start, reader, buf)?;
+    buf.clear();
+    append_record_at(path, start, reader, buf)?;
     Ok(true)
 }
 
-/// Reads the record whose start [`next_record_start`] just returned as `start`.
-fn read_record_at<R: Read>(path: &str, start: bgzf::VirtualPosition, reader: &mut bgzf::io::Reader<R>, buf: &mut Vec<u8>) -> Result<()> {
+/// Appends the bytes of the record starting at `start` (where `reader` is) to `buf`.
+fn append_record_at<R: Read>(path: &str, start: bgzf::VirtualPosition, reader: &mut bgzf::io::Reader<R>, buf: &mut Vec<u8>) -> Result<()> {
     let mut size = [0u8; 4];
     reader.read_exact(&mut size).map_err(|e| error_at(path, start, describe_io(&e)))?;
     let block_size = u32::from_le_bytes(size) as usize;
     if !(crate::record::FIXED_LEN..=MAX_RECORD_BYTES).contains(&block_size) {
         return Err(error_at(path, start, format!("invalid record length {block_size}: the data is corrupt")));
     }
-    buf.resize(block_size, 0);
-    reader.read_exact(buf).map_err(|e| error_at(path, start, describe_io(&e)))
+    let from = buf.len();
+    buf.resize(from + block_size, 0);
+    reader.read_exact(&mut buf[from..]).map_err(|e| error_at(path, start, describe_io(&e)))
 }
 
-/// Checks, once a range has been read, that the next range's guessed first record is exactly
-/// where this range stopped (`None`: the end of the file).
-pub type SuccessorCheck = Box<dyn FnOnce(Option<bgzf::VirtualPosition>) -> Result<()> + Send>;
+/// A BGZF reader of `bytes` positioned at the virtual position `at`, and the file offset its
+/// positions are relative to.
+pub fn reader_at(path: &str, bytes: &ObjectBytes, at: bgzf::VirtualPosition) -> Result<(FileReader, u64)> {
+    let mut reader = bgzf::io::Reader::new(bytes.open_at(at.compressed())?);
+    let mut skip = usize::from(at.uncompressed());
+    while skip > 0 {
+        let available = reader.fill_buf().map_err(|e| error_at(path, at, describe_io(&e)))?.len();
+        if available == 0 {
+            return Err(error_at(path, at, "the file ends before this position"));
+        }
+        let n = available.min(skip);
+        reader.consume(n);
+        skip -= n;
+    }
+    Ok((reader, at.compressed()))
+}
 
-/// Iterates a BAM stream's records as Arrow batches.
-pub struct BatchReader<R> {
-    path: String,
-    reader: bgzf::io::Reader<R>,
-    /// File offset at which `reader`'s data starts.
+pub type FileReader = bgzf::io::Reader<Box<dyn Read + Send>>;
+
+/// A stretch of a file to decode: the records from `from` up to the one at `to`.
+#[derive(Debug, Clone)]
+pub struct Piece {
+    pub from: bgzf::VirtualPosition,
+    /// `None`: up to the end of the data.
+    pub to: Option<bgzf::VirtualPosition>,
+    /// When `to` is a partition boundary, what placed it: reading must then arrive exactly
+    /// there, or the boundary was wrong. Index chunk ends need no such check.
+    pub boundary_from: Option<String>,
+}
+
+/// Per-partition counters for `EXPLAIN ANALYZE`.
+#[derive(Clone)]
+pub struct ScanMetrics {
+    /// Records read from the file (before the pushed-down predicate).
+    pub records_read: Count,
+    /// Records the pushed-down predicate rejected before full decoding.
+    pub records_filtered: Count,
+    /// Compressed bytes read, by block offset.
+    pub compressed_bytes: Count,
+    /// Distinct BGZF blocks in which records started or ended.
+    pub bgzf_blocks: Count,
+    /// Index chunks read (region queries on indexed files).
+    pub index_chunks: Count,
+    /// Time inflating blocks and framing records.
+    pub inflate_time: Time,
+    /// Time turning record bytes into Arrow columns, including the predicate.
+    pub decode_time: Time,
+}
+
+impl ScanMetrics {
+    pub fn new(set: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        let count = |name: &'static str| MetricBuilder::new(set).counter(name, partition);
+        let time = |name: &'static str| MetricBuilder::new(set).subset_time(name, partition);
+        Self {
+            records_read: count("records_read"),
+            records_filtered: count("records_filtered"),
+            compressed_bytes: count("compressed_bytes"),
+            bgzf_blocks: count("bgzf_blocks"),
+            index_chunks: count("index_chunks"),
+            inflate_time: time("inflate_time"),
+            decode_time: time("decode_time"),
+        }
+    }
+}
+
+/// Record bytes read for one batch, before decoding.
+#[derive(Default)]
+struct RawBatch {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    starts: Vec<bgzf::VirtualPosition>,
+}
+
+impl RawBatch {
+    fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+        self.starts.clear();
+    }
+
+    fn records(&self) -> impl Iterator<Item = (bgzf::VirtualPosition, &[u8])> {
+        let begins = std::iter::once(0).chain(self.ends.iter().copied());
+        self.starts.iter().copied().zip(begins.zip(self.ends.iter().copied()).map(|(b, e)| &self.data[b..e]))
+    }
+}
+
+/// The reader of the piece being read.
+struct Current {
+    reader: FileReader,
     base: u64,
-    /// Records whose block starts at or after this offset belong to the next range.
-    end: Option<u64>,
-    successor_check: Option<SuccessorCheck>,
+    piece: Piece,
+    last_block: u64,
+    /// File offset up to which compressed bytes were counted.
+    counted_to: u64,
+}
+
+/// What a [`BatchReader`] decodes.
+pub struct DecodeSpec<'a> {
+    pub table_schema: &'a SchemaRef,
+    pub projection: &'a [usize],
+    pub layout: &'a TagLayout,
+    pub batch_size: usize,
+}
+
+/// Iterates the records of some pieces of one file as Arrow batches.
+pub struct BatchReader {
+    path: String,
+    bytes: ObjectBytes,
+    pieces: VecDeque<Piece>,
+    current: Option<Current>,
     decoder: BatchDecoder,
+    prefilter: Option<Prefilter>,
     n_ref: usize,
     batch_size: usize,
-    buf: Vec<u8>,
+    raw: RawBatch,
     done: bool,
     failed: bool,
-    /// Compressed position already reported to [`progress`].
-    reported_bytes: u64,
+    metrics: ScanMetrics,
 }
 
-/// Where a [`BatchReader`] reads: its reader starts at file byte `base`; it stops before the
-/// first record whose block starts at or after `end`, then runs `successor_check`.
-pub struct Extent {
-    pub base: u64,
-    pub end: Option<u64>,
-    pub successor_check: Option<SuccessorCheck>,
-}
-
-impl<R: Read> BatchReader<R> {
-    /// Decodes `projection` of `table_schema` from `reader`, positioned at a record start.
+impl BatchReader {
+    /// Decodes `spec`'s projection from `pieces` of the file `bytes`, keeping only the records
+    /// for which `prefilter`'s predicate holds.
     pub fn new(
         path: &str,
-        reader: bgzf::io::Reader<R>,
-        extent: Extent,
+        bytes: ObjectBytes,
+        pieces: Vec<Piece>,
         file: &FileContext,
-        table_schema: &SchemaRef,
-        projection: &[usize],
-        layout: &TagLayout,
-        batch_size: usize,
+        spec: DecodeSpec<'_>,
+        prefilter: Option<Prefilter>,
+        metrics: ScanMetrics,
     ) -> Result<Self> {
-        let decoder = BatchDecoder::new(table_schema, projection, layout, file)?;
+        let decoder = BatchDecoder::new(spec.table_schema, spec.projection, spec.layout, file)?;
         Ok(Self {
             path: path.to_string(),
-            reader,
-            base: extent.base,
-            end: extent.end,
-            successor_check: extent.successor_check,
+            bytes,
+            pieces: pieces.into(),
+            current: None,
             n_ref: file.reference_names.len(),
             decoder,
-            batch_size: batch_size.max(1),
-            buf: Vec::new(),
+            prefilter,
+            batch_size: spec.batch_size.max(1),
+            raw: RawBatch::default(),
             done: false,
             failed: false,
-            reported_bytes: 0,
+            metrics,
         })
     }
 
@@ -210,45 +317,137 @@ impl<R: Read> BatchReader<R> {
         self.decoder.schema()
     }
 
-    /// Ends the range: `stop` is where the next record starts (`None` at the end of the file).
-    fn finish_range(&mut self, stop: Option<bgzf::VirtualPosition>) -> Result<()> {
-        self.done = true;
-        match self.successor_check.take() {
-            Some(check) => check(stop),
-            None => Ok(()),
+    /// Reads the records of the next batch into `self.raw`; sets `done` after the last piece.
+    fn fill(&mut self) -> Result<()> {
+        self.raw.clear();
+        while self.raw.ends.len() < self.batch_size && self.raw.data.len() < BATCH_BYTE_BUDGET {
+            if self.current.is_none() {
+                let Some(piece) = self.pieces.pop_front() else {
+                    self.done = true;
+                    return Ok(());
+                };
+                let (reader, base) = reader_at(&self.path, &self.bytes, piece.from)?;
+                self.current = Some(Current { reader, base, last_block: u64::MAX, counted_to: piece.from.compressed(), piece });
+            }
+            let Some(cur) = self.current.as_mut() else { continue };
+            let (at, start) = positions_before_record(&self.path, cur.base, &mut cur.reader)?;
+            let ended = match (cur.piece.to, start) {
+                (_, None) => true,
+                (Some(to), Some(start)) => at >= to || start >= to,
+                (None, Some(_)) => false,
+            };
+            if ended {
+                let mut cur = self.current.take().expect("a current piece");
+                let bytes = cur.advance(at.compressed());
+                self.metrics.compressed_bytes.add(bytes as usize);
+                progress::add(0, bytes);
+                if let (Some(to), Some(origin)) = (cur.piece.to, &cur.piece.boundary_from) {
+                    if at != to && start != Some(to) {
+                        return Err(misplaced_boundary(&self.path, to, start, origin));
+                    }
+                }
+                continue;
+            }
+            let start = start.expect("not at the end of the data");
+            if start.compressed() != cur.last_block {
+                self.metrics.bgzf_blocks.add(1);
+                cur.last_block = start.compressed();
+            }
+            append_record_at(&self.path, start, &mut cur.reader, &mut self.raw.data)?;
+            self.raw.ends.push(self.raw.data.len());
+            self.raw.starts.push(start);
+            let end_block = absolute(cur.base, cur.reader.virtual_position()).compressed();
+            if end_block != cur.last_block {
+                self.metrics.bgzf_blocks.add(1);
+                cur.last_block = end_block;
+            }
         }
+        Ok(())
+    }
+
+    /// Decodes the records in `self.raw` that pass the prefilter.
+    fn decode(&mut self) -> Result<()> {
+        let n_ref = self.n_ref;
+        let path = self.path.as_str();
+        let invalid = |start, e: crate::record::RecordError| error_at(path, start, format!("invalid record: {e}"));
+        let keep = match &mut self.prefilter {
+            None => None,
+            Some(prefilter) => {
+                for (start, bytes) in self.raw.records() {
+                    let record = RawRecord::parse(bytes, n_ref).map_err(|e| invalid(start, e))?;
+                    prefilter.push(&record).map_err(|e| invalid(start, e))?;
+                }
+                Some(prefilter.evaluate()?)
+            }
+        };
+        for (i, (start, bytes)) in self.raw.records().enumerate() {
+            if keep.as_ref().is_some_and(|k| !k.value(i)) {
+                self.metrics.records_filtered.add(1);
+                continue;
+            }
+            let record = RawRecord::parse(bytes, n_ref).map_err(|e| invalid(start, e))?;
+            self.decoder.push(&record).map_err(|e| invalid(start, e))?;
+        }
+        self.metrics.records_read.add(self.raw.ends.len());
+        Ok(())
     }
 
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-        let mut bytes = 0usize;
-        while !self.done && self.decoder.len() < self.batch_size && bytes < BATCH_BYTE_BUDGET {
-            let Some(start) = next_record_start(&self.path, self.base, &mut self.reader)? else {
-                self.finish_range(None)?;
-                break;
-            };
-            if self.end.is_some_and(|end| start.compressed() >= end) {
-                self.finish_range(Some(start))?;
+        while !self.done && self.decoder.len() < self.batch_size {
+            let started = Instant::now();
+            self.fill()?;
+            self.metrics.inflate_time.add_elapsed(started);
+            let started = Instant::now();
+            self.decode()?;
+            self.metrics.decode_time.add_elapsed(started);
+            self.report_progress();
+            if self.raw.data.len() >= BATCH_BYTE_BUDGET {
                 break;
             }
-            read_record_at(&self.path, start, &mut self.reader, &mut self.buf)?;
-            let record = RawRecord::parse(&self.buf, self.n_ref)
-                .map_err(|e| error_at(&self.path, start, format!("invalid record: {e}")))?;
-            self.decoder
-                .push(&record)
-                .map_err(|e| error_at(&self.path, start, format!("invalid record: {e}")))?;
-            bytes += self.buf.len() + 4;
         }
-        let position = self.reader.virtual_position().compressed();
-        progress::add(self.decoder.len() as u64, position.saturating_sub(self.reported_bytes));
-        self.reported_bytes = position;
         if self.decoder.is_empty() {
             return Ok(None);
         }
         Ok(Some(self.decoder.finish()?))
     }
+
+    fn report_progress(&mut self) {
+        let bytes = match &mut self.current {
+            Some(cur) => cur.advance(absolute(cur.base, cur.reader.virtual_position()).compressed()),
+            None => 0,
+        };
+        self.metrics.compressed_bytes.add(bytes as usize);
+        progress::add(self.raw.ends.len() as u64, bytes);
+    }
 }
 
-impl<R: Read> Iterator for BatchReader<R> {
+impl Current {
+    /// Moves the count of compressed bytes read up to `offset`; returns the bytes added.
+    fn advance(&mut self, offset: u64) -> u64 {
+        let added = offset.saturating_sub(self.counted_to);
+        self.counted_to = self.counted_to.max(offset);
+        added
+    }
+}
+
+fn misplaced_boundary(path: &str, to: bgzf::VirtualPosition, stop: Option<bgzf::VirtualPosition>, origin: &str) -> DataFusionError {
+    let show = |v: Option<bgzf::VirtualPosition>| {
+        v.map_or("the end of the file".to_string(), |v| format!("virtual offset {}:{}", v.compressed(), v.uncompressed()))
+    };
+    let advice = if origin.starts_with("the index") {
+        "The index does not fit this file: rebuild it (samtools index) or remove it."
+    } else {
+        "Disable splitting for this table (OPTIONS ('split' 'false')) and report the file."
+    };
+    DataFusionError::Execution(format!(
+        "BAM file {path}: a partition boundary was misplaced: reading on from the previous partition reaches {}, \
+         but {origin} chose {}. {advice}",
+        show(stop),
+        show(Some(to))
+    ))
+}
+
+impl Iterator for BatchReader {
     type Item = Result<RecordBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {

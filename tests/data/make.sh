@@ -95,6 +95,28 @@ with open(many, "w") as f:
     for i in range(0, 5000, 7):
         f.write(f"read{i}\t0\tcontig_{i:05d}\t{1 + i % 900}\t{i % 61}\t50M\t*\t0\t0\t{'ACGTT' * 10}\t{'F' * 50}\tNM:i:{i % 3}\n")
 PY
+# Long reads (PacBio CLR-like, up to 30 kbp): records span many BGZF blocks.
+pbsim --prefix "$work/long" --data-type CLR --depth 1 --length-mean 8000 --length-max 30000 --seed 5 \
+  --model_qc /usr/share/pbsim/models/model_qc_clr "$work/ref.fa" > "$work/pbsim.log" 2>&1
+cat "$work"/long_*.fastq > "$work/long.fq"
+minimap2 -t 2 -ax map-pb "$work/ref.fa" "$work/long.fq" 2> /dev/null | sed "/^@PG/d" \
+  | samtools sort --no-PG -o long_reads.bam - 2> /dev/null
+samtools index long_reads.bam
+
+# A reference longer than BAI's 2^29 limit: only CSI can index it.
+python3 - "$work/long_ref.sam" <<'PY'
+import random, sys
+rng = random.Random(7)
+with open(sys.argv[1], "w") as f:
+    f.write("@HD\tVN:1.6\tSO:coordinate\n@SQ\tSN:small\tLN:10000\n@SQ\tSN:huge\tLN:1000000000\n")
+    for i in range(300):
+        f.write(f"s{i}\t0\tsmall\t{1 + i * 30}\t60\t20M\t*\t0\t0\t{'ACGT' * 5}\t{'F' * 20}\n")
+    for pos in sorted(rng.randrange(1, 999_999_000) for _ in range(3000)):
+        f.write(f"h{pos}\t0\thuge\t{pos}\t{rng.randrange(61)}\t20M\t*\t0\t0\t{'ACGT' * 5}\t{'F' * 20}\n")
+PY
+samtools view --no-PG -b -o long_ref.bam "$work/long_ref.sam"
+samtools index -c long_ref.bam
+
 samtools view --no-PG -b -o edge.bam "$work/edge.sam"
 samtools view --no-PG -b -o many_refs.bam "$work/many_refs.sam"
 samtools index many_refs.bam

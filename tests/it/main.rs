@@ -5,6 +5,7 @@ mod cli;
 mod fidelity;
 mod oracle;
 mod partitions;
+mod regions;
 mod sql;
 
 use arrow::array::RecordBatch;

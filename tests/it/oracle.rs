@@ -44,6 +44,32 @@ pub fn data(name: &str) -> PathBuf {
     repo_root().join("tests/data").join(name)
 }
 
+/// Which index a copy of a test file gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexKind {
+    Bai,
+    Csi,
+    None,
+}
+
+/// A copy of test file `name` in `dir` (under a name telling the index kind), indexed by
+/// samtools as asked, the index written after the copy so it is the newer file.
+pub fn indexed_copy(dir: &Path, name: &str, kind: IndexKind) -> PathBuf {
+    let path = dir.join(format!("{kind:?}_{name}").to_lowercase());
+    std::fs::copy(data(name), &path).unwrap();
+    let p = path.to_str().unwrap();
+    match kind {
+        IndexKind::Bai => {
+            samtools(&["index", p]);
+        }
+        IndexKind::Csi => {
+            samtools(&["index", "-c", p]);
+        }
+        IndexKind::None => {}
+    }
+    path
+}
+
 pub fn samtools(args: &[&str]) -> String {
     let out = Command::new("samtools")
         .args(args)

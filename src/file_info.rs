@@ -1,0 +1,153 @@
+//! What a scan knows about each BAM file before decoding records: its header (reference names
+//! and lengths, where the records begin) and its `.bai`/`.csi` index, if one sits beside it.
+//!
+//! Loaded once per file and query plan ([`Catalog`]), so every partition of a file shares them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use datafusion::common::{DataFusionError, Result};
+use futures::StreamExt;
+use noodles_bgzf::VirtualPosition;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+
+use crate::decode::FileContext;
+use crate::index::{BamIndex, IndexKind};
+use crate::io::ObjectBytes;
+use crate::scan::{bgzf_reader, read_header};
+
+/// A BAM file's header facts and index.
+pub struct FileInfo {
+    pub context: Arc<FileContext>,
+    /// The virtual position right after the header: where the first record starts.
+    pub header_end: VirtualPosition,
+    pub index: Option<Arc<BamIndex>>,
+    /// What became of the index search, for `EXPLAIN`.
+    pub index_note: String,
+    /// Whether the index is at least as new as the BAM file. Only then do its record counts
+    /// stand in for reading the file.
+    pub index_is_current: bool,
+}
+
+impl FileInfo {
+    /// Reads the header and looks for an index. Blocking: call on a blocking thread.
+    pub fn load(bytes: &ObjectBytes, meta: &ObjectMeta) -> Result<Self> {
+        let path = meta.location.to_string();
+        let mut reader = bgzf_reader(&path, bytes.open_at(0)?)?;
+        let header = read_header(&path, &mut reader)?;
+        let header_end = reader.virtual_position();
+        let context = Arc::new(header.file);
+        let (index, index_note, index_is_current) = match find_index(bytes, meta)? {
+            None => (None, "none".to_string(), false),
+            Some((location, kind, index_meta)) => {
+                let data = bytes
+                    .handle
+                    .block_on(async { bytes.store.get(&location).await?.bytes().await })
+                    .map_err(|e| DataFusionError::Execution(format!("cannot read BAM index {location}: {e}")))?;
+                let index = BamIndex::parse(kind, &data)
+                    .map_err(|e| DataFusionError::Execution(format!("BAM index {location}: invalid {} index: {e}", kind.extension())))?;
+                match mismatch(&index, &context, meta.size) {
+                    // An index of another file is not trusted: the file is read without it.
+                    Some(why) => (None, format!("{location} ignored: {why}"), false),
+                    None => (Some(Arc::new(index)), location.to_string(), index_meta.last_modified >= meta.last_modified),
+                }
+            }
+        };
+        Ok(Self { context, header_end, index, index_note, index_is_current })
+    }
+}
+
+/// The index beside `meta`'s file, as samtools looks for it: `x.bam.bai`, `x.bai`, `x.bam.csi`,
+/// `x.csi`.
+fn find_index(bytes: &ObjectBytes, meta: &ObjectMeta) -> Result<Option<(Path, IndexKind, ObjectMeta)>> {
+    let name = meta.location.as_ref();
+    let stem = name.strip_suffix(".bam").unwrap_or(name);
+    for kind in [IndexKind::Bai, IndexKind::Csi] {
+        for candidate in [format!("{name}.{}", kind.extension()), format!("{stem}.{}", kind.extension())] {
+            let location = Path::from(candidate);
+            match bytes.handle.block_on(bytes.store.head(&location)) {
+                Ok(found) => return Ok(Some((location, kind, found))),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(DataFusionError::Execution(format!("cannot look for BAM index {location}: {e}"))),
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Why `index` cannot belong to a BAM file with this header and size, if it cannot.
+fn mismatch(index: &BamIndex, context: &FileContext, size: u64) -> Option<String> {
+    let references = context.reference_names.len();
+    if index.reference_count() > references {
+        return Some(format!("it indexes {} references, the BAM header has {references}", index.reference_count()));
+    }
+    match index.last_position() {
+        Some(last) if last.compressed() >= size => Some(format!(
+            "it points at byte {}, beyond the end of the {size}-byte BAM file",
+            last.compressed()
+        )),
+        _ => None,
+    }
+}
+
+/// File facts for the files of one scan, loaded once and shared by its partitions.
+#[derive(Default)]
+pub struct Catalog {
+    files: Mutex<HashMap<FileKey, Arc<FileInfo>>>,
+}
+
+/// A file as it was when loaded: a changed file is loaded again.
+type FileKey = (Path, u64, i64);
+
+fn key(meta: &ObjectMeta) -> FileKey {
+    (meta.location.clone(), meta.size, meta.last_modified.timestamp_micros())
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Catalog({} files)", self.files.lock().map(|m| m.len()).unwrap_or(0))
+    }
+}
+
+impl Catalog {
+    /// Every loaded file: location, size and facts.
+    pub fn files(&self) -> Vec<(Path, u64, Arc<FileInfo>)> {
+        let Ok(files) = self.files.lock() else { return vec![] };
+        let mut all: Vec<_> = files.iter().map(|((path, size, _), info)| (path.clone(), *size, Arc::clone(info))).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    pub fn get(&self, meta: &ObjectMeta) -> Option<Arc<FileInfo>> {
+        self.files.lock().ok()?.get(&key(meta)).cloned()
+    }
+
+    /// The facts of one file, loading them if needed. Blocking: call on a blocking thread.
+    pub fn get_or_load(&self, bytes: &ObjectBytes, meta: &ObjectMeta) -> Result<Arc<FileInfo>> {
+        if let Some(info) = self.get(meta) {
+            return Ok(info);
+        }
+        let info = Arc::new(FileInfo::load(bytes, meta)?);
+        if let Ok(mut files) = self.files.lock() {
+            files.insert(key(meta), Arc::clone(&info));
+        }
+        Ok(info)
+    }
+
+    /// Loads the facts of every file in `metas` (a few at a time).
+    pub async fn load_all(self: &Arc<Self>, store: &Arc<dyn ObjectStore>, metas: Vec<ObjectMeta>) -> Result<()> {
+        let handle = tokio::runtime::Handle::current();
+        let loads = metas.into_iter().map(|meta| {
+            let catalog = Arc::clone(self);
+            let bytes = ObjectBytes { store: Arc::clone(store), location: meta.location.clone(), size: meta.size, handle: handle.clone() };
+            async move {
+                tokio::task::spawn_blocking(move || catalog.get_or_load(&bytes, &meta).map(|_| ()))
+                    .await
+                    .map_err(|e| DataFusionError::Execution(format!("loading a BAM header failed: {e}")))?
+            }
+        });
+        let results: Vec<Result<()>> = futures::stream::iter(loads).buffer_unordered(8).collect().await;
+        results.into_iter().collect()
+    }
+}

@@ -1,0 +1,182 @@
+//! BAI and CSI indexes (parsed by noodles): exact partition boundaries, the chunks that can hold
+//! a region's records, and per-reference record counts.
+//!
+//! Every chunk start and end in an index is the virtual position of a record start (or of the
+//! end of the data). Those positions are where partitions can begin without guessing.
+
+use std::io;
+
+use noodles_bgzf::VirtualPosition;
+use noodles_core::{region::Interval, Position};
+use noodles_csi::binning_index::index::reference_sequence::Index as ReferenceIndex;
+use noodles_csi::binning_index::Index as GenericIndex;
+use noodles_csi::binning_index::ReferenceSequence as _;
+use noodles_csi::BinningIndex;
+
+/// The index formats, by the file extension that names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexKind {
+    Bai,
+    Csi,
+}
+
+impl IndexKind {
+    pub fn extension(self) -> &'static str {
+        match self {
+            IndexKind::Bai => "bai",
+            IndexKind::Csi => "csi",
+        }
+    }
+}
+
+/// A parsed index and what the scan derives from it.
+pub struct BamIndex {
+    kind: IndexKind,
+    index: Box<dyn BinningIndex + Send + Sync>,
+    /// Sorted, deduplicated virtual positions at which records start (or the data ends).
+    record_starts: Vec<VirtualPosition>,
+    /// Where the records without a reference begin: the end of the last placed record.
+    unplaced_start: Option<VirtualPosition>,
+    reference_count: usize,
+    /// Per reference: (mapped, unmapped) record counts if recorded, and whether it has records.
+    reference_counts: Vec<(Option<(u64, u64)>, bool)>,
+}
+
+impl BamIndex {
+    /// Parses the bytes of a `.bai` or `.csi` file.
+    pub fn parse(kind: IndexKind, bytes: &[u8]) -> io::Result<Self> {
+        match kind {
+            IndexKind::Bai => {
+                let index = noodles_bam::bai::io::Reader::new(bytes).read_index()?;
+                Ok(Self::new(kind, index))
+            }
+            IndexKind::Csi => {
+                let index = noodles_csi::io::Reader::new(bytes).read_index()?;
+                Ok(Self::new(kind, index))
+            }
+        }
+    }
+
+    fn new<I>(kind: IndexKind, index: GenericIndex<I>) -> Self
+    where
+        I: ReferenceIndex + Send + Sync + 'static,
+    {
+        let mut record_starts = Vec::new();
+        for reference in index.reference_sequences() {
+            for bin in reference.bins().values() {
+                for chunk in bin.chunks() {
+                    record_starts.push(chunk.start());
+                    record_starts.push(chunk.end());
+                }
+            }
+            if let Some(m) = reference.metadata() {
+                record_starts.extend([m.start_position(), m.end_position()]);
+            }
+        }
+        record_starts.sort_unstable();
+        record_starts.dedup();
+        let unplaced_start = record_starts.last().copied();
+        let reference_counts = index
+            .reference_sequences()
+            .iter()
+            .map(|r| (r.metadata().map(|m| (m.mapped_record_count(), m.unmapped_record_count())), !r.bins().is_empty()))
+            .collect::<Vec<_>>();
+        let reference_count = reference_counts.len();
+        Self { kind, index: Box::new(index), record_starts, unplaced_start, reference_count, reference_counts }
+    }
+
+    pub fn kind(&self) -> IndexKind {
+        self.kind
+    }
+
+    pub fn reference_count(&self) -> usize {
+        self.reference_count
+    }
+
+    /// The last position the index knows of, for checking that it fits its BAM file.
+    pub fn last_position(&self) -> Option<VirtualPosition> {
+        self.record_starts.last().copied()
+    }
+
+    /// The first known record start in a block at or after byte `offset`, if the index knows one.
+    pub fn boundary_at(&self, offset: u64) -> Option<VirtualPosition> {
+        let i = self.record_starts.partition_point(|v| v.compressed() < offset);
+        self.record_starts.get(i).copied()
+    }
+
+    /// The chunks that hold every record of reference `reference_id` overlapping the 1-based
+    /// closed interval `[start, end]` (and possibly others).
+    pub fn chunks(&self, reference_id: usize, start: u64, end: u64) -> io::Result<Vec<Span>> {
+        let position = |p: u64| {
+            Position::try_from(usize::try_from(p.max(1)).unwrap_or(usize::MAX))
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+        };
+        let interval = Interval::from(position(start)?..=position(end.max(start))?);
+        let chunks = self.index.query(reference_id, interval)?;
+        Ok(chunks.into_iter().map(|c| (c.start(), Some(c.end()))).collect())
+    }
+
+    /// The chunk of records without a reference (the unplaced, unmapped tail), up to the end of
+    /// the file.
+    pub fn unplaced_from(&self) -> Option<VirtualPosition> {
+        self.unplaced_start
+    }
+
+    /// The number of records, from the per-reference counts, when the index records them.
+    pub fn record_count(&self) -> Option<u64> {
+        let mut total = self.index.unplaced_unmapped_record_count()?;
+        for (metadata, has_records) in &self.reference_counts {
+            match metadata {
+                Some((mapped, unmapped)) => total += mapped + unmapped,
+                // Records without counts: the index cannot say how many.
+                None if *has_records => return None,
+                None => {}
+            }
+        }
+        Some(total)
+    }
+}
+
+/// A stretch of records: from a record start up to another (`None`: the end of the data).
+pub type Span = (VirtualPosition, Option<VirtualPosition>);
+
+/// Spans separated by fewer compressed bytes than this are read as one: inflating a gap of a
+/// block or two is cheaper than starting a new read. (The predicate drops the extra records.)
+pub const SPAN_GAP_BYTES: u64 = 1 << 16;
+
+/// Sorts and merges spans so that each record is read at most once, joining spans whose gap is
+/// under `gap` compressed bytes.
+pub fn merge_spans(mut spans: Vec<Span>, gap: u64) -> Vec<Span> {
+    spans.sort_by_key(|s| s.0);
+    let mut merged: Vec<Span> = Vec::with_capacity(spans.len());
+    for span in spans {
+        match merged.last_mut() {
+            Some(last) if last.1.is_none_or(|end| span.0 <= end || span.0.compressed() < end.compressed().saturating_add(gap)) => {
+                last.1 = match (last.1, span.1) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+            }
+            _ => merged.push(span),
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vp(c: u64, u: u16) -> VirtualPosition {
+        VirtualPosition::try_from((c, u)).unwrap()
+    }
+
+    #[test]
+    fn merge_joins_overlapping_and_touching_spans() {
+        let spans = vec![(vp(50, 0), Some(vp(60, 0))), (vp(10, 5), Some(vp(20, 0))), (vp(20, 0), Some(vp(30, 1))), (vp(12, 0), Some(vp(15, 0)))];
+        assert_eq!(merge_spans(spans.clone(), 0), vec![(vp(10, 5), Some(vp(30, 1))), (vp(50, 0), Some(vp(60, 0)))]);
+        let open_ended = vec![(vp(40, 0), None), (vp(10, 0), Some(vp(20, 0))), (vp(45, 0), Some(vp(90, 0)))];
+        assert_eq!(merge_spans(open_ended, 0), vec![(vp(10, 0), Some(vp(20, 0))), (vp(40, 0), None)]);
+        assert_eq!(merge_spans(spans, 25), vec![(vp(10, 5), Some(vp(60, 0)))]);
+    }
+}

@@ -1,0 +1,351 @@
+//! Predicate pushdown: which filters the decoder evaluates itself, which genomic regions they
+//! confine the records to (for index use), and the evaluation on the fixed-size record fields.
+//!
+//! A filter is taken over (and reported to DataFusion as exact) when it only uses columns that
+//! come from the fixed part of a record and its CIGAR: `flag`, `rname`, `pos`, `endpos`, `mapq`,
+//! `rnext`, `pnext`, `tlen`, and only expression kinds with a fixed meaning. Such filters run on
+//! a small batch of those columns before any name, sequence, quality or tag is decoded.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, BooleanArray};
+use arrow::datatypes::SchemaRef;
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::expressions::{
+    BinaryExpr, CastExpr, Column, InListExpr, IsNotNullExpr, IsNullExpr, Literal, NotExpr,
+};
+use datafusion::physical_expr::utils::{collect_columns, reassign_expr_columns, split_conjunction, split_disjunction};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::ColumnarValue;
+
+use crate::decode::{BatchDecoder, FileContext};
+use crate::record::{RawRecord, RecordError};
+use crate::schema::{col, TagLayout};
+
+/// Columns the prefilter can produce without decoding variable-length fields (besides CIGAR).
+const PREFILTER_COLUMNS: [usize; 8] = [col::FLAG, col::RNAME, col::POS, col::ENDPOS, col::MAPQ, col::RNEXT, col::PNEXT, col::TLEN];
+
+/// Whether the decoder evaluates `expr` (over the file schema) exactly.
+pub fn can_prefilter(expr: &Arc<dyn PhysicalExpr>, file_schema: &SchemaRef) -> bool {
+    let columns_ok = collect_columns(expr).iter().all(|c| {
+        file_schema.index_of(c.name()).is_ok_and(|i| i == c.index() && PREFILTER_COLUMNS.contains(&i))
+    });
+    columns_ok && only_plain_nodes(expr)
+}
+
+/// Deterministic expression kinds whose value depends on nothing but the row.
+fn only_plain_nodes(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    let plain = expr.is::<BinaryExpr>()
+        || expr.is::<Column>()
+        || expr.is::<Literal>()
+        || expr.is::<InListExpr>()
+        || expr.is::<IsNullExpr>()
+        || expr.is::<IsNotNullExpr>()
+        || expr.is::<NotExpr>()
+        || expr.is::<CastExpr>();
+    plain && expr.children().into_iter().all(only_plain_nodes)
+}
+
+/// Evaluates a pushed-down predicate on a batch of records, decoding only the columns it uses.
+pub struct Prefilter {
+    decoder: BatchDecoder,
+    predicate: Arc<dyn PhysicalExpr>,
+}
+
+impl Prefilter {
+    pub fn new(predicate: &Arc<dyn PhysicalExpr>, table_schema: &SchemaRef, layout: &TagLayout, file: &FileContext) -> Result<Self> {
+        let mut projection: Vec<usize> = collect_columns(predicate).iter().map(|c| c.index()).collect();
+        projection.sort_unstable();
+        let decoder = BatchDecoder::new(table_schema, &projection, layout, file)?;
+        let predicate = reassign_expr_columns(Arc::clone(predicate), decoder.schema())?;
+        Ok(Self { decoder, predicate })
+    }
+
+    pub fn push(&mut self, record: &RawRecord<'_>) -> Result<(), RecordError> {
+        self.decoder.push(record)
+    }
+
+    /// Which of the records pushed since the last call pass (a null result does not).
+    pub fn evaluate(&mut self) -> Result<BooleanArray> {
+        let batch = self.decoder.finish()?;
+        let rows = batch.num_rows();
+        let values = match self.predicate.evaluate(&batch)? {
+            ColumnarValue::Array(a) => a,
+            ColumnarValue::Scalar(s) => s.to_array_of_size(rows)?,
+        };
+        let mask = values
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| DataFusionError::Internal(format!("BAM prefilter returned {} instead of booleans", values.data_type())))?;
+        // Null means "not true": keep only the definite trues.
+        Ok(match mask.nulls() {
+            Some(nulls) => BooleanArray::new(mask.values() & nulls.inner(), None),
+            None => mask.clone(),
+        })
+    }
+}
+
+/// Which records a region selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegionReference {
+    /// Any reference (only positions are constrained): no index can narrow that down.
+    Any,
+    Named(String),
+    /// Records without a reference (`rname IS NULL`, samtools' `*`).
+    Unplaced,
+}
+
+/// Records on `reference` overlapping the 1-based closed interval `[start, end]`: `pos <= end`
+/// and `endpos >= start`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    pub reference: RegionReference,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Region {
+    pub fn whole(reference: RegionReference) -> Self {
+        Self { reference, start: 1, end: u64::MAX }
+    }
+
+    fn intersect(&self, other: &Region) -> Option<Region> {
+        use RegionReference::*;
+        let reference = match (&self.reference, &other.reference) {
+            (Any, r) | (r, Any) => r.clone(),
+            (a, b) if a == b => a.clone(),
+            _ => return None,
+        };
+        let (start, end) = (self.start.max(other.start), self.end.min(other.end));
+        (start <= end).then_some(Region { reference, start, end })
+    }
+}
+
+impl std::fmt::Display for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.reference {
+            RegionReference::Any => write!(f, "any")?,
+            RegionReference::Named(n) => write!(f, "{n}")?,
+            RegionReference::Unplaced => return write!(f, "*"),
+        }
+        match (self.start, self.end) {
+            (1, u64::MAX) => Ok(()),
+            (s, u64::MAX) => write!(f, ":{s}-"),
+            (s, e) => write!(f, ":{s}-{e}"),
+        }
+    }
+}
+
+/// Cross products above this many regions are not worth an index lookup.
+const MAX_REGIONS: usize = 4096;
+
+/// The regions that hold every record for which `expr` holds, or `None` when it does not
+/// confine records to some references (then no index helps).
+pub fn regions(expr: &Arc<dyn PhysicalExpr>) -> Option<Vec<Region>> {
+    let found = region_list(expr)?;
+    found.iter().all(|r| r.reference != RegionReference::Any).then_some(found)
+}
+
+/// Like [`regions`], but `Any`-reference regions allowed; `None` means "everything".
+fn region_list(expr: &Arc<dyn PhysicalExpr>) -> Option<Vec<Region>> {
+    let conjuncts = split_conjunction(expr);
+    if conjuncts.len() > 1 {
+        let mut acc: Option<Vec<Region>> = None;
+        for c in conjuncts {
+            let Some(next) = region_list(c) else { continue };
+            acc = Some(match acc {
+                None => next,
+                Some(prev) => {
+                    if prev.len() * next.len() > MAX_REGIONS {
+                        return None;
+                    }
+                    prev.iter().flat_map(|a| next.iter().filter_map(|b| a.intersect(b))).collect()
+                }
+            });
+        }
+        return acc;
+    }
+    let disjuncts = split_disjunction(expr);
+    if disjuncts.len() > 1 {
+        let mut all = Vec::new();
+        for d in disjuncts {
+            all.extend(region_list(d)?);
+        }
+        return (all.len() <= MAX_REGIONS).then_some(all);
+    }
+    leaf_regions(expr)
+}
+
+/// The regions of one comparison, `IN` list or `IS NULL`.
+fn leaf_regions(expr: &Arc<dyn PhysicalExpr>) -> Option<Vec<Region>> {
+    let any = expr;
+    if let Some(is_null) = any.downcast_ref::<IsNullExpr>() {
+        return (column_index(is_null.arg()) == Some(col::RNAME)).then(|| vec![Region::whole(RegionReference::Unplaced)]);
+    }
+    if let Some(list) = any.downcast_ref::<InListExpr>() {
+        if list.negated() || column_index(list.expr()) != Some(col::RNAME) {
+            return None;
+        }
+        return list
+            .list()
+            .iter()
+            .map(|e| literal_str(e).map(|s| Region::whole(RegionReference::Named(s))))
+            .collect();
+    }
+    let binary = any.downcast_ref::<BinaryExpr>()?;
+    let (column, op, value) = match (column_index(binary.left()), column_index(binary.right())) {
+        (Some(c), None) => (c, *binary.op(), binary.right()),
+        (None, Some(c)) => (c, binary.op().swap()?, binary.left()),
+        _ => return None,
+    };
+    if column == col::RNAME {
+        return (op == Operator::Eq).then(|| literal_str(value).map(|s| vec![Region::whole(RegionReference::Named(s))]))?;
+    }
+    let n = literal_i64(value)?;
+    let at_least = |v: i64| Some(vec![Region { reference: RegionReference::Any, start: v.max(1) as u64, end: u64::MAX }]);
+    let at_most = |v: i64| {
+        if v < 1 {
+            Some(vec![])
+        } else {
+            Some(vec![Region { reference: RegionReference::Any, start: 1, end: v as u64 }])
+        }
+    };
+    match (column, op) {
+        // pos >= n implies endpos >= n: the record overlaps [n, ..).
+        (col::POS | col::ENDPOS, Operator::GtEq) => at_least(n),
+        (col::POS | col::ENDPOS, Operator::Gt) => at_least(n.saturating_add(1)),
+        // endpos <= n implies pos <= n.
+        (col::POS | col::ENDPOS, Operator::LtEq) => at_most(n),
+        (col::POS | col::ENDPOS, Operator::Lt) => at_most(n.saturating_sub(1)),
+        (col::POS, Operator::Eq) if n < 1 => Some(vec![]),
+        (col::POS, Operator::Eq) => Some(vec![Region { reference: RegionReference::Any, start: n as u64, end: n as u64 }]),
+        _ => None,
+    }
+}
+
+fn column_index(expr: &Arc<dyn PhysicalExpr>) -> Option<usize> {
+    expr.downcast_ref::<Column>().map(|c| c.index())
+}
+
+fn literal_value(expr: &Arc<dyn PhysicalExpr>) -> Option<&ScalarValue> {
+    let any = expr;
+    if let Some(lit) = any.downcast_ref::<Literal>() {
+        return Some(lit.value());
+    }
+    // A cast literal keeps its value for our purposes (numbers and strings only).
+    any.downcast_ref::<CastExpr>().and_then(|c| literal_value(c.expr()))
+}
+
+fn literal_str(expr: &Arc<dyn PhysicalExpr>) -> Option<String> {
+    literal_value(expr)?.try_as_str().flatten().map(str::to_string)
+}
+
+fn literal_i64(expr: &Arc<dyn PhysicalExpr>) -> Option<i64> {
+    match literal_value(expr)?.cast_to(&arrow::datatypes::DataType::Int64).ok()? {
+        ScalarValue::Int64(Some(v)) => Some(v),
+        _ => None,
+    }
+}
+
+/// Parses a region in samtools' syntax: `chr1`, `chr1:100`, `chr1:100-200`, `chr1:-200`,
+/// `chr1:1,000-2,000`, `{name:with:colons}:1-100`, and `*` (records without a reference).
+pub fn parse_region(text: &str) -> Result<Region> {
+    let bad = |why: &str| DataFusionError::Plan(format!("invalid region '{text}': {why}"));
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if text == "*" {
+        return Ok(Region::whole(RegionReference::Unplaced));
+    }
+    let (name, range) = if let Some(rest) = text.strip_prefix('{') {
+        let close = rest.find('}').ok_or_else(|| bad("'{' without '}'"))?;
+        let after = &rest[close + 1..];
+        let range = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':').ok_or_else(|| bad("expected ':' after '}'"))?),
+        };
+        (&rest[..close], range)
+    } else {
+        match text.rsplit_once(':') {
+            Some((name, range)) if !range.is_empty() && range.chars().all(|c| c.is_ascii_digit() || c == ',' || c == '-') => (name, Some(range)),
+            _ => (text, None),
+        }
+    };
+    if name.is_empty() {
+        return Err(bad("the reference name is empty"));
+    }
+    let number = |s: &str| -> Result<u64> {
+        let digits: String = s.chars().filter(|&c| c != ',').collect();
+        digits.parse::<u64>().map_err(|_| bad(&format!("'{s}' is not a position")))
+    };
+    let (start, end) = match range {
+        None => (1, u64::MAX),
+        Some(r) => match r.split_once('-') {
+            None => (number(r)?, u64::MAX),
+            Some((s, "")) => (number(s)?, u64::MAX),
+            Some(("", e)) => (1, number(e)?),
+            Some((s, e)) => (number(s)?, number(e)?),
+        },
+    };
+    if start == 0 {
+        return Err(bad("positions are 1-based; 0 is not a position"));
+    }
+    if end < start {
+        return Err(bad("the end is before the start"));
+    }
+    Ok(Region { reference: RegionReference::Named(name.to_string()), start, end })
+}
+
+/// The predicate of `regions` (any of them) over the file schema.
+pub fn region_predicate(regions: &[Region], file_schema: &SchemaRef) -> Result<Arc<dyn PhysicalExpr>> {
+    use datafusion::physical_expr::expressions::{binary, is_null, lit};
+    let column = |i: usize| -> Arc<dyn PhysicalExpr> { Arc::new(Column::new(file_schema.field(i).name(), i)) };
+    let schema = file_schema.as_ref();
+    let mut disjuncts = Vec::new();
+    for region in regions {
+        let mut parts: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+        match &region.reference {
+            RegionReference::Any => {}
+            RegionReference::Named(name) => parts.push(binary(column(col::RNAME), Operator::Eq, lit(name.as_str()), schema)?),
+            RegionReference::Unplaced => parts.push(is_null(column(col::RNAME))?),
+        }
+        if region.end != u64::MAX {
+            parts.push(binary(column(col::POS), Operator::LtEq, lit(region.end as i64), schema)?);
+        }
+        if region.start > 1 {
+            parts.push(binary(column(col::ENDPOS), Operator::GtEq, lit(region.start as i64), schema)?);
+        }
+        let all = parts.into_iter().reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::And, b)) as Arc<dyn PhysicalExpr>);
+        disjuncts.push(all.unwrap_or_else(|| lit(true)));
+    }
+    Ok(disjuncts
+        .into_iter()
+        .reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::Or, b)) as Arc<dyn PhysicalExpr>)
+        .unwrap_or_else(|| lit(false)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(name: &str, start: u64, end: u64) -> Region {
+        Region { reference: RegionReference::Named(name.into()), start, end }
+    }
+
+    #[test]
+    fn samtools_region_syntax() {
+        assert_eq!(parse_region("chr1").unwrap(), named("chr1", 1, u64::MAX));
+        assert_eq!(parse_region("chr1:100").unwrap(), named("chr1", 100, u64::MAX));
+        assert_eq!(parse_region("chr1:100-200").unwrap(), named("chr1", 100, 200));
+        assert_eq!(parse_region("chr1:-200").unwrap(), named("chr1", 1, 200));
+        assert_eq!(parse_region("chr1:1,000-2,000").unwrap(), named("chr1", 1000, 2000));
+        assert_eq!(parse_region("{HLA:1}:5-6").unwrap(), named("HLA:1", 5, 6));
+        assert_eq!(parse_region("HLA-A*01:01:x").unwrap(), named("HLA-A*01:01:x", 1, u64::MAX));
+        assert_eq!(parse_region("*").unwrap(), Region::whole(RegionReference::Unplaced));
+        for bad in ["", "chr1:0-5", "chr1:10-5", "{chr1", ":1-5", "chr1:1-2-3"] {
+            assert!(parse_region(bad).is_err(), "{bad} must be rejected");
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! `bam_region('x.bam', 'chr1:100000-200000', ...)`: the records overlapping regions given in
+//! samtools' syntax, as `samtools view x.bam chr1:100000-200000` selects them (a record that
+//! overlaps several of the regions appears once).
+//!
+//! It is a BAM table with the `region` option, so the index, partitioning and pushdown work as
+//! for any BAM table.
+
+use std::sync::Arc;
+
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{plan_err, DataFusionError, Result, ScalarValue};
+use datafusion::logical_expr::Expr;
+
+use crate::options::{parse_regions, BamOptions};
+use crate::bam_listing_table;
+
+/// The `bam_region` table function.
+#[derive(Debug, Default)]
+pub struct BamRegionFunction;
+
+const USAGE: &str = "bam_region takes the path of a BAM file and one or more regions, as string literals: \
+                     bam_region('x.bam', 'chr1:100000-200000', 'chr2')";
+
+fn literal_str(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)), _) => Some(s),
+        _ => None,
+    }
+}
+
+impl TableFunctionImpl for BamRegionFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        let Some((path, regions)) = exprs.split_first() else { return plan_err!("{USAGE}") };
+        let Some(path) = literal_str(path) else { return plan_err!("{USAGE}") };
+        if regions.is_empty() {
+            return plan_err!("{USAGE}");
+        }
+        let mut parsed = Vec::new();
+        for r in regions {
+            let Some(text) = literal_str(r) else { return plan_err!("{USAGE}") };
+            parsed.extend(parse_regions(text)?);
+        }
+        let options = BamOptions::default().with_regions(parsed);
+        let session = args.session();
+        // Table functions are synchronous, but finding the files and the tag columns is not: run
+        // it to completion on a helper thread, which works under any kind of tokio runtime.
+        let table = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    runtime.block_on(bam_listing_table(session, path, options))
+                })
+                .join()
+                .map_err(|_| DataFusionError::Execution("bam_region: opening the table failed".into()))?
+        })?;
+        Ok(table)
+    }
+}
