@@ -135,10 +135,11 @@ impl BatchDecoder {
             b.append_option((pos0 >= 0).then(|| i64::from(pos0) + 1));
         }
         if let Some(b) = &mut self.endpos {
-            // samtools' endpos (bam_endpos): pos + reference span, or pos + 1 without CIGAR.
-            let end = if flag & FLAG_UNMAPPED != 0 || pos0 < 0 {
+            // samtools' endpos (bam_endpos): pos + reference span; an unmapped read placed by
+            // its mate, or one without CIGAR, covers its one position (so regions include it).
+            let end = if pos0 < 0 {
                 None
-            } else if cigar.is_empty() {
+            } else if flag & FLAG_UNMAPPED != 0 || cigar.is_empty() {
                 Some(i64::from(pos0) + 1)
             } else {
                 Some(i64::from(pos0) + span.unwrap_or(0) as i64)

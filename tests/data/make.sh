@@ -3,10 +3,14 @@
 # realistic files art_illumina (Debian: art-nextgen-simulation-tools) and minimap2.
 #
 #   tests/data/make.sh          small files, committed to the repository
-#   tests/data/make.sh --big    also big.bam (about 3M records, for benchmarks; not committed)
+#   tests/data/make.sh --big DIR    also DIR/big.bam (about 3M records, for benchmarks; not committed)
 #
 # Everything is seeded, so re-running gives the same records.
 set -euo pipefail
+big_out=""
+if [[ "${1:-}" == "--big" ]]; then
+  big_out=$(realpath -m "${2:?usage: make.sh --big DIR}")
+fi
 cd "$(dirname "$0")"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -122,9 +126,10 @@ samtools view --no-PG -b -o many_refs.bam "$work/many_refs.sam"
 samtools index many_refs.bam
 printf '@HD\tVN:1.6\tSO:coordinate\n@SQ\tSN:chr1\tLN:1000\n' | samtools view --no-PG -b -o empty.bam -
 
-if [[ "${1:-}" == "--big" ]]; then
+if [[ -n "$big_out" ]]; then
+  mkdir -p "$big_out"
   realistic big 1000 11
-  samtools sort --no-PG -@2 -m 1G -o big.bam "$work/big.sam" 2> /dev/null
-  samtools index big.bam
+  samtools sort --no-PG -@2 -m 1G -o "$big_out/big.bam" "$work/big.sam" 2> /dev/null
+  samtools index "$big_out/big.bam"
 fi
 ls -l *.bam

@@ -119,11 +119,12 @@ async fn endpos_is_samtools_endpos() {
     let path = data("edge.bam");
     let ctx = context();
     ctx.register_bam("t", path.to_str().unwrap(), BamOptions::default()).await.unwrap();
-    for name in ["spliced", "longcigar", "split"] {
-        let b = query(&ctx, &format!("SELECT endpos FROM t WHERE qname = '{name}' AND flag & 256 = 0")).await.unwrap();
+    // (`pair` with flag 133 is unmapped, placed at its mate's position.)
+    for (name, flag) in [("spliced", 16), ("longcigar", 0), ("split", 2048), ("pair", 133)] {
+        let b = query(&ctx, &format!("SELECT endpos FROM t WHERE qname = '{name}' AND flag = {flag}")).await.unwrap();
         let end = b[0].column(0).as_primitive::<Int64Type>().value(0);
-        let expr = format!("qname == \"{name}\" && endpos == {end}");
-        let n = samtools(&["view", "-c", "-F", "256", "-e", &expr, path.to_str().unwrap()]);
+        let expr = format!("qname == \"{name}\" && flag == {flag} && endpos == {end}");
+        let n = samtools(&["view", "-c", "-e", &expr, path.to_str().unwrap()]);
         assert_eq!(n.trim(), "1", "{name}: samtools disagrees with endpos {end}");
     }
 }

@@ -204,16 +204,16 @@ pub fn table_rows(batches: &[RecordBatch]) -> Vec<Row> {
 }
 
 /// samtools' endpos from the SAM text of a record: POS plus the reference span of the CIGAR
-/// (M, D, N, =, X), or POS without a CIGAR; none when unmapped. Computed from the text, apart
-/// from the provider's binary decoding.
+/// (M, D, N, =, X), or POS when unmapped or without a CIGAR; none without a position. Computed
+/// from the text, apart from the provider's binary decoding.
 pub fn endpos_from_text(row: &Row) -> Option<i64> {
     let flag: u16 = row.fields[1].parse().unwrap();
     let pos: i64 = row.fields[3].parse().unwrap();
-    if flag & 4 != 0 || pos == 0 {
+    if pos == 0 {
         return None;
     }
     let cigar = &row.fields[5];
-    if cigar == "*" {
+    if flag & 4 != 0 || cigar == "*" {
         return Some(pos);
     }
     let (mut span, mut n) = (0i64, 0i64);

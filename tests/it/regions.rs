@@ -294,3 +294,20 @@ async fn limit_stops_reading_early() {
     let read = metric(&analyzed, "records_read");
     assert!(read < 2_000, "LIMIT 3 read {read} of 21882 records:\n{analyzed}");
 }
+
+/// Unmapped reads placed at their mate's position belong to regions that cover that position.
+#[tokio::test]
+async fn unmapped_reads_placed_by_their_mate_are_in_regions() {
+    let dir = tempfile::tempdir().unwrap();
+    let sorted = dir.path().join("edge_sorted.bam");
+    samtools(&["sort", "-o", sorted.to_str().unwrap(), data("edge.bam").to_str().unwrap()]);
+    samtools(&["index", sorted.to_str().unwrap()]);
+    let ctx = table(&sorted, 2).await;
+    for (start, end) in [(500, 500), (490, 510), (507, 507), (1, 100)] {
+        let sql = format!("SELECT count(*) FROM t WHERE rname = 'chr1' AND pos <= {end} AND endpos >= {start}");
+        let expected = samtools_count(&sorted, &[&format!("chr1:{start}-{end}")]);
+        assert_eq!(count(&ctx, &sql).await, expected, "{sql}");
+    }
+    let unmapped = "SELECT count(*) FROM t WHERE rname = 'chr1' AND pos <= 500 AND endpos >= 500 AND flag & 4 = 4";
+    assert_eq!(count(&ctx, unmapped).await, 1);
+}
