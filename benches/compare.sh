@@ -38,14 +38,12 @@ measure() {
   local best="" best_rss=""
   for _ in $(seq "$n"); do
     rm -rf "$dir/out"/*
-    local t
-    if ! t=$( { /usr/bin/time -f '%e %M' "$@" > /dev/null 2> "$dir/out.err"; } 2>&1 ); then
+    if ! /usr/bin/time -o "$dir/time.txt" -f '%e %M' "$@" > /dev/null 2> "$dir/out.err"; then
       echo "FAILED: $name" >&2
       cat "$dir/out.err" >&2
       return 1
     fi
-    t=$(tail -1 <<< "$t")
-    read -r secs kb <<< "$t"
+    read -r secs kb < <(tail -1 "$dir/time.txt")
     if [[ -z "$best" ]] || (( $(echo "$secs < $best" | bc) )); then
       best=$secs
       best_rss=$((kb / 1024))
@@ -56,11 +54,11 @@ measure() {
   printf '%-46s %7.2f s  %6d MiB\n' "$name" "$best" "$best_rss" >&2
 }
 
-# ours PARTITIONS SQL: one CLI run with the table registered on `table_path`.
+# ours NAME RUNS PARTITIONS SQL: measures one CLI run with the table registered on `table_path`.
 table_path=$plain
 ours() {
-  local partitions=$1 sql=$2
-  "$bin" -q -c "SET datafusion.execution.target_partitions = $partitions" \
+  local name=$1 n=$2 partitions=$3 sql=$4
+  measure "$name" "$n" "$bin" -q -c "SET datafusion.execution.target_partitions = $partitions" \
     -c "CREATE EXTERNAL TABLE reads STORED AS BAM LOCATION '$table_path'" -c "$sql"
 }
 
@@ -70,20 +68,20 @@ measure "bgzip -dc (decompression only, 1 thread)" "$runs" bash -c "bgzip -dc '$
 measure "bgzip -dc -@2 (decompression only)" "$runs" bash -c "bgzip -@2 -dc '$plain' > /dev/null"
 
 for p in 1 2; do
-  measure "count(*), $p partition(s)" "$runs" ours "$p" "SELECT count(*) FROM reads"
+  ours "count(*), $p partition(s)" "$runs" "$p" "SELECT count(*) FROM reads"
 done
-measure "rname, pos, mapq, 2 partitions" "$runs" ours 2 "SELECT count(rname), sum(pos), max(mapq) FROM reads"
-measure "count(*) WHERE mapq >= 30, 2 partitions" "$runs" ours 2 "SELECT count(*) FROM reads WHERE mapq >= 30"
+ours "rname, pos, mapq, 2 partitions" "$runs" 2 "SELECT count(rname), sum(pos), max(mapq) FROM reads"
+ours "count(*) WHERE mapq >= 30, 2 partitions" "$runs" 2 "SELECT count(*) FROM reads WHERE mapq >= 30"
 for p in 1 2 3 4; do
-  measure "COPY all columns to Parquet, $p partition(s)" 1 ours "$p" "COPY (SELECT * FROM reads) TO '$dir/out/ours.parquet' STORED AS PARQUET"
+  ours "COPY all columns to Parquet, $p partition(s)" 1 "$p" "COPY (SELECT * FROM reads) TO '$dir/out/ours.parquet' STORED AS PARQUET"
 done
 
 # A region holding about 1% of the reads: through the index, and by a full scan.
 region="rname = 'chr1' AND pos <= 106500 AND endpos >= 100000"
 table_path=$indexed
-measure "1% region, indexed, 2 partitions" "$runs" ours 2 "SELECT count(*) FROM reads WHERE $region"
+ours "1% region, indexed, 2 partitions" "$runs" 2 "SELECT count(*) FROM reads WHERE $region"
 table_path=$plain
-measure "1% region, no index, 2 partitions" "$runs" ours 2 "SELECT count(*) FROM reads WHERE $region"
+ours "1% region, no index, 2 partitions" "$runs" 2 "SELECT count(*) FROM reads WHERE $region"
 region_reads=$(samtools view -c "$indexed" chr1:100000-106500)
 
 if (( peers )); then
