@@ -9,9 +9,11 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float32Builder, Int32Builder, Int64Builder, ListBuilder, RecordBatch,
-    RecordBatchOptions, StringBuilder, StructArray, UInt16Builder, UInt8Builder,
+    Array, ArrayRef, Float32Builder, Int32Builder, Int64Builder, ListBuilder, NullBufferBuilder,
+    RecordBatch, RecordBatchOptions, StringArray, StringBuilder, StructArray, UInt16Builder,
+    UInt8Builder,
 };
+use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::SchemaRef;
 
 use crate::record::{cigar_ops, reference_span, AuxField, RawRecord, RecordError};
@@ -19,6 +21,16 @@ use crate::schema::{col, TagKind, TagLayout, TagName};
 
 const FLAG_UNMAPPED: u16 = 0x4;
 const SEQ_CODES: &[u8; 16] = b"=ACMGRSVTWYHKDBN";
+/// Both bases of a packed sequence byte, so a byte is decoded with one lookup.
+const SEQ_PAIRS: [[u8; 2]; 256] = {
+    let mut pairs = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        pairs[i] = [SEQ_CODES[i >> 4], SEQ_CODES[i & 0xf]];
+        i += 1;
+    }
+    pairs
+};
 const CIGAR_OPS: &[u8; 9] = b"MIDNSHP=X";
 const NO_TAG_COLUMN: u16 = u16::MAX;
 
@@ -43,15 +55,14 @@ pub struct BatchDecoder {
     pos: Option<Int64Builder>,
     endpos: Option<Int64Builder>,
     mapq: Option<UInt8Builder>,
-    cigar: Option<StringBuilder>,
+    cigar: Option<AsciiColumn>,
     rnext: Option<StringBuilder>,
     pnext: Option<Int64Builder>,
     tlen: Option<Int32Builder>,
-    seq: Option<StringBuilder>,
-    qual: Option<StringBuilder>,
+    seq: Option<AsciiColumn>,
+    qual: Option<AsciiColumn>,
     tags: Option<TagColumns>,
     tags_extra: Option<StringBuilder>,
-    scratch: Vec<u8>,
     text: String,
 }
 
@@ -77,15 +88,14 @@ impl BatchDecoder {
             pos: wants(col::POS).then(Int64Builder::new),
             endpos: wants(col::ENDPOS).then(Int64Builder::new),
             mapq: wants(col::MAPQ).then(UInt8Builder::new),
-            cigar: wants(col::CIGAR).then(StringBuilder::new),
+            cigar: wants(col::CIGAR).then(AsciiColumn::default),
             rnext: wants(col::RNEXT).then(StringBuilder::new),
             pnext: wants(col::PNEXT).then(Int64Builder::new),
             tlen: wants(col::TLEN).then(Int32Builder::new),
-            seq: wants(col::SEQ).then(StringBuilder::new),
-            qual: wants(col::QUAL).then(StringBuilder::new),
+            seq: wants(col::SEQ).then(AsciiColumn::default),
+            qual: wants(col::QUAL).then(AsciiColumn::default),
             tags: (wants(col::TAGS) || wants(col::TAGS_EXTRA)).then(|| TagColumns::new(layout)),
             tags_extra: wants(col::TAGS_EXTRA).then(StringBuilder::new),
-            scratch: Vec::new(),
             text: String::new(),
         })
     }
@@ -154,12 +164,12 @@ impl BatchDecoder {
             if cigar.is_empty() {
                 b.append_null();
             } else {
-                self.scratch.clear();
+                // Op codes were checked by reference_span above.
                 for (len, op) in cigar_ops(cigar) {
-                    write_u64(&mut self.scratch, u64::from(len));
-                    self.scratch.push(CIGAR_OPS[op as usize]);
+                    write_u64(&mut b.values, u64::from(len));
+                    b.values.push(CIGAR_OPS[op as usize]);
                 }
-                b.append_value(ascii(&self.scratch, "CIGAR")?);
+                b.end_value()?;
             }
         }
         if let Some(b) = &mut self.rnext {
@@ -178,13 +188,11 @@ impl BatchDecoder {
             if l_seq == 0 {
                 b.append_null();
             } else {
-                self.scratch.clear();
-                for &byte in r.seq_bytes() {
-                    self.scratch.push(SEQ_CODES[(byte >> 4) as usize]);
-                    self.scratch.push(SEQ_CODES[(byte & 0xf) as usize]);
-                }
-                self.scratch.truncate(l_seq);
-                b.append_value(ascii(&self.scratch, "sequence")?);
+                let end = b.values.len() + l_seq;
+                b.values.extend(r.seq_bytes().iter().flat_map(|&byte| SEQ_PAIRS[usize::from(byte)]));
+                // An odd length leaves one padding base.
+                b.values.truncate(end);
+                b.end_value()?;
             }
         }
         if let Some(b) = &mut self.qual {
@@ -192,14 +200,13 @@ impl BatchDecoder {
             if l_seq == 0 || q[0] == 0xff {
                 b.append_null();
             } else {
-                self.scratch.clear();
-                for &v in q {
-                    if v > 93 {
-                        return Err(RecordError(format!("base quality {v} is above 93")));
-                    }
-                    self.scratch.push(v + 33);
+                // Checked for the whole read first, so the +33 loop runs without branches.
+                let max = q.iter().copied().fold(0, u8::max);
+                if max > 93 {
+                    return Err(RecordError(format!("base quality {max} is above 93")));
                 }
-                b.append_value(ascii(&self.scratch, "quality")?);
+                b.values.extend(q.iter().map(|&v| v + 33));
+                b.end_value()?;
             }
         }
         if let Some(b) = &mut self.tags_extra {
@@ -246,6 +253,48 @@ impl BatchDecoder {
             columns,
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )
+    }
+}
+
+/// A text column whose values (always ASCII: bases, qualities, CIGAR strings) are written
+/// straight into its value buffer, without a per-record scratch copy or UTF-8 check.
+struct AsciiColumn {
+    values: Vec<u8>,
+    /// End offset of each value so far (the leading 0 is added by `finish`).
+    ends: Vec<i32>,
+    nulls: NullBufferBuilder,
+}
+
+impl Default for AsciiColumn {
+    fn default() -> Self {
+        Self { values: Vec::new(), ends: Vec::new(), nulls: NullBufferBuilder::new(0) }
+    }
+}
+
+impl AsciiColumn {
+    /// Closes the value written into `values` since the previous one.
+    fn end_value(&mut self) -> Result<(), RecordError> {
+        let end = i32::try_from(self.values.len())
+            .map_err(|_| RecordError("text column exceeds 2 GiB in one batch".to_string()))?;
+        self.ends.push(end);
+        self.nulls.append_non_null();
+        Ok(())
+    }
+
+    fn append_null(&mut self) {
+        self.ends.push(self.ends.last().copied().unwrap_or(0));
+        self.nulls.append_null();
+    }
+
+    fn finish(&mut self) -> StringArray {
+        let mut offsets = Vec::with_capacity(self.ends.len() + 1);
+        offsets.push(0);
+        offsets.append(&mut self.ends);
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+        let values = Buffer::from_vec(std::mem::take(&mut self.values));
+        // Validates offsets and UTF-8 once per batch; values are ASCII by construction.
+        StringArray::try_new(offsets, values, self.nulls.finish())
+            .expect("ASCII values with monotonic i32 offsets form a valid StringArray")
     }
 }
 

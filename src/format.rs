@@ -176,7 +176,7 @@ impl BamSource {
     }
 
     /// This source with `predicates` (over the file schema) added to what the decoder filters.
-    fn with_predicates(&self, predicates: Vec<Arc<dyn PhysicalExpr>>) -> Self {
+    pub fn with_predicates(&self, predicates: Vec<Arc<dyn PhysicalExpr>>) -> Self {
         let all: Vec<_> = self.predicate.iter().cloned().chain(predicates).collect();
         let predicate = conjunction(all);
         let regions = regions(&predicate).map(Arc::from);

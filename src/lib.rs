@@ -30,6 +30,7 @@ pub mod record;
 pub mod region_fn;
 pub mod scan;
 pub mod schema;
+pub mod table;
 
 use std::sync::Arc;
 
@@ -44,6 +45,7 @@ use object_store::ObjectStoreExt;
 
 pub use format::{BamFormat, BamFormatFactory, BamSource};
 pub use options::{BamOptions, TagSelection};
+pub use table::BamTable;
 
 /// The key under which `STORED AS BAM` finds its table factory (DataFusion upper-cases it).
 const STORED_AS: &str = "BAM";

@@ -2,7 +2,7 @@
 //! samtools' syntax, as `samtools view x.bam chr1:100000-200000` selects them (a record that
 //! overlaps several of the regions appears once).
 //!
-//! It is a BAM table with the `region` option, so the index, partitioning and pushdown work as
+//! It is a [`BamTable`] with the `region` option, so the index, partitioning and pushdown work as
 //! for any BAM table.
 
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use datafusion::common::{plan_err, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::Expr;
 
 use crate::options::{parse_regions, BamOptions};
-use crate::bam_listing_table;
+use crate::table::BamTable;
 
 /// The `bam_region` table function.
 #[derive(Debug, Default)]
@@ -49,11 +49,11 @@ impl TableFunctionImpl for BamRegionFunction {
             scope
                 .spawn(|| {
                     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                    runtime.block_on(bam_listing_table(session, path, options))
+                    runtime.block_on(BamTable::open(session, path, options))
                 })
                 .join()
                 .map_err(|_| DataFusionError::Execution("bam_region: opening the table failed".into()))?
         })?;
-        Ok(table)
+        Ok(Arc::new(table))
     }
 }

@@ -7,6 +7,7 @@ mod oracle;
 mod partitions;
 mod regions;
 mod sql;
+mod table;
 
 use arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;

@@ -1,0 +1,255 @@
+"""BAM files (aligned sequencing reads) as Apache DataFusion tables.
+
+>>> from datafusion import SessionContext
+>>> import datafusion_bam as bam
+>>> ctx = SessionContext()
+>>> bam.register(ctx, "reads", "sample.bam", tags="NM,MD")
+>>> ctx.sql("SELECT rname, count(*) FROM reads WHERE mapq >= 30 GROUP BY rname").to_pandas()
+
+Reading happens in Rust (the ``datafusion-bam`` crate) with byte-range partitioning, the
+``.bai``/``.csi`` index and filter pushdown; rows reach Python only as Arrow data.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import datafusion
+from datafusion import SessionContext, udtf
+
+from ._datafusion_bam import (
+    DATAFUSION_MAJOR,
+    BamError,
+    BamRegionFunction,
+    BamTable,
+    progress_counters,
+)
+
+__all__ = [
+    "BamError",
+    "BamRegionFunction",
+    "BamTable",
+    "Progress",
+    "register",
+    "table",
+    "to_ipc",
+    "to_parquet",
+]
+
+
+def _check_datafusion_version() -> None:
+    # datafusion-ffi structs differ between major versions: a mismatch would crash the process.
+    installed = datafusion.__version__.split(".")[0]
+    if installed != str(DATAFUSION_MAJOR):
+        raise ImportError(
+            f"datafusion-bam was built for datafusion {DATAFUSION_MAJOR}.x, "
+            f"but datafusion {datafusion.__version__} is installed"
+        )
+
+
+_check_datafusion_version()
+
+
+def _options(
+    tags: str | Sequence[str] | None = None,
+    region: str | Sequence[str] | None = None,
+    split: bool | None = None,
+    tag_sample_records: int | None = None,
+) -> dict[str, str]:
+    options: dict[str, str] = {}
+    if tags is not None:
+        options["tags"] = tags if isinstance(tags, str) else ",".join(tags)
+    if region is not None:
+        options["region"] = region if isinstance(region, str) else " ".join(region)
+    if split is not None:
+        options["split"] = "true" if split else "false"
+    if tag_sample_records is not None:
+        options["tag_sample_records"] = str(tag_sample_records)
+    return options
+
+
+def table(
+    path: str | os.PathLike[str],
+    *,
+    tags: str | Sequence[str] | None = None,
+    region: str | Sequence[str] | None = None,
+    split: bool | None = None,
+    tag_sample_records: int | None = None,
+) -> BamTable:
+    """Opens BAM files (a path, a directory of ``.bam`` files or a glob) as a table.
+
+    ``tags`` chooses the typed tag columns (``"NM,MD"``, ``"NM:i,MD:Z"``, ``"all"``, ``"none"``);
+    ``region`` keeps only records overlapping samtools-style regions (``"chr1:100-200"``);
+    ``split=False`` reads each file as one partition.
+    """
+    return BamTable(os.fspath(path), _options(tags, region, split, tag_sample_records))
+
+
+def register(
+    ctx: SessionContext,
+    name: str,
+    path: str | os.PathLike[str],
+    *,
+    tags: str | Sequence[str] | None = None,
+    region: str | Sequence[str] | None = None,
+    split: bool | None = None,
+    tag_sample_records: int | None = None,
+) -> None:
+    """Registers BAM files as table ``name`` in ``ctx``, and the ``bam_region`` table function."""
+    ctx.register_table(name, table(path, tags=tags, region=region, split=split, tag_sample_records=tag_sample_records))
+    ctx.register_udtf(udtf(BamRegionFunction(), "bam_region"))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a conversion has got: BAM records decoded and compressed bytes read."""
+
+    records: int
+    bytes_read: int
+    bytes_total: int
+    seconds: float
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def _progress_bar(p: Progress) -> None:
+    share = p.bytes_read / p.bytes_total if p.bytes_total else 1.0
+    rate = p.records / p.seconds if p.seconds > 0 else 0.0
+    sys.stderr.write(f"\r{share:6.1%}  {p.records:,} records  {rate:,.0f} records/s")
+    sys.stderr.flush()
+
+
+def _total_bytes(paths: Iterable[str]) -> int:
+    total = 0
+    for p in paths:
+        if os.path.isdir(p):
+            total += sum(e.stat().st_size for e in os.scandir(p) if e.name.endswith(".bam") and e.is_file())
+        elif os.path.exists(p):
+            total += os.path.getsize(p)
+    return total
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _convert(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    stored_as: str,
+    *,
+    columns: Sequence[str] | None,
+    where: str | None,
+    min_mapq: int | None,
+    tags: str | Sequence[str] | None,
+    region: str | Sequence[str] | None,
+    progress: bool | ProgressCallback,
+    ctx: SessionContext | None,
+) -> int:
+    sources = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]
+    if not sources:
+        raise ValueError("no BAM files given")
+    output = os.fspath(output)
+    ctx = ctx or SessionContext()
+    names = []
+    for i, source in enumerate(sources):
+        name = f"__bam_input_{i}"
+        ctx.register_table(name, table(source, tags=tags, region=region))
+        names.append(name)
+    projection = ", ".join(f'"{c}"' for c in columns) if columns else "*"
+    conditions = [f"({where})"] if where else []
+    if min_mapq is not None:
+        conditions.append(f"mapq >= {int(min_mapq)}")
+    filter_sql = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    query = " UNION ALL ".join(f"SELECT {projection} FROM {n}{filter_sql}" for n in names)
+
+    # Written under a temporary name and renamed when complete, so a failed or interrupted
+    # conversion never leaves an output that looks finished.
+    directory, base = os.path.split(os.path.abspath(output))
+    # The extension makes DataFusion write one file, not a directory.
+    extension = {"PARQUET": "parquet", "ARROW": "arrow"}[stored_as]
+    partial = os.path.join(directory, f".{base}.partial-{os.getpid()}.{extension}")
+    copy = f"COPY ({query}) TO {_quote(partial)} STORED AS {stored_as}"
+
+    callback: ProgressCallback | None = _progress_bar if progress is True else (progress or None)
+    stop = threading.Event()
+    watcher = None
+    if callback is not None:
+        total = _total_bytes(sources)
+        start_records, start_bytes = progress_counters()
+        started = time.monotonic()
+
+        def report() -> None:
+            records, read = progress_counters()
+            callback(Progress(records - start_records, read - start_bytes, total, time.monotonic() - started))
+
+        def watch() -> None:
+            while not stop.wait(0.5):
+                report()
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+    try:
+        result = ctx.sql(copy).collect()
+        os.replace(partial, output)
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join()
+            report()
+            if progress is True:
+                sys.stderr.write("\n")
+        for n in names:
+            ctx.deregister_table(n)
+    return int(result[0].column(0)[0].as_py())
+
+
+def to_parquet(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    columns: Sequence[str] | None = None,
+    where: str | None = None,
+    min_mapq: int | None = None,
+    tags: str | Sequence[str] | None = None,
+    region: str | Sequence[str] | None = None,
+    progress: bool | ProgressCallback = False,
+    ctx: SessionContext | None = None,
+) -> int:
+    """Converts BAM files (one path or several) to one Parquet file; returns the rows written.
+
+    A thin wrapper over ``COPY (SELECT ...) TO 'output' STORED AS PARQUET``. ``where`` is a SQL
+    condition over the table's columns; ``min_mapq`` and ``region`` are pushed into the decoder
+    and the index. ``progress=True`` draws a progress line on stderr; a callable receives a
+    :class:`Progress` twice a second. Session settings (Parquet compression, partitions) come
+    from ``ctx`` when given.
+    """
+    return _convert(paths, output, "PARQUET", columns=columns, where=where, min_mapq=min_mapq,
+                    tags=tags, region=region, progress=progress, ctx=ctx)
+
+
+def to_ipc(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    columns: Sequence[str] | None = None,
+    where: str | None = None,
+    min_mapq: int | None = None,
+    tags: str | Sequence[str] | None = None,
+    region: str | Sequence[str] | None = None,
+    progress: bool | ProgressCallback = False,
+    ctx: SessionContext | None = None,
+) -> int:
+    """Converts BAM files to one Arrow IPC file; as :func:`to_parquet` otherwise."""
+    return _convert(paths, output, "ARROW", columns=columns, where=where, min_mapq=min_mapq,
+                    tags=tags, region=region, progress=progress, ctx=ctx)

@@ -1,0 +1,28 @@
+"""Type stubs of the Rust extension module (python/src/lib.rs)."""
+
+from typing import Any
+
+DATAFUSION_MAJOR: int
+
+class BamError(Exception):
+    """A BAM file or option could not be used."""
+
+class BamTable:
+    """BAM files (a path, a directory of .bam files or a glob) as a DataFusion table.
+
+    ``options`` takes the keys of ``CREATE EXTERNAL TABLE ... OPTIONS``: ``tags``, ``region``,
+    ``split``, ``tag_sample_records``. Opening reads the headers; errors raise :class:`BamError`.
+    """
+
+    def __init__(self, path: str, options: dict[str, str] | None = None) -> None: ...
+    def __arrow_c_schema__(self) -> Any: ...
+    def __datafusion_table_provider__(self, session: Any) -> Any: ...
+
+class BamRegionFunction:
+    """The ``bam_region(path, region, ...)`` table function, for ``datafusion.udtf``."""
+
+    def __init__(self) -> None: ...
+    def __datafusion_table_function__(self, session: Any) -> Any: ...
+
+def progress_counters() -> tuple[int, int]:
+    """(records decoded, compressed bytes read) by BAM scans in this process so far."""

@@ -1,0 +1,163 @@
+"""The Python package against samtools, on the BAM files shipped in tests/data.
+
+Run by `cargo test` (python/tests/pytest.rs), which builds the extension first.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.ipc
+import pyarrow.parquet as pq
+import pytest
+from datafusion import SessionContext
+
+import datafusion_bam as bam
+
+REPO = Path(os.environ.get("DATAFUSION_BAM_REPO", Path(__file__).resolve().parents[2]))
+DATA = REPO / "tests" / "data"
+SAMPLE = str(DATA / "sample.bam")
+
+
+def samtools(*args: str) -> str:
+    return subprocess.run(["samtools", *args], check=True, capture_output=True, text=True).stdout
+
+
+def samtools_count(*args: str) -> int:
+    return int(samtools("view", "-c", *args))
+
+
+def sql_count(ctx: SessionContext, sql: str) -> int:
+    return ctx.sql(sql).to_arrow_table().column(0)[0].as_py()
+
+
+@pytest.fixture
+def ctx() -> SessionContext:
+    ctx = SessionContext()
+    bam.register(ctx, "reads", SAMPLE, tags="NM,MD")
+    return ctx
+
+
+def test_counts_per_reference_match_samtools(ctx: SessionContext) -> None:
+    df = ctx.sql("SELECT rname, count(*) AS n FROM reads WHERE mapq >= 30 GROUP BY rname").to_pandas()
+    ours = {r.rname: r.n for r in df.itertuples() if r.rname is not None}
+    references = [line.split("\t")[0] for line in samtools("idxstats", SAMPLE).splitlines() if not line.startswith("*")]
+    expected = {ref: samtools_count("-q", "30", SAMPLE, ref) for ref in references}
+    assert {k: v for k, v in expected.items() if v} == ours
+    assert sum(ours.values()) > 0
+
+
+def test_rows_match_samtools_field_by_field(ctx: SessionContext) -> None:
+    table = ctx.sql(
+        "SELECT qname, flag, rname, pos, mapq, cigar, seq, qual, tags['NM'] AS nm, tags['MD'] AS md FROM reads"
+    ).to_arrow_table()
+    ours = Counter(zip(*(table.column(i).to_pylist() for i in range(table.num_columns))))
+
+    def none_if_star(value: str) -> str | None:
+        return None if value == "*" else value
+
+    expected: Counter = Counter()
+    for line in samtools("view", SAMPLE).splitlines():
+        f = line.split("\t")
+        tags = dict((t[:2], t[5:]) for t in f[11:])
+        mapq = int(f[4])
+        expected[(
+            f[0], int(f[1]), none_if_star(f[2]), int(f[3]) or None, None if mapq == 255 else mapq,
+            none_if_star(f[5]), none_if_star(f[9]), none_if_star(f[10]),
+            int(tags["NM"]) if "NM" in tags else None, tags.get("MD"),
+        )] += 1
+    assert sum(expected.values()) == table.num_rows > 0
+    assert ours == expected
+
+
+def test_dataframes_of_every_kind(ctx: SessionContext) -> None:
+    df = ctx.sql("SELECT qname, pos FROM reads WHERE rname = 'chr2' ORDER BY qname, pos")
+    expected = samtools_count(SAMPLE, "chr2")
+    pandas_df = df.to_pandas()
+    polars_df = df.to_polars()
+    arrow_table = df.to_arrow_table()
+    assert len(pandas_df) == len(polars_df) == arrow_table.num_rows == expected > 0
+    assert pandas_df["qname"].tolist() == polars_df["qname"].to_list() == arrow_table.column("qname").to_pylist()
+
+
+def test_schema_is_readable_by_pyarrow() -> None:
+    schema = pa.schema(bam.table(SAMPLE, tags="NM"))
+    assert schema.names[:4] == ["qname", "flag", "rname", "pos"]
+    assert schema.field("tags").type.field("NM").type == pa.int64()
+
+
+def test_region_function_matches_samtools(ctx: SessionContext) -> None:
+    for region in ["chr1:100000-120000", "chr3", "chrM:1-500", "*"]:
+        ours = sql_count(ctx, f"SELECT count(*) FROM bam_region('{SAMPLE}', '{region}')")
+        assert ours == samtools_count(SAMPLE, region), region
+
+
+def test_region_filter_reads_only_indexed_chunks(ctx: SessionContext) -> None:
+    total = samtools_count(SAMPLE)
+    before, _ = bam.progress_counters()
+    n = sql_count(ctx, "SELECT count(*) FROM reads WHERE rname = 'chr3' AND pos <= 5000 AND endpos >= 1000")
+    read, _ = bam.progress_counters()
+    assert n == samtools_count(SAMPLE, "chr3:1000-5000") > 0
+    # Pushed through the FFI boundary to the index: far fewer records decoded than the file holds.
+    assert read - before < total // 4
+
+
+def test_to_parquet_with_region_mapq_and_progress(tmp_path: Path) -> None:
+    out = tmp_path / "chr1.parquet"
+    seen: list[bam.Progress] = []
+    rows = bam.to_parquet(SAMPLE, out, region="chr1:100000-200000", min_mapq=30, progress=seen.append)
+    expected = samtools_count("-q", "30", SAMPLE, "chr1:100000-200000")
+    assert rows == pq.read_table(out).num_rows == expected > 0
+    assert seen and seen[-1].records >= expected and seen[-1].bytes_total == os.path.getsize(SAMPLE)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chr1.parquet"]
+
+
+def test_to_ipc_of_several_files(tmp_path: Path) -> None:
+    out = tmp_path / "both.arrow"
+    files = [SAMPLE, str(DATA / "name_sorted.bam")]
+    rows = bam.to_ipc(files, out, columns=["qname", "flag", "mapq"], where="flag & 4 = 0", tags="none")
+    expected = sum(samtools_count("-F", "4", f) for f in files)
+    with pa.ipc.open_file(out) as reader:
+        table = reader.read_all()
+    assert rows == table.num_rows == expected > 0
+    assert table.column_names == ["qname", "flag", "mapq"]
+
+
+def test_bad_path_names_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.bam"
+    with pytest.raises(bam.BamError, match="missing.bam"):
+        bam.table(missing)
+
+
+def test_not_a_bam_file_is_an_error(tmp_path: Path) -> None:
+    fake = tmp_path / "fake.bam"
+    fake.write_bytes(b"this is not BGZF data at all" * 10)
+    with pytest.raises(bam.BamError, match="fake.bam"):
+        bam.table(fake)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [({"tags": "NM:q"}, "NM:q"), ({"region": "chr1:200-100"}, "chr1:200-100"), ({"split": "maybe"}, "split")],
+)
+def test_bad_options_are_errors(options: dict, message: str) -> None:
+    with pytest.raises(bam.BamError, match=message):
+        bam.BamTable(SAMPLE, options)
+
+
+def test_failed_conversion_leaves_no_output(tmp_path: Path) -> None:
+    # A file cut short fails half-way through the scan, after the writer has started.
+    data = Path(SAMPLE).read_bytes()
+    cut = tmp_path / "cut.bam"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    out = tmp_path / "out.parquet"
+    with pytest.raises(Exception, match="cut.bam"):
+        bam.to_parquet(cut, out, progress=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.bam"]
+    with pytest.raises(Exception, match="no_such_column"):
+        bam.to_parquet(SAMPLE, out, where="no_such_column > 1")
+    assert not out.exists()

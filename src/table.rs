@@ -1,0 +1,96 @@
+//! A BAM table as a self-contained [`TableProvider`] that takes its filters at planning time.
+//!
+//! In one DataFusion process a `ListingTable` of [`BamFormat`](crate::BamFormat) receives its
+//! filters through physical filter pushdown. Where the scan sits behind a boundary that pushdown
+//! cannot cross (datafusion-python's FFI, a plan sent to another process), [`BamTable`] instead
+//! declares the filters the decoder evaluates exactly as `Exact` and hands them to the scan
+//! itself, so region, MAPQ and flag filters still use the index and the fixed-size fields.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{internal_err, DFSchema, Result};
+use datafusion::datasource::listing::ListingTable;
+use datafusion::datasource::physical_plan::FileScanConfigBuilder;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::format::BamSource;
+use crate::pushdown::can_prefilter;
+use crate::{bam_listing_table, BamOptions};
+
+/// BAM files (a file, directory or glob) as one table, with filter pushdown at planning time.
+#[derive(Debug)]
+pub struct BamTable {
+    listing: Arc<ListingTable>,
+}
+
+impl BamTable {
+    /// Opens the files at `path` (reading their headers to find the tag columns).
+    pub async fn open(state: &dyn Session, path: &str, options: BamOptions) -> Result<Self> {
+        Ok(Self { listing: bam_listing_table(state, path, options).await? })
+    }
+
+    /// `expr` (whose columns may carry the table's name in the query) over the table schema.
+    fn physical(&self, expr: &Expr, state: Option<&dyn Session>) -> Result<Arc<dyn PhysicalExpr>> {
+        let expr = unnormalize_col(expr.clone());
+        let schema = DFSchema::try_from(self.schema())?;
+        let props = state.map(|s| s.execution_props().clone()).unwrap_or_default();
+        create_physical_expr(&expr, &schema, &props, &PhysicalPlanningContext::default())
+    }
+}
+
+#[async_trait]
+impl TableProvider for BamTable {
+    fn schema(&self) -> SchemaRef {
+        self.listing.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    /// `Exact` for what the decoder evaluates on fixed-size fields; DataFusion filters the rest.
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        let schema = self.schema();
+        Ok(filters
+            .iter()
+            .map(|f| match self.physical(f, None) {
+                Ok(p) if can_prefilter(&p, &schema) => TableProviderFilterPushDown::Exact,
+                _ => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = self.listing.scan(state, projection, &[], limit).await?;
+        if filters.is_empty() {
+            return Ok(plan);
+        }
+        let predicates = filters.iter().map(|f| self.physical(f, Some(state))).collect::<Result<Vec<_>>>()?;
+        let Some((config, source)) = plan.downcast_ref::<DataSourceExec>().and_then(|e| e.downcast_to_file_source::<BamSource>())
+        else {
+            // No files: an empty plan, nothing to filter.
+            if plan.is::<EmptyExec>() {
+                return Ok(plan);
+            }
+            return internal_err!("BAM table scan is not a BAM DataSourceExec: {}", plan.name());
+        };
+        let source = source.with_predicates(predicates);
+        let config = FileScanConfigBuilder::from(config.clone()).with_source(Arc::new(source)).build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+}

@@ -1,0 +1,85 @@
+//! `BamTable`: the provider that takes its filters at planning time (used across FFI), checked
+//! against samtools and against the plan it produces.
+
+use std::sync::Arc;
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_bam::{BamOptions, BamTable};
+
+use crate::oracle::{data, samtools};
+use crate::query;
+
+async fn context(path: &str, partitions: usize) -> SessionContext {
+    let config = SessionConfig::new()
+        .with_target_partitions(partitions)
+        .set_usize("datafusion.optimizer.repartition_file_min_size", 0);
+    let ctx = SessionContext::new_with_config(config);
+    let table = BamTable::open(&ctx.state(), path, BamOptions::default()).await.unwrap();
+    ctx.register_table("t", Arc::new(table)).unwrap();
+    ctx
+}
+
+async fn count_and_plan(ctx: &SessionContext, sql: &str) -> (i64, String) {
+    let batches = query(ctx, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let count = batches[0].column(0).as_primitive::<Int64Type>().value(0);
+    let plan = query(ctx, &format!("EXPLAIN {sql}")).await.unwrap();
+    (count, arrow::util::pretty::pretty_format_batches(&plan).unwrap().to_string())
+}
+
+fn samtools_count(args: &[&str]) -> i64 {
+    let mut all = vec!["view", "-c"];
+    all.extend_from_slice(args);
+    samtools(&all).trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn pushed_filters_match_samtools_without_a_filter_of_datafusion() {
+    let path = data("sample.bam");
+    let p = path.to_str().unwrap();
+    for partitions in [1, 3] {
+        let ctx = context(p, partitions).await;
+        let cases: [(&str, Vec<&str>); 4] = [
+            ("rname = 'chr1' AND pos <= 120000 AND endpos >= 100000", vec![p, "chr1:100000-120000"]),
+            ("rname = 'chr2' AND mapq >= 30", vec!["-q", "30", p, "chr2"]),
+            ("(flag & 1024) = 0 AND (flag & 4) = 0", vec!["-F", "1028", p]),
+            ("rname IS NULL", vec![p, "*"]),
+        ];
+        for (filter, args) in cases {
+            let sql = format!("SELECT count(*) FROM t WHERE {filter}");
+            let (count, plan) = count_and_plan(&ctx, &sql).await;
+            assert_eq!(count, samtools_count(&args), "{sql} at {partitions} partitions");
+            assert!(!plan.contains("FilterExec"), "{sql}: DataFusion filters again:\n{plan}");
+            assert!(plan.contains("predicate="), "{sql}: nothing pushed:\n{plan}");
+            // Taken at planning time (the logical scan holds them), not only by physical pushdown.
+            assert!(plan.contains("full_filters="), "{sql}: not an Exact filter of the table:\n{plan}");
+        }
+        // The region reaches the index.
+        let (_, plan) = count_and_plan(&ctx, "SELECT count(*) FROM t WHERE rname = 'chr3' AND pos < 5000").await;
+        assert!(plan.contains("index_selection="), "{plan}");
+    }
+}
+
+#[tokio::test]
+async fn other_filters_stay_with_datafusion() {
+    let path = data("sample.bam");
+    let ctx = context(path.to_str().unwrap(), 2).await;
+    let sql = "SELECT count(*) FROM t WHERE mapq >= 30 AND qname LIKE 'chr2-%'";
+    let (count, plan) = count_and_plan(&ctx, sql).await;
+    assert!(plan.contains("FilterExec"), "{plan}");
+    let names = samtools(&["view", "-q", "30", path.to_str().unwrap()]);
+    let expected = names.lines().filter(|l| l.split('\t').next().unwrap().starts_with("chr2-")).count() as i64;
+    assert!(expected > 0, "the test filter selects nothing");
+    assert_eq!(count, expected);
+}
+
+#[tokio::test]
+async fn limit_with_pushed_filter_returns_filtered_rows() {
+    let path = data("sample.bam");
+    let ctx = context(path.to_str().unwrap(), 2).await;
+    let batches = query(&ctx, "SELECT mapq FROM t WHERE mapq >= 50 LIMIT 7").await.unwrap();
+    let values: Vec<u8> = batches.iter().flat_map(|b| b.column(0).as_primitive::<arrow::datatypes::UInt8Type>().values().to_vec()).collect();
+    assert_eq!(values.len(), 7);
+    assert!(values.iter().all(|&q| q >= 50), "{values:?}");
+}
