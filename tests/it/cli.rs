@@ -137,3 +137,16 @@ fn failed_copy_leaves_no_output_file() {
         assert!(!out.exists(), "a failed COPY left {} behind", out.display());
     }
 }
+
+#[test]
+fn parquet_compression_defaults_to_zstd_level_1_unless_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let show = ["-c", "SHOW datafusion.execution.parquet.compression"];
+    let out = stdout_ok(&run_in(dir.path(), &show));
+    assert!(out.contains("zstd(1)"), "{out}");
+    let out = Command::new(BIN).args(show).env("DATAFUSION_EXECUTION_PARQUET_COMPRESSION", "snappy").output().unwrap();
+    let out = stdout_ok(&out);
+    assert!(out.contains("snappy") && !out.contains("zstd(1)"), "{out}");
+    let out = stdout_ok(&run_in(dir.path(), &["-c", "SET datafusion.execution.parquet.compression = 'lz4_raw'", "-c", show[1]]));
+    assert!(out.contains("lz4_raw"), "{out}");
+}
