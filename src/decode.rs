@@ -112,8 +112,29 @@ impl BatchDecoder {
         self.rows == 0
     }
 
+    /// Runs every check [`push`](Self::push) can fail on, whatever the projection, without
+    /// appending anything. Option `skip_damaged` drops a record that fails it, so the columns
+    /// stay aligned and a record counts as damaged whichever columns a query reads.
+    pub fn check(r: &RawRecord<'_>) -> Result<(), RecordError> {
+        let cg = long_cigar(r)?;
+        reference_span(cg.map_or(r.cigar_bytes(), |f| f.value))?;
+        ascii(r.name(), "read name")?;
+        for field in r.aux() {
+            let field = field?;
+            tag_kind(&field)?;
+            if matches!(field.ty, b'Z' | b'H') {
+                tag_text(&field)?;
+            }
+        }
+        if r.l_seq() > 0 {
+            check_quality(r.qual_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Appends one record. After an error the decoder's columns may disagree in length: the
-    /// scan stops there and drops it.
+    /// scan stops there and drops it (or, skipping damaged records, ran [`check`](Self::check)
+    /// first).
     pub fn push(&mut self, r: &RawRecord<'_>) -> Result<(), RecordError> {
         let flag = r.flag();
         // The real CIGAR of an alignment with more than 65535 ops lives in the CG tag.
@@ -201,10 +222,7 @@ impl BatchDecoder {
                 b.append_null();
             } else {
                 // Checked for the whole read first, so the +33 loop runs without branches.
-                let max = q.iter().copied().fold(0, u8::max);
-                if max > 93 {
-                    return Err(RecordError(format!("base quality {max} is above 93")));
-                }
+                check_quality(q)?;
                 b.values.extend(q.iter().map(|&v| v + 33));
                 b.end_value()?;
             }
@@ -315,6 +333,15 @@ fn long_cigar<'a>(r: &RawRecord<'a>) -> Result<Option<AuxField<'a>>, RecordError
     Ok(None)
 }
 
+/// Base qualities print as ASCII 33..=126 (a leading 0xff means "no qualities").
+fn check_quality(q: &[u8]) -> Result<(), RecordError> {
+    let max = q.iter().copied().fold(0, u8::max);
+    if max > 93 && q.first() != Some(&0xff) {
+        return Err(RecordError(format!("base quality {max} is above 93")));
+    }
+    Ok(())
+}
+
 fn ascii<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, RecordError> {
     std::str::from_utf8(bytes).map_err(|_| RecordError(format!("{what} is not valid UTF-8 text")))
 }
@@ -386,8 +413,7 @@ impl TagColumns {
             if skip_cg && &field.tag == b"CG" {
                 continue;
             }
-            let kind = TagKind::from_bam_type(field.ty, field.subtype)
-                .ok_or_else(|| RecordError(format!("aux field has invalid type {:?}", field.ty as char)))?;
+            let kind = tag_kind(&field)?;
             let i = self.column_of[usize::from(u16::from_le_bytes(field.tag))];
             if i != NO_TAG_COLUMN && !self.filled[i as usize] && self.layout[i as usize].1 == kind {
                 let i = i as usize;
@@ -443,6 +469,11 @@ impl TagColumns {
         debug_assert!(arrays.iter().all(|a| a.len() == rows));
         StructArray::new(self.fields.clone(), arrays, None)
     }
+}
+
+fn tag_kind(field: &AuxField<'_>) -> Result<TagKind, RecordError> {
+    TagKind::from_bam_type(field.ty, field.subtype)
+        .ok_or_else(|| RecordError(format!("aux field has invalid type {:?}", field.ty as char)))
 }
 
 fn tag_text<'a>(field: &AuxField<'a>) -> Result<&'a str, RecordError> {

@@ -4,6 +4,7 @@
 //! Loaded once per file and query plan ([`Catalog`]), so every partition of a file shares them.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use datafusion::common::{DataFusionError, Result};
@@ -15,7 +16,9 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use crate::decode::FileContext;
 use crate::index::{BamIndex, IndexKind};
 use crate::io::ObjectBytes;
-use crate::scan::{bgzf_reader, read_header};
+use crate::partition::plausible_record;
+use crate::scan::{bgzf_reader, read_header, reader_at};
+use crate::warnings;
 
 /// A BAM file's header facts and index.
 pub struct FileInfo {
@@ -47,9 +50,13 @@ impl FileInfo {
                     .map_err(|e| DataFusionError::Execution(format!("cannot read BAM index {location}: {e}")))?;
                 let index = BamIndex::parse(kind, &data)
                     .map_err(|e| DataFusionError::Execution(format!("BAM index {location}: invalid {} index: {e}", kind.extension())))?;
-                match mismatch(&index, &context, meta.size) {
+                match mismatch(&index, &context, meta.size).or_else(|| unplausible_start(&index, bytes, &context)) {
                     // An index of another file is not trusted: the file is read without it.
-                    Some(why) => (None, format!("{location} ignored: {why}"), false),
+                    Some(why) => {
+                        let note = format!("{location} ignored: {why}");
+                        warnings::warn(format!("BAM file {path}: index {note}; the file is read without it"));
+                        (None, note, false)
+                    }
                     None => (Some(Arc::new(index)), location.to_string(), index_meta.last_modified >= meta.last_modified),
                 }
             }
@@ -90,6 +97,38 @@ fn mismatch(index: &BamIndex, context: &FileContext, size: u64) -> Option<String
         _ => None,
     }
 }
+
+/// Index positions checked against the BAM file when the index is loaded.
+const CHECKED_INDEX_POSITIONS: usize = 8;
+
+/// Why `index` does not fit the BAM file, if one of a few record starts it names is not a
+/// plausible record (an index of an older version of the file, for example). Positions at the
+/// end of the data are fine: a chunk end may be there.
+fn unplausible_start(index: &BamIndex, bytes: &ObjectBytes, context: &FileContext) -> Option<String> {
+    let path = bytes.location.to_string();
+    for at in index.sample_record_starts(CHECKED_INDEX_POSITIONS) {
+        let show = || format!("virtual offset {}:{}", at.compressed(), at.uncompressed());
+        let mut data = Vec::new();
+        let read = reader_at(&path, bytes, at).and_then(|(reader, _)| {
+            reader.take(MAX_CHECKED_RECORD).read_to_end(&mut data).map_err(|e| DataFusionError::Execution(e.to_string()))
+        });
+        if read.is_err() {
+            return Some(format!("it points at {}, which cannot be read in the BAM file", show()));
+        }
+        let whole = data.len() >= 4 && 4 + u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize <= data.len();
+        if data.len() as u64 == MAX_CHECKED_RECORD && !whole {
+            // A record longer than what was read: not judged.
+            continue;
+        }
+        if !data.is_empty() && plausible_record(&data, context).is_none() {
+            return Some(format!("it names a record start at {}, where the BAM file has no record", show()));
+        }
+    }
+    None
+}
+
+/// Bytes read at each checked index position: enough for any record but the longest reads.
+const MAX_CHECKED_RECORD: u64 = 1 << 20;
 
 /// File facts for the files of one scan, loaded once and shared by its partitions.
 #[derive(Default)]

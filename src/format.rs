@@ -36,6 +36,7 @@ use crate::partition::{plan_range, select_pieces};
 use crate::pushdown::{can_prefilter, region_predicate, regions, Prefilter, Region};
 use crate::scan::{BatchReader, DecodeSpec, Piece, ScanMetrics, BGZF_EOF};
 use crate::schema::{bam_schema, layout_of, TagLayout};
+use crate::warnings;
 
 /// The file extension, without its dot.
 pub const BAM_EXTENSION: &str = "bam";
@@ -132,7 +133,12 @@ impl FileFormat for BamFormat {
     }
 
     fn file_source(&self, table_schema: TableSchema) -> Arc<dyn FileSource> {
-        let source = BamSource { split: self.options.split, catalog: Arc::clone(&self.catalog), ..BamSource::new(table_schema) };
+        let source = BamSource {
+            split: self.options.split,
+            skip_damaged: self.options.skip_damaged,
+            catalog: Arc::clone(&self.catalog),
+            ..BamSource::new(table_schema)
+        };
         if self.options.regions.is_empty() {
             return Arc::new(source);
         }
@@ -154,6 +160,8 @@ pub struct BamSource {
     metrics: ExecutionPlanMetricsSet,
     /// Whether DataFusion may split files into byte ranges (option `split`).
     split: bool,
+    /// Option `skip_damaged`.
+    skip_damaged: bool,
     catalog: Arc<Catalog>,
     /// Filters the decoder evaluates itself, over the file schema.
     predicate: Option<Arc<dyn PhysicalExpr>>,
@@ -169,6 +177,7 @@ impl BamSource {
             batch_size: 8192,
             metrics: ExecutionPlanMetricsSet::new(),
             split: true,
+            skip_damaged: false,
             catalog: Arc::default(),
             predicate: None,
             regions: None,
@@ -220,6 +229,7 @@ impl FileSource for BamSource {
             file_schema: Arc::clone(&file_schema),
             projection: self.projection.file_indices.clone(),
             batch_size: self.batch_size,
+            skip_damaged: self.skip_damaged,
             catalog: Arc::clone(&self.catalog),
             predicate: self.predicate.clone(),
             regions: self.regions.clone(),
@@ -323,6 +333,7 @@ struct BamOpener {
     layout: Arc<TagLayout>,
     projection: Vec<usize>,
     batch_size: usize,
+    skip_damaged: bool,
     catalog: Arc<Catalog>,
     predicate: Option<Arc<dyn PhysicalExpr>>,
     regions: Option<Arc<[Region]>>,
@@ -336,6 +347,7 @@ impl FileOpener for BamOpener {
         let layout = Arc::clone(&self.layout);
         let projection = self.projection.clone();
         let batch_size = self.batch_size;
+        let skip_damaged = self.skip_damaged;
         let catalog = Arc::clone(&self.catalog);
         let predicate = self.predicate.clone();
         let regions = self.regions.clone();
@@ -357,7 +369,7 @@ impl FileOpener for BamOpener {
                 let (pieces, chunks) = plan_range(&path, &bytes, &info, start, end, regions.as_deref())?;
                 metrics.index_chunks.add(chunks);
                 let prefilter = predicate.map(|p| Prefilter::new(&p, &schema, &layout, &info.context)).transpose()?;
-                let spec = DecodeSpec { table_schema: &schema, projection: &projection, layout: &layout, batch_size };
+                let spec = DecodeSpec { table_schema: &schema, projection: &projection, layout: &layout, batch_size, skip_damaged };
                 BatchReader::new(&path, bytes, pieces, &info.context, spec, prefilter, metrics)
             });
             Ok(stream.boxed())
@@ -365,25 +377,21 @@ impl FileOpener for BamOpener {
     }
 }
 
-/// A BAM file ends with the 28-byte BGZF EOF block. Without it the file was cut short at a block
-/// boundary, and reading it would silently return only part of the records.
+/// A BAM file ends with the 28-byte BGZF EOF block. Without it the file was probably cut short
+/// at a block boundary: as samtools does, its records are still read, with a warning.
 async fn check_eof_marker(store: &Arc<dyn ObjectStore>, meta: &ObjectMeta) -> Result<()> {
     let path = &meta.location;
     let size = meta.size;
-    if size < BGZF_EOF.len() as u64 {
-        return Err(DataFusionError::Execution(format!(
-            "BAM file {path}: {size} bytes is too short to be a BAM file (no BGZF end-of-file block)"
-        )));
-    }
+    let tail_start = size.saturating_sub(BGZF_EOF.len() as u64);
     let tail = store
-        .get_range(path, size - BGZF_EOF.len() as u64..size)
+        .get_range(path, tail_start..size)
         .await
         .map_err(|e| DataFusionError::Execution(format!("cannot read BAM file {path}: {e}")))?;
     if tail.as_ref() != BGZF_EOF {
-        return Err(DataFusionError::Execution(format!(
-            "BAM file {path}: the BGZF end-of-file block is missing at byte {}: the file is truncated or not a BAM file",
-            size - BGZF_EOF.len() as u64
-        )));
+        warnings::warn(format!(
+            "BAM file {path}: the BGZF end-of-file block is missing at byte {tail_start}: the file is probably truncated; \
+             its records were read up to byte {size}"
+        ));
     }
     Ok(())
 }

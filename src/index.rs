@@ -98,6 +98,15 @@ impl BamIndex {
         self.record_starts.last().copied()
     }
 
+    /// Up to `n` of the record starts the index names, spread over the file, for checking that
+    /// the index fits its BAM file (a chunk end may be the end of the data instead).
+    pub fn sample_record_starts(&self, n: usize) -> Vec<VirtualPosition> {
+        let len = self.record_starts.len();
+        let mut picks: Vec<VirtualPosition> = (0..n.min(len)).map(|i| self.record_starts[i * len / n.min(len)]).collect();
+        picks.dedup();
+        picks
+    }
+
     /// The first known record start in a block at or after byte `offset`, if the index knows one.
     pub fn boundary_at(&self, offset: u64) -> Option<VirtualPosition> {
         let i = self.record_starts.partition_point(|v| v.compressed() < offset);

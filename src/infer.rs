@@ -36,7 +36,9 @@ impl TagCounts {
 }
 
 /// Counts the tags of up to `limit` records of one BAM stream; returns how many were read.
-pub fn sample_tags<R: Read>(path: &str, inner: R, limit: usize, counts: &mut TagCounts) -> Result<usize> {
+/// Damage is an error, unless `skip_damaged`: then damaged records are passed over and damaged
+/// framing ends the sample (the scan reports both).
+pub fn sample_tags<R: Read>(path: &str, inner: R, limit: usize, skip_damaged: bool, counts: &mut TagCounts) -> Result<usize> {
     let mut reader = bgzf_reader(path, inner)?;
     let header = read_header(path, &mut reader)?;
     let n_ref = header.file.reference_names.len();
@@ -44,15 +46,23 @@ pub fn sample_tags<R: Read>(path: &str, inner: R, limit: usize, counts: &mut Tag
     let mut n = 0;
     while n < limit {
         let start = reader.virtual_position();
-        if !read_record_bytes(path, 0, &mut reader, &mut buf)? {
-            break;
+        match read_record_bytes(path, 0, &mut reader, &mut buf) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(_) if skip_damaged => break,
+            Err(e) => return Err(e),
         }
-        let record = RawRecord::parse(&buf, n_ref).map_err(|e| error_at(path, start, format!("invalid record: {e}")))?;
-        for field in record.aux() {
-            let field = field.map_err(|e| error_at(path, start, format!("invalid record: {e}")))?;
-            if let Some(kind) = TagKind::from_bam_type(field.ty, field.subtype) {
-                counts.add(field.tag, kind);
+        let fields: Result<Vec<_>, _> = RawRecord::parse(&buf, n_ref).and_then(|record| record.aux().collect());
+        match fields {
+            Ok(fields) => {
+                for field in fields {
+                    if let Some(kind) = TagKind::from_bam_type(field.ty, field.subtype) {
+                        counts.add(field.tag, kind);
+                    }
+                }
             }
+            Err(_) if skip_damaged => {}
+            Err(e) => return Err(error_at(path, start, format!("invalid record: {e}"))),
         }
         n += 1;
     }
@@ -80,8 +90,9 @@ pub async fn infer_layout(
             let reader = open_blocking_reader(store, &object.location).await?;
             let path = object.location.to_string();
             let mut file_counts = std::mem::take(&mut counts);
+            let skip_damaged = options.skip_damaged;
             let (read, file_counts) = tokio::task::spawn_blocking(move || {
-                sample_tags(&path, reader, remaining, &mut file_counts).map(|n| (n, file_counts))
+                sample_tags(&path, reader, remaining, skip_damaged, &mut file_counts).map(|n| (n, file_counts))
             })
             .await
             .map_err(|e| DataFusionError::Execution(format!("tag sampling task failed: {e}")))??;

@@ -31,6 +31,7 @@ pub mod region_fn;
 pub mod scan;
 pub mod schema;
 pub mod table;
+pub mod warnings;
 
 use std::sync::Arc;
 

@@ -14,8 +14,9 @@ use clap::Parser;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement};
 use datafusion_bam::output_guard::OutputGuard;
-use datafusion_bam::{progress, BamSessionExt};
+use datafusion_bam::{progress, warnings, BamSessionExt};
 use datafusion_cli::catalog::DynamicObjectStoreCatalog;
 use datafusion_cli::exec;
 use datafusion_cli::object_storage::instrumented::InstrumentedObjectStoreRegistry;
@@ -66,6 +67,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(DataFusionError::External(e)) if e.is::<Interrupted>() => {
+            eprintln!("Interrupted");
+            ExitCode::from(EXIT_INTERRUPTED)
+        }
         Err(e) => {
             eprintln!("Error: {e}");
             ExitCode::FAILURE
@@ -115,9 +120,22 @@ async fn run(args: Args) -> Result<()> {
         statements.extend(split_statements(&text));
     }
     statements.extend(args.command);
+    let mut warned = warnings::cursor();
     for sql in statements {
         let guard = OutputGuard::before(&sql);
-        if let Err(e) = exec::exec_from_commands(&ctx, vec![sql], &print_options).await {
+        let statement = async {
+            if is_bam_table_with_options(&sql) {
+                ctx.sql(&sql).await?.collect().await.map(|_| ())
+            } else {
+                exec::exec_from_commands(&ctx, vec![sql], &print_options).await
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = statement => outcome,
+            _ = tokio::signal::ctrl_c() => Err(DataFusionError::External(Box::new(Interrupted))),
+        };
+        warned = show_warnings(warned);
+        if let Err(e) = outcome {
             for removed in guard.failed() {
                 eprintln!("removed {} written by the failed statement", removed.display());
             }
@@ -125,6 +143,48 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `sql` is `CREATE EXTERNAL TABLE ... STORED AS BAM OPTIONS (...)`: such a statement
+/// runs through the session directly, because datafusion-cli checks `OPTIONS` against the
+/// built-in formats' options and rejects every BAM option.
+fn is_bam_table_with_options(sql: &str) -> bool {
+    let Ok(statements) = DFParser::parse_sql(sql) else { return false };
+    statements.iter().any(|s| {
+        matches!(s, Statement::CreateExternalTable(t) if t.file_type.eq_ignore_ascii_case("bam") && !t.options.is_empty())
+    })
+}
+
+/// Ctrl-C during a statement: it is stopped, its new outputs removed, and the exit status is
+/// 130 as for any program stopped by SIGINT.
+#[derive(Debug)]
+struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Warnings shown after one statement; more are counted, not printed.
+const SHOWN_WARNINGS: usize = 20;
+
+/// Prints the warnings recorded since `cursor` (damaged data skipped, a missing EOF block...);
+/// returns the new cursor.
+fn show_warnings(cursor: u64) -> u64 {
+    let (messages, dropped, next) = warnings::since(cursor);
+    for message in messages.iter().take(SHOWN_WARNINGS) {
+        eprintln!("Warning: {message}");
+    }
+    let more = dropped + messages.len().saturating_sub(SHOWN_WARNINGS) as u64;
+    if more > 0 {
+        eprintln!("Warning: {more} more warnings not shown");
+    }
+    next
 }
 
 /// Splits a SQL file into statements as `datafusion-cli -f` does: a statement ends with a line

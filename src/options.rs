@@ -66,11 +66,14 @@ pub struct BamOptions {
     /// Option `region`: only records overlapping these regions (samtools syntax, separated by
     /// spaces, e.g. `chr1:100-200 chr2`); empty means every record.
     pub regions: Vec<Region>,
+    /// Option `skip_damaged`: skip damaged records and unreadable stretches of a file, counting
+    /// them (`EXPLAIN ANALYZE`, warnings), instead of failing the query.
+    pub skip_damaged: bool,
 }
 
 impl Default for BamOptions {
     fn default() -> Self {
-        Self { tags: TagSelection::Auto, tag_sample_records: 10_000, split: true, regions: Vec::new() }
+        Self { tags: TagSelection::Auto, tag_sample_records: 10_000, split: true, regions: Vec::new(), skip_damaged: false }
     }
 }
 
@@ -83,6 +86,14 @@ pub fn parse_regions(text: &str) -> Result<Vec<Region>> {
     Ok(regions)
 }
 
+fn parse_bool(option: &str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => plan_err!("option {option} must be true or false, got {value:?}"),
+    }
+}
+
 impl BamOptions {
     pub fn with_split(mut self, split: bool) -> Self {
         self.split = split;
@@ -91,6 +102,11 @@ impl BamOptions {
 
     pub fn with_tags(mut self, tags: TagSelection) -> Self {
         self.tags = tags;
+        self
+    }
+
+    pub fn with_skip_damaged(mut self, skip: bool) -> Self {
+        self.skip_damaged = skip;
         self
     }
 
@@ -112,17 +128,12 @@ impl BamOptions {
                         plan_err!("option tag_sample_records must be a whole number, got {value:?}")
                     })?
                 }
-                "split" => {
-                    options.split = match value.trim().to_ascii_lowercase().as_str() {
-                        "true" => true,
-                        "false" => false,
-                        _ => return plan_err!("option split must be true or false, got {value:?}"),
-                    }
-                }
+                "split" => options.split = parse_bool("split", value)?,
+                "skip_damaged" => options.skip_damaged = parse_bool("skip_damaged", value)?,
                 "region" => options.regions = parse_regions(value)?,
                 other => {
                     return plan_err!(
-                        "unknown BAM table option {other:?}; valid options: tags, tag_sample_records, split, region"
+                        "unknown BAM table option {other:?}; valid options: tags, tag_sample_records, split, region, skip_damaged"
                     )
                 }
             }

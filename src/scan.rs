@@ -18,7 +18,9 @@ use noodles_sam as sam;
 
 use crate::decode::{BatchDecoder, FileContext};
 use crate::io::ObjectBytes;
+use crate::partition::find_first_record;
 use crate::progress;
+use crate::warnings;
 use crate::pushdown::Prefilter;
 use crate::record::RawRecord;
 use crate::schema::TagLayout;
@@ -151,7 +153,12 @@ pub fn read_record_bytes<R: Read>(path: &str, base: u64, reader: &mut bgzf::io::
     Ok(true)
 }
 
-/// Appends the bytes of the record starting at `start` (where `reader` is) to `buf`.
+/// Records up to this size are read in one go; a longer `block_size` (rare, and what a corrupt
+/// length looks like) is read in steps, so memory follows the data actually present.
+const DIRECT_READ_BYTES: usize = 1 << 20;
+
+/// Appends the bytes of the record starting at `start` (where `reader` is) to `buf`. On error,
+/// `buf` may hold part of the record.
 fn append_record_at<R: Read>(path: &str, start: bgzf::VirtualPosition, reader: &mut bgzf::io::Reader<R>, buf: &mut Vec<u8>) -> Result<()> {
     let mut size = [0u8; 4];
     reader.read_exact(&mut size).map_err(|e| error_at(path, start, describe_io(&e)))?;
@@ -160,8 +167,15 @@ fn append_record_at<R: Read>(path: &str, start: bgzf::VirtualPosition, reader: &
         return Err(error_at(path, start, format!("invalid record length {block_size}: the data is corrupt")));
     }
     let from = buf.len();
-    buf.resize(from + block_size, 0);
-    reader.read_exact(&mut buf[from..]).map_err(|e| error_at(path, start, describe_io(&e)))
+    if block_size <= DIRECT_READ_BYTES {
+        buf.resize(from + block_size, 0);
+        return reader.read_exact(&mut buf[from..]).map_err(|e| error_at(path, start, describe_io(&e)));
+    }
+    let read = reader.take(block_size as u64).read_to_end(buf).map_err(|e| error_at(path, start, describe_io(&e)))?;
+    if read < block_size {
+        return Err(error_at(path, start, "file ends inside a BGZF block or record: it is truncated"));
+    }
+    Ok(())
 }
 
 /// A BGZF reader of `bytes` positioned at the virtual position `at`, and the file offset its
@@ -211,6 +225,10 @@ pub struct ScanMetrics {
     pub inflate_time: Time,
     /// Time turning record bytes into Arrow columns, including the predicate.
     pub decode_time: Time,
+    /// Invalid records skipped (option `skip_damaged`).
+    pub damaged_records: Count,
+    /// Stretches of unreadable BGZF data or record framing skipped (option `skip_damaged`).
+    pub damaged_stretches: Count,
 }
 
 impl ScanMetrics {
@@ -225,6 +243,8 @@ impl ScanMetrics {
             index_chunks: count("index_chunks"),
             inflate_time: time("inflate_time"),
             decode_time: time("decode_time"),
+            damaged_records: count("damaged_records"),
+            damaged_stretches: count("damaged_stretches"),
         }
     }
 }
@@ -258,6 +278,18 @@ struct Current {
     last_block: u64,
     /// File offset up to which compressed bytes were counted.
     counted_to: u64,
+    /// The block where the record being read (or looked for) starts: after damage, reading
+    /// resumes at the first record found after it.
+    reading_block: u64,
+}
+
+/// What reading one record did.
+enum Step {
+    Record,
+    /// The current piece ended: `at` is the position before the next block was loaded, `next`
+    /// the record start after it.
+    PieceEnded { piece: Piece, at: bgzf::VirtualPosition, next: Option<bgzf::VirtualPosition> },
+    NoMorePieces,
 }
 
 /// What a [`BatchReader`] decodes.
@@ -266,6 +298,8 @@ pub struct DecodeSpec<'a> {
     pub projection: &'a [usize],
     pub layout: &'a TagLayout,
     pub batch_size: usize,
+    /// Option `skip_damaged`: skip and count damaged records and data instead of failing.
+    pub skip_damaged: bool,
 }
 
 /// Iterates the records of some pieces of one file as Arrow batches.
@@ -276,8 +310,9 @@ pub struct BatchReader {
     current: Option<Current>,
     decoder: BatchDecoder,
     prefilter: Option<Prefilter>,
-    n_ref: usize,
+    file: Arc<FileContext>,
     batch_size: usize,
+    skip_damaged: bool,
     raw: RawBatch,
     done: bool,
     failed: bool,
@@ -291,7 +326,7 @@ impl BatchReader {
         path: &str,
         bytes: ObjectBytes,
         pieces: Vec<Piece>,
-        file: &FileContext,
+        file: &Arc<FileContext>,
         spec: DecodeSpec<'_>,
         prefilter: Option<Prefilter>,
         metrics: ScanMetrics,
@@ -302,10 +337,11 @@ impl BatchReader {
             bytes,
             pieces: pieces.into(),
             current: None,
-            n_ref: file.reference_names.len(),
+            file: Arc::clone(file),
             decoder,
             prefilter,
             batch_size: spec.batch_size.max(1),
+            skip_damaged: spec.skip_damaged,
             raw: RawBatch::default(),
             done: false,
             failed: false,
@@ -321,67 +357,143 @@ impl BatchReader {
     fn fill(&mut self) -> Result<()> {
         self.raw.clear();
         while self.raw.ends.len() < self.batch_size && self.raw.data.len() < BATCH_BYTE_BUDGET {
-            if self.current.is_none() {
-                let Some(piece) = self.pieces.pop_front() else {
-                    self.done = true;
-                    return Ok(());
-                };
-                let (reader, base) = reader_at(&self.path, &self.bytes, piece.from)?;
-                self.current = Some(Current { reader, base, last_block: u64::MAX, counted_to: piece.from.compressed(), piece });
-            }
-            let Some(cur) = self.current.as_mut() else { continue };
-            let (at, start) = positions_before_record(&self.path, cur.base, &mut cur.reader)?;
-            let ended = match (cur.piece.to, start) {
-                (_, None) => true,
-                (Some(to), Some(start)) => at >= to || start >= to,
-                (None, Some(_)) => false,
-            };
-            if ended {
-                let mut cur = self.current.take().expect("a current piece");
-                let bytes = cur.advance(at.compressed());
-                self.metrics.compressed_bytes.add(bytes as usize);
-                progress::add(0, bytes);
-                if let (Some(to), Some(origin)) = (cur.piece.to, &cur.piece.boundary_from) {
-                    if at != to && start != Some(to) {
-                        return Err(misplaced_boundary(&self.path, to, start, origin));
+            match self.read_record() {
+                Ok(Step::Record) => {}
+                Ok(Step::PieceEnded { piece, at, next }) => {
+                    if let (Some(to), Some(origin)) = (piece.to, &piece.boundary_from) {
+                        if at != to && next != Some(to) {
+                            return Err(misplaced_boundary(&self.path, to, next, origin));
+                        }
                     }
                 }
-                continue;
-            }
-            let start = start.expect("not at the end of the data");
-            if start.compressed() != cur.last_block {
-                self.metrics.bgzf_blocks.add(1);
-                cur.last_block = start.compressed();
-            }
-            append_record_at(&self.path, start, &mut cur.reader, &mut self.raw.data)?;
-            self.raw.ends.push(self.raw.data.len());
-            self.raw.starts.push(start);
-            let end_block = absolute(cur.base, cur.reader.virtual_position()).compressed();
-            if end_block != cur.last_block {
-                self.metrics.bgzf_blocks.add(1);
-                cur.last_block = end_block;
+                Ok(Step::NoMorePieces) => {
+                    self.done = true;
+                    return Ok(());
+                }
+                Err(e) if self.skip_damaged => self.skip_damaged_data(e)?,
+                Err(e) => return Err(e),
             }
         }
         Ok(())
     }
 
+    /// Reads the next record of the current piece (opening the next piece if needed) into
+    /// `self.raw`. Every error is damage in the file.
+    fn read_record(&mut self) -> Result<Step> {
+        if self.current.is_none() {
+            let Some(piece) = self.pieces.pop_front() else { return Ok(Step::NoMorePieces) };
+            match Current::open(&self.path, &self.bytes, piece.clone()) {
+                Ok(cur) => self.current = Some(cur),
+                Err(e) => {
+                    // Kept, so that skipping damage knows where this piece was going.
+                    self.pieces.push_front(piece);
+                    return Err(e);
+                }
+            }
+        }
+        let Some(cur) = self.current.as_mut() else { return Ok(Step::NoMorePieces) };
+        let (at, start) = positions_before_record(&self.path, cur.base, &mut cur.reader)?;
+        let ended = match (cur.piece.to, start) {
+            (_, None) => true,
+            (Some(to), Some(start)) => at >= to || start >= to,
+            (None, Some(_)) => false,
+        };
+        if ended {
+            let mut cur = self.current.take().expect("a current piece");
+            let bytes = cur.advance(at.compressed());
+            self.metrics.compressed_bytes.add(bytes as usize);
+            progress::add(0, bytes);
+            return Ok(Step::PieceEnded { piece: cur.piece, at, next: start });
+        }
+        let start = start.expect("not at the end of the data");
+        cur.reading_block = start.compressed();
+        if start.compressed() != cur.last_block {
+            self.metrics.bgzf_blocks.add(1);
+            cur.last_block = start.compressed();
+        }
+        if let Err(e) = append_record_at(&self.path, start, &mut cur.reader, &mut self.raw.data) {
+            self.raw.data.truncate(self.raw.ends.last().copied().unwrap_or(0));
+            return Err(e);
+        }
+        self.raw.ends.push(self.raw.data.len());
+        self.raw.starts.push(start);
+        let end_block = absolute(cur.base, cur.reader.virtual_position()).compressed();
+        if end_block != cur.last_block {
+            self.metrics.bgzf_blocks.add(1);
+            cur.last_block = end_block;
+        }
+        Ok(Step::Record)
+    }
+
+    /// Option `skip_damaged`: after `error` in the current piece, goes on at the first record
+    /// found (as a partition boundary is found) in a sound block after the damaged one, within
+    /// the piece. Records in between are lost; the stretch is counted and reported.
+    fn skip_damaged_data(&mut self, error: DataFusionError) -> Result<()> {
+        let (piece, damaged_block) = match self.current.take() {
+            Some(cur) => (cur.piece, cur.reading_block),
+            None => {
+                let piece = self.pieces.pop_front().expect("the piece that failed to open");
+                let block = piece.from.compressed();
+                (piece, block)
+            }
+        };
+        let resume = self.first_record_between(damaged_block + 1, piece.to)?;
+        self.metrics.damaged_stretches.add(1);
+        progress::add_damaged(1);
+        let until = match resume {
+            Some(v) => format!("virtual offset {}:{}", v.compressed(), v.uncompressed()),
+            None => "the end of this partition".to_string(),
+        };
+        warnings::warn(format!("{error}; skipped damaged data up to {until} (option skip_damaged)"));
+        if let Some(from) = resume {
+            self.pieces.push_front(Piece { from, ..piece });
+        }
+        Ok(())
+    }
+
+    /// The first record starting in a sound block at or after byte `from`, if one comes before
+    /// `to`. A search that runs into more damage looks again one block-size further on.
+    fn first_record_between(&self, mut from: u64, to: Option<bgzf::VirtualPosition>) -> Result<Option<bgzf::VirtualPosition>> {
+        let limit = to.map_or(self.bytes.size, |t| t.compressed() + 1);
+        while from < limit {
+            if let Ok(found) = find_first_record(self.bytes.open_at(from)?, from, self.bytes.size, &self.file) {
+                return Ok(found.filter(|v| to.is_none_or(|t| *v < t)));
+            }
+            from += 1 << 16;
+        }
+        Ok(None)
+    }
+
     /// Decodes the records in `self.raw` that pass the prefilter.
     fn decode(&mut self) -> Result<()> {
-        let n_ref = self.n_ref;
+        let n_ref = self.file.reference_names.len();
         let path = self.path.as_str();
         let invalid = |start, e: crate::record::RecordError| error_at(path, start, format!("invalid record: {e}"));
+        // Skipping damaged records, every record is checked whole before any is decoded.
+        let mut damaged = Vec::new();
+        if self.skip_damaged {
+            for (i, (start, bytes)) in self.raw.records().enumerate() {
+                if let Err(e) = RawRecord::parse(bytes, n_ref).and_then(|r| BatchDecoder::check(&r)) {
+                    warnings::warn(format!("{}; record skipped (option skip_damaged)", invalid(start, e)));
+                    damaged.push(i);
+                }
+            }
+            self.metrics.damaged_records.add(damaged.len());
+            progress::add_damaged(damaged.len() as u64);
+        }
+        let sound = |i: &usize| damaged.binary_search(i).is_err();
         let keep = match &mut self.prefilter {
             None => None,
             Some(prefilter) => {
-                for (start, bytes) in self.raw.records() {
+                for (_, (start, bytes)) in self.raw.records().enumerate().filter(|(i, _)| sound(i)) {
                     let record = RawRecord::parse(bytes, n_ref).map_err(|e| invalid(start, e))?;
                     prefilter.push(&record).map_err(|e| invalid(start, e))?;
                 }
                 Some(prefilter.evaluate()?)
             }
         };
-        for (i, (start, bytes)) in self.raw.records().enumerate() {
-            if keep.as_ref().is_some_and(|k| !k.value(i)) {
+        for (j, (start, bytes)) in self.raw.records().enumerate().filter(|(i, _)| sound(i)).map(|(_, r)| r).enumerate() {
+            if keep.as_ref().is_some_and(|k| !k.value(j)) {
                 self.metrics.records_filtered.add(1);
                 continue;
             }
@@ -422,6 +534,12 @@ impl BatchReader {
 }
 
 impl Current {
+    fn open(path: &str, bytes: &ObjectBytes, piece: Piece) -> Result<Self> {
+        let (reader, base) = reader_at(path, bytes, piece.from)?;
+        let from = piece.from.compressed();
+        Ok(Self { reader, base, last_block: u64::MAX, counted_to: from, reading_block: from, piece })
+    }
+
     /// Moves the count of compressed bytes read up to `offset`; returns the bytes added.
     fn advance(&mut self, offset: u64) -> u64 {
         let added = offset.saturating_sub(self.counted_to);

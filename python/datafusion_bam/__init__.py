@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -28,18 +29,28 @@ from ._datafusion_bam import (
     BamRegionFunction,
     BamTable,
     progress_counters,
+    warnings_cursor,
+    warnings_since,
 )
 
 __all__ = [
     "BamError",
     "BamRegionFunction",
     "BamTable",
+    "BamWarning",
     "Progress",
     "register",
     "table",
     "to_ipc",
     "to_parquet",
+    "warnings_cursor",
+    "warnings_since",
 ]
+
+
+class BamWarning(UserWarning):
+    """Something a scan went on past: damaged data skipped, a missing BGZF end-of-file block,
+    an index that does not fit its BAM file."""
 
 
 def _check_datafusion_version() -> None:
@@ -60,6 +71,7 @@ def _options(
     region: str | Sequence[str] | None = None,
     split: bool | None = None,
     tag_sample_records: int | None = None,
+    skip_damaged: bool | None = None,
 ) -> dict[str, str]:
     options: dict[str, str] = {}
     if tags is not None:
@@ -70,6 +82,8 @@ def _options(
         options["split"] = "true" if split else "false"
     if tag_sample_records is not None:
         options["tag_sample_records"] = str(tag_sample_records)
+    if skip_damaged is not None:
+        options["skip_damaged"] = "true" if skip_damaged else "false"
     return options
 
 
@@ -80,14 +94,17 @@ def table(
     region: str | Sequence[str] | None = None,
     split: bool | None = None,
     tag_sample_records: int | None = None,
+    skip_damaged: bool | None = None,
 ) -> BamTable:
     """Opens BAM files (a path, a directory of ``.bam`` files or a glob) as a table.
 
     ``tags`` chooses the typed tag columns (``"NM,MD"``, ``"NM:i,MD:Z"``, ``"all"``, ``"none"``);
     ``region`` keeps only records overlapping samtools-style regions (``"chr1:100-200"``);
-    ``split=False`` reads each file as one partition.
+    ``split=False`` reads each file as one partition; ``skip_damaged=True`` skips and counts
+    damaged records and unreadable stretches (each reported as a :class:`BamWarning` by the
+    conversion helpers, or through :func:`warnings_since`) instead of failing.
     """
-    return BamTable(os.fspath(path), _options(tags, region, split, tag_sample_records))
+    return BamTable(os.fspath(path), _options(tags, region, split, tag_sample_records, skip_damaged))
 
 
 def register(
@@ -99,9 +116,11 @@ def register(
     region: str | Sequence[str] | None = None,
     split: bool | None = None,
     tag_sample_records: int | None = None,
+    skip_damaged: bool | None = None,
 ) -> None:
     """Registers BAM files as table ``name`` in ``ctx``, and the ``bam_region`` table function."""
-    ctx.register_table(name, table(path, tags=tags, region=region, split=split, tag_sample_records=tag_sample_records))
+    ctx.register_table(name, table(path, tags=tags, region=region, split=split,
+                                   tag_sample_records=tag_sample_records, skip_damaged=skip_damaged))
     ctx.register_udtf(udtf(BamRegionFunction(), "bam_region"))
 
 
@@ -149,6 +168,7 @@ def _convert(
     min_mapq: int | None,
     tags: str | Sequence[str] | None,
     region: str | Sequence[str] | None,
+    skip_damaged: bool | None,
     progress: bool | ProgressCallback,
     ctx: SessionContext | None,
 ) -> int:
@@ -160,7 +180,7 @@ def _convert(
     names = []
     for i, source in enumerate(sources):
         name = f"__bam_input_{i}"
-        ctx.register_table(name, table(source, tags=tags, region=region))
+        ctx.register_table(name, table(source, tags=tags, region=region, skip_damaged=skip_damaged))
         names.append(name)
     projection = ", ".join(f'"{c}"' for c in columns) if columns else "*"
     conditions = [f"({where})"] if where else []
@@ -195,6 +215,7 @@ def _convert(
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
+    warned = warnings_cursor()
     try:
         result = ctx.sql(copy).collect()
         os.replace(partial, output)
@@ -211,6 +232,11 @@ def _convert(
                 sys.stderr.write("\n")
         for n in names:
             ctx.deregister_table(n)
+        messages, dropped, _ = warnings_since(warned)
+        for message in messages:
+            warnings.warn(message, BamWarning, stacklevel=3)
+        if dropped:
+            warnings.warn(f"{dropped} more BAM warnings were dropped", BamWarning, stacklevel=3)
     return int(result[0].column(0)[0].as_py())
 
 
@@ -223,6 +249,7 @@ def to_parquet(
     min_mapq: int | None = None,
     tags: str | Sequence[str] | None = None,
     region: str | Sequence[str] | None = None,
+    skip_damaged: bool | None = None,
     progress: bool | ProgressCallback = False,
     ctx: SessionContext | None = None,
 ) -> int:
@@ -235,7 +262,7 @@ def to_parquet(
     from ``ctx`` when given.
     """
     return _convert(paths, output, "PARQUET", columns=columns, where=where, min_mapq=min_mapq,
-                    tags=tags, region=region, progress=progress, ctx=ctx)
+                    tags=tags, region=region, skip_damaged=skip_damaged, progress=progress, ctx=ctx)
 
 
 def to_ipc(
@@ -247,9 +274,10 @@ def to_ipc(
     min_mapq: int | None = None,
     tags: str | Sequence[str] | None = None,
     region: str | Sequence[str] | None = None,
+    skip_damaged: bool | None = None,
     progress: bool | ProgressCallback = False,
     ctx: SessionContext | None = None,
 ) -> int:
     """Converts BAM files to one Arrow IPC file; as :func:`to_parquet` otherwise."""
     return _convert(paths, output, "ARROW", columns=columns, where=where, min_mapq=min_mapq,
-                    tags=tags, region=region, progress=progress, ctx=ctx)
+                    tags=tags, region=region, skip_damaged=skip_damaged, progress=progress, ctx=ctx)

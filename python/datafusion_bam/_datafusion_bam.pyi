@@ -11,7 +11,7 @@ class BamTable:
     """BAM files (a path, a directory of .bam files or a glob) as a DataFusion table.
 
     ``options`` takes the keys of ``CREATE EXTERNAL TABLE ... OPTIONS``: ``tags``, ``region``,
-    ``split``, ``tag_sample_records``. Opening reads the headers; errors raise :class:`BamError`.
+    ``split``, ``tag_sample_records``, ``skip_damaged``. Opening reads the headers; errors raise :class:`BamError`.
     """
 
     def __init__(self, path: str, options: dict[str, str] | None = None) -> None: ...
@@ -26,3 +26,10 @@ class BamRegionFunction:
 
 def progress_counters() -> tuple[int, int]:
     """(records decoded, compressed bytes read) by BAM scans in this process so far."""
+
+def warnings_cursor() -> int:
+    """The cursor after the latest BAM warning in this process, for :func:`warnings_since`."""
+
+def warnings_since(cursor: int) -> tuple[list[str], int, int]:
+    """BAM warnings recorded after ``cursor``: (messages, how many of those were dropped from the
+    process's last 1000, the new cursor)."""

@@ -24,7 +24,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use datafusion_bam::region_fn::BamRegionFunction;
-use datafusion_bam::{progress, BamOptions, BamTable};
+use datafusion_bam::{progress, warnings, BamOptions, BamTable};
 use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 use datafusion_ffi::table_provider::FFI_TableProvider;
 use datafusion_ffi::udtf::FFI_TableFunction;
@@ -122,7 +122,7 @@ fn provider_capsule<'py>(py: Python<'py>, table: Arc<dyn TableProvider>, session
 /// BAM files (a path, a directory of .bam files or a glob) as a DataFusion table.
 ///
 /// `options` takes the same keys as `CREATE EXTERNAL TABLE ... OPTIONS`: `tags`, `region`,
-/// `split`, `tag_sample_records`.
+/// `split`, `tag_sample_records`, `skip_damaged`.
 #[pyclass(name = "BamTable", module = "datafusion_bam", frozen)]
 struct PyBamTable {
     path: String,
@@ -197,11 +197,25 @@ fn progress_counters() -> (u64, u64) {
     (s.records, s.bytes)
 }
 
+/// The cursor after the latest BAM warning in this process.
+#[pyfunction]
+fn warnings_cursor() -> u64 {
+    warnings::cursor()
+}
+
+/// BAM warnings after `cursor`: (messages, how many of them are no longer kept, new cursor).
+#[pyfunction]
+fn warnings_since(cursor: u64) -> (Vec<String>, u64, u64) {
+    warnings::since(cursor)
+}
+
 #[pymodule]
 fn _datafusion_bam(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBamTable>()?;
     m.add_class::<PyBamRegionFunction>()?;
     m.add_function(wrap_pyfunction!(progress_counters, m)?)?;
+    m.add_function(wrap_pyfunction!(warnings_cursor, m)?)?;
+    m.add_function(wrap_pyfunction!(warnings_since, m)?)?;
     m.add("BamError", m.py().get_type::<BamError>())?;
     m.add("DATAFUSION_MAJOR", datafusion_ffi::version())?;
     Ok(())

@@ -6,6 +6,7 @@ Run by `cargo test` (python/tests/pytest.rs), which builds the extension first.
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -161,3 +162,22 @@ def test_failed_conversion_leaves_no_output(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="no_such_column"):
         bam.to_parquet(SAMPLE, out, where="no_such_column > 1")
     assert not out.exists()
+
+
+def test_damaged_data_is_an_error_or_skipped_with_a_warning(tmp_path: Path) -> None:
+    data = bytearray(Path(SAMPLE).read_bytes())
+    blocks, at = [], 0
+    while at < len(data):
+        blocks.append(at)
+        at += struct.unpack_from("<H", data, at + 16)[0] + 1
+    # Break the CRC of a block in the middle of the file.
+    data[blocks[len(blocks) // 2 + 1] - 8] ^= 0xFF
+    damaged = tmp_path / "damaged.bam"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(Exception, match="damaged.bam"):
+        bam.to_parquet(damaged, tmp_path / "strict.parquet")
+    with pytest.warns(bam.BamWarning, match="skipped damaged data"):
+        n = bam.to_parquet(damaged, tmp_path / "out.parquet", skip_damaged=True)
+    total = samtools_count(SAMPLE)
+    assert total - 1000 < n < total
+    assert pq.read_table(tmp_path / "out.parquet").num_rows == n

@@ -4,9 +4,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use datafusion_bam::{BamOptions, BamSessionExt};
+use arrow::array::AsArray;
+use datafusion_bam::{warnings, BamOptions, BamSessionExt};
+use noodles_bgzf as bgzf;
 
-use crate::oracle::data;
+use crate::oracle::{data, samtools, samtools_rows, table_rows, Row};
 use crate::{context, query};
 
 /// Offsets of the BGZF blocks of a file (each block's BSIZE is at bytes 16..18 of its header).
@@ -26,15 +28,87 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     p
 }
 
+/// All rows of `path` read as a table with `options`.
+async fn scan(path: &Path, options: BamOptions) -> datafusion::error::Result<Vec<arrow::array::RecordBatch>> {
+    let ctx = context();
+    ctx.register_bam("t", path.to_str().unwrap(), options).await?;
+    query(&ctx, "SELECT * FROM t").await
+}
+
+async fn count_rows(path: &Path, options: BamOptions) -> datafusion::error::Result<usize> {
+    Ok(scan(path, options).await?.iter().map(|b| b.num_rows()).sum())
+}
+
 /// The error of registering and then fully scanning `path`.
 async fn scan_error(path: &Path) -> String {
-    let ctx = context();
-    let result = async {
-        ctx.register_bam("t", path.to_str().unwrap(), BamOptions::default()).await?;
-        query(&ctx, "SELECT * FROM t").await
+    scan(path, BamOptions::default()).await.expect_err("bad input must fail").to_string()
+}
+
+/// Warnings about `path` recorded since `cursor`.
+fn warnings_about(cursor: u64, path: &Path) -> Vec<String> {
+    let name = path.to_str().unwrap().trim_start_matches('/');
+    warnings::since(cursor).0.into_iter().filter(|w| w.contains(name)).collect()
+}
+
+/// The uncompressed BAM data of a BGZF file.
+pub fn inflate(bytes: &[u8]) -> Vec<u8> {
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut bgzf::io::Reader::new(bytes), &mut data).unwrap();
+    data
+}
+
+/// BGZF-compresses BAM data (noodles' writer: full blocks, records spanning them).
+pub fn deflate(data: &[u8]) -> Vec<u8> {
+    let mut w = bgzf::io::Writer::new(Vec::new());
+    w.write_all(data).unwrap();
+    w.finish().unwrap()
+}
+
+/// Offsets of the records in uncompressed BAM data, after the header.
+pub fn record_offsets(data: &[u8]) -> Vec<usize> {
+    let u32_at = |i: usize| u32::from_le_bytes(data[i..i + 4].try_into().unwrap()) as usize;
+    let mut at = 8 + u32_at(4);
+    let n_ref = u32_at(at);
+    at += 4;
+    for _ in 0..n_ref {
+        at += 4 + u32_at(at) + 4;
     }
-    .await;
-    result.expect_err("bad input must fail").to_string()
+    let mut offsets = Vec::new();
+    while at < data.len() {
+        offsets.push(at);
+        at += 4 + u32_at(at);
+    }
+    offsets
+}
+
+/// The virtual position of uncompressed offset `offset` in the BGZF file `bytes`, as the scan
+/// names a record starting there (the block holding its first byte).
+fn virtual_offset_of(bytes: &[u8], offset: usize) -> String {
+    let mut reader = bgzf::io::Reader::new(bytes);
+    std::io::Read::read_exact(&mut reader, &mut vec![0; offset]).unwrap();
+    std::io::BufRead::fill_buf(&mut reader).unwrap();
+    let v = reader.virtual_position();
+    format!("virtual offset {}:{}", v.compressed(), v.uncompressed())
+}
+
+/// The provider's rows, sorted.
+fn sorted_rows(batches: &[arrow::array::RecordBatch]) -> Vec<Row> {
+    let mut rows = table_rows(batches);
+    rows.sort();
+    rows
+}
+
+/// Whether sorted `part` is a sub-multiset of sorted `whole`.
+fn is_subset(part: &[Row], whole: &[Row]) -> bool {
+    let mut i = 0;
+    part.iter().all(|row| {
+        while i < whole.len() && whole[i] < *row {
+            i += 1;
+        }
+        let found = i < whole.len() && whole[i] == *row;
+        i += 1;
+        found
+    })
 }
 
 pub fn sample() -> Vec<u8> {
@@ -73,15 +147,22 @@ async fn empty_file() {
     assert!(err.contains("zero.bam"), "{err}");
 }
 
+/// A file cut at a block boundary has no end-of-file block: as samtools does, the records
+/// before the cut are read, with a warning naming the file and the byte.
 #[tokio::test]
-async fn file_cut_at_a_block_boundary() {
+async fn file_cut_at_a_block_boundary_is_read_with_a_warning() {
     let bytes = sample();
     let blocks = block_offsets(&bytes);
     let cut = blocks[blocks.len() * 2 / 3];
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "cut.bam", &bytes[..cut]);
-    let err = scan_error(&p).await;
-    assert!(err.contains("cut.bam") && err.contains("end-of-file block is missing") && err.contains(&format!("byte {}", cut - 28)), "{err}");
+    let cursor = warnings::cursor();
+    let rows = count_rows(&p, BamOptions::default()).await.unwrap();
+    let expected: usize = samtools(&["view", "-c", p.to_str().unwrap()]).trim().parse().unwrap();
+    assert!(expected > 0 && expected < 21_882, "the cut keeps some records: {expected}");
+    assert_eq!(rows, expected);
+    let shown = warnings_about(cursor, &p);
+    assert!(shown.iter().any(|w| w.contains("end-of-file block is missing") && w.contains(&format!("byte {}", cut - 28))), "{shown:?}");
 }
 
 #[tokio::test]
@@ -126,4 +207,150 @@ async fn corrupted_block_names_its_offset() {
     let err = scan_error(&p).await;
     assert!(err.contains("corrupt.bam") && err.contains("corrupt BGZF data"), "{err}");
     assert!(err.contains(&format!("virtual offset {target}:")), "{err}");
+}
+
+/// Rows of sample.bam as samtools shows them, sorted.
+fn sample_rows() -> Vec<Row> {
+    let mut rows = samtools_rows(&data("sample.bam"), &[]);
+    rows.sort();
+    rows
+}
+
+/// A copy of sample.bam whose record `k` is changed by `damage` (given the record's bytes from
+/// its `block_size` on), recompressed; with the virtual offset naming that record.
+fn damaged_sample(dir: &Path, name: &str, k: usize, damage: impl Fn(&mut [u8])) -> (PathBuf, String) {
+    let mut data = inflate(&sample());
+    let at = record_offsets(&data)[k];
+    damage(&mut data[at..]);
+    let bytes = deflate(&data);
+    let shown = virtual_offset_of(&bytes, at);
+    (write(dir, name, &bytes), shown)
+}
+
+/// The offset of a record's first aux field, from its `block_size` on.
+fn aux_offset(record: &[u8]) -> usize {
+    let u16_at = |i: usize| u16::from_le_bytes([record[i], record[i + 1]]) as usize;
+    let l_seq = u32::from_le_bytes(record[20..24].try_into().unwrap()) as usize;
+    4 + 32 + record[12] as usize + 4 * u16_at(16) + l_seq.div_ceil(2) + l_seq
+}
+
+/// A record whose fields are inconsistent is an error naming it; with `skip_damaged` exactly
+/// that record is left out, counted, and reported.
+#[tokio::test]
+async fn damaged_records_are_errors_or_skipped_one_by_one() {
+    type Damage = fn(&mut [u8]);
+    let cases: [(&str, Damage, &str); 5] = [
+        ("cigar_overrun", |r| r[16..18].copy_from_slice(&0xfff0u16.to_le_bytes()), "too short for its read name"),
+        ("sequence_overrun", |r| r[20..24].copy_from_slice(&0x00ff_ffffu32.to_le_bytes()), "too short for its read name"),
+        ("bad_tag_type", |r| {
+            let aux = aux_offset(r);
+            r[aux + 2] = b'Q';
+        }, "invalid type byte 0x51"),
+        ("bad_reference", |r| r[4..8].copy_from_slice(&7i32.to_le_bytes()), "refID 7 is outside [-1, 4)"),
+        ("bad_quality", |r| {
+            let aux = aux_offset(r);
+            r[aux - 1] = 120;
+        }, "base quality 120 is above 93"),
+    ];
+    let whole = sample_rows();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, damage, what) in cases {
+        let k = 777;
+        let (p, at) = damaged_sample(dir.path(), &format!("{name}.bam"), k, damage);
+        let err = scan_error(&p).await;
+        assert!(err.contains(&format!("{name}.bam")) && err.contains(what) && err.contains(&at), "{name}: {err}");
+
+        let cursor = warnings::cursor();
+        let rows = sorted_rows(&scan(&p, BamOptions::default().with_skip_damaged(true)).await.unwrap());
+        assert_eq!(rows.len(), whole.len() - 1, "{name}");
+        assert!(is_subset(&rows, &whole), "{name}: skipping returned rows samtools does not have");
+        let shown = warnings_about(cursor, &p);
+        assert!(shown.len() == 1 && shown[0].contains(what) && shown[0].contains("record skipped"), "{name}: {shown:?}");
+    }
+}
+
+/// Damage that breaks the framing of records or the BGZF data: an error naming the place, or
+/// with `skip_damaged` a skip to the next sound block, keeping every record before the damage.
+#[tokio::test]
+async fn damaged_framing_and_blocks_are_errors_or_skipped_to_the_next_block() {
+    let whole = sample_rows();
+    let dir = tempfile::tempdir().unwrap();
+    let k = 5000;
+    let block_size = |v: u32| move |r: &mut [u8]| r[..4].copy_from_slice(&v.to_le_bytes());
+    let mut cases: Vec<(PathBuf, String, &str)> = Vec::new();
+    for (name, v, what) in [
+        ("short_record", 10u32, "invalid record length 10"),
+        ("huge_record", 0x7fff_ffff, "invalid record length 2147483647"),
+        ("record_past_the_end", 100 << 20, "truncated"),
+    ] {
+        let (p, at) = damaged_sample(dir.path(), &format!("{name}.bam"), k, block_size(v));
+        cases.push((p, at, what));
+    }
+    // Block-level damage in sample.bam itself (records never span its blocks).
+    let bytes = sample();
+    let blocks = block_offsets(&bytes);
+    let target = blocks[blocks.len() / 2];
+    let end = blocks[blocks.len() / 2 + 1];
+    let mut wrong_isize = bytes.clone();
+    wrong_isize[end - 4..end].copy_from_slice(&100u32.to_le_bytes());
+    let mut wrong_crc = bytes.clone();
+    wrong_crc[end - 8] ^= 0xff;
+    for (name, b) in [("wrong_isize", wrong_isize), ("wrong_crc", wrong_crc)] {
+        cases.push((write(dir.path(), &format!("{name}.bam"), &b), format!("virtual offset {target}:"), "corrupt BGZF data"));
+    }
+    for (p, at, what) in cases {
+        let err = scan_error(&p).await;
+        assert!(err.contains(p.file_name().unwrap().to_str().unwrap()) && err.contains(what) && err.contains(&at), "{err}");
+
+        for partitions in [1, 3] {
+            let ctx = crate::partitions::split_context(partitions);
+            let cursor = warnings::cursor();
+            ctx.register_bam("t", p.to_str().unwrap(), BamOptions::default().with_skip_damaged(true)).await.unwrap();
+            let rows = sorted_rows(&query(&ctx, "SELECT * FROM t").await.unwrap());
+            assert!(rows.len() < whole.len() && rows.len() > whole.len() - 1000, "{p:?}: {} rows", rows.len());
+            assert!(is_subset(&rows, &whole), "{p:?}: skipping returned rows samtools does not have");
+            let shown = warnings_about(cursor, &p);
+            assert!(shown.iter().any(|w| w.contains(what) && w.contains("skipped damaged data up to")), "{p:?}: {shown:?}");
+            let analyzed = query(&ctx, "EXPLAIN ANALYZE SELECT count(qname) FROM t").await.unwrap();
+            let analyzed = arrow::util::pretty::pretty_format_batches(&analyzed).unwrap().to_string();
+            assert!(analyzed.contains("damaged_stretches=1"), "{analyzed}");
+        }
+    }
+}
+
+/// A header whose reference count disagrees with its reference list is an error, not records
+/// read with the wrong references.
+#[tokio::test]
+async fn header_lying_about_its_reference_count() {
+    let data = inflate(&sample());
+    let l_text = u32::from_le_bytes(data[4..8].try_into().unwrap()) as usize;
+    let n_ref_at = 8 + l_text;
+    let n_ref = u32::from_le_bytes(data[n_ref_at..n_ref_at + 4].try_into().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    for (name, lie) in [("more_refs", n_ref + 1), ("fewer_refs", n_ref - 1), ("absurd_refs", u32::MAX)] {
+        let mut lying = data.clone();
+        lying[n_ref_at..n_ref_at + 4].copy_from_slice(&lie.to_le_bytes());
+        let p = write(dir.path(), &format!("{name}.bam"), &deflate(&lying));
+        let err = scan_error(&p).await;
+        assert!(err.contains(&format!("{name}.bam")) && err.contains("header"), "{name}: {err}");
+    }
+}
+
+/// An index made for another layout of the same records (same header, other blocks) is
+/// detected when loaded and not trusted: the file is read without it, correctly.
+#[tokio::test]
+async fn an_index_of_another_layout_of_the_file_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "relaid.bam", &deflate(&inflate(&sample())));
+    std::fs::copy(data("sample.bam.bai"), dir.path().join("relaid.bam.bai")).unwrap();
+    let cursor = warnings::cursor();
+    let ctx = context();
+    ctx.register_bam("t", p.to_str().unwrap(), BamOptions::default()).await.unwrap();
+    let sql = "SELECT count(*) FROM t WHERE rname = 'chr1' AND pos <= 9000 AND endpos >= 2000";
+    let batches = query(&ctx, sql).await.unwrap();
+    let n = batches[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0);
+    let expected: i64 = samtools(&["view", "-c", data("sample.bam").to_str().unwrap(), "chr1:2000-9000"]).trim().parse().unwrap();
+    assert_eq!(n, expected);
+    let shown = warnings_about(cursor, &p);
+    assert!(shown.iter().any(|w| w.contains("relaid.bam.bai ignored")), "{shown:?}");
 }

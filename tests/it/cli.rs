@@ -150,3 +150,52 @@ fn parquet_compression_defaults_to_zstd_level_1_unless_set() {
     let out = stdout_ok(&run_in(dir.path(), &["-c", "SET datafusion.execution.parquet.compression = 'lz4_raw'", "-c", show[1]]));
     assert!(out.contains("lz4_raw"), "{out}");
 }
+
+/// Ctrl-C (SIGINT) during a long `COPY`: the statement stops, nothing that looks like output is
+/// left behind, and the exit status is 130.
+#[test]
+fn interrupted_copy_leaves_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = format!(
+        "COPY (SELECT r.* FROM '{}' r CROSS JOIN generate_series(1, 4000)) TO 'out.parquet' STORED AS PARQUET",
+        sample()
+    );
+    let mut child = Command::new(BIN)
+        .args(["-q", "-c", &sql])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The COPY (87M rows) runs for minutes; by now it is reading and writing.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "the COPY ended before it could be interrupted");
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("Interrupted"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Warnings (here: damaged records skipped) are printed after the statement, on stderr.
+#[test]
+fn warnings_are_shown_after_the_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = crate::bad_input::inflate(&std::fs::read(sample()).unwrap());
+    let offsets = crate::bad_input::record_offsets(&data);
+    for &at in &offsets[100..130] {
+        // refID far outside the header's references.
+        data[at + 4..at + 8].copy_from_slice(&1000i32.to_le_bytes());
+    }
+    let damaged = dir.path().join("damaged.bam");
+    std::fs::write(&damaged, crate::bad_input::deflate(&data)).unwrap();
+    let create = format!("CREATE EXTERNAL TABLE reads STORED AS BAM LOCATION '{}' OPTIONS ('skip_damaged' 'true')", damaged.display());
+    let out = run_in(dir.path(), &["-q", "--format", "csv", "-c", &create, "-c", "SELECT count(*) FROM reads"]);
+    assert_eq!(last_number(&stdout_ok(&out)), 21_882 - 30);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let shown = err.lines().filter(|l| l.starts_with("Warning: ") && l.contains("refID 1000")).count();
+    assert_eq!(shown, 20, "{err}");
+    assert!(err.contains("Warning: 10 more warnings not shown"), "{err}");
+}

@@ -9,7 +9,7 @@ use crate::oracle::{data, indexed_copy, samtools_rows, table_rows, IndexKind, Ro
 use crate::query;
 
 /// A session that splits every file into `n` byte ranges, however small the file.
-fn split_context(n: usize) -> SessionContext {
+pub fn split_context(n: usize) -> SessionContext {
     let config = SessionConfig::new()
         .with_target_partitions(n)
         .set_usize("datafusion.optimizer.repartition_file_min_size", 0);
