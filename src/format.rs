@@ -19,6 +19,7 @@ use datafusion::datasource::projection::{ProjectionOpener, SplitProjection};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
 use datafusion::physical_expr::projection::ProjectionExprs;
 use datafusion::physical_expr::utils::conjunction;
 use datafusion::physical_expr::PhysicalExpr;
@@ -124,11 +125,16 @@ impl FileFormat for BamFormat {
         })
     }
 
-    /// Reads every file's header and index once, before the partitions need them.
-    async fn create_physical_plan(&self, state: &dyn Session, conf: FileScanConfig) -> Result<Arc<dyn ExecutionPlan>> {
+    /// Reads every file's header and index once, before the partitions need them, and has the
+    /// scan account for its buffers in the session's memory pool.
+    async fn create_physical_plan(&self, state: &dyn Session, mut conf: FileScanConfig) -> Result<Arc<dyn ExecutionPlan>> {
         let store = state.runtime_env().object_store(&conf.object_store_url)?;
         let metas = conf.file_groups.iter().flat_map(|g| g.iter()).map(|f| f.object_meta.clone()).collect();
         self.catalog.load_all(&store, metas).await?;
+        if let Some(source) = conf.file_source.downcast_ref::<BamSource>() {
+            let pool = Arc::clone(&state.runtime_env().memory_pool);
+            conf.file_source = Arc::new(BamSource { memory_pool: Some(pool), ..source.clone() });
+        }
         Ok(DataSourceExec::from_data_source(conf))
     }
 
@@ -167,6 +173,8 @@ pub struct BamSource {
     predicate: Option<Arc<dyn PhysicalExpr>>,
     /// The regions the predicate confines records to, for index use.
     regions: Option<Arc<[Region]>>,
+    /// Where each partition reserves the memory of its buffers (unset: not accounted).
+    memory_pool: Option<Arc<dyn MemoryPool>>,
 }
 
 impl BamSource {
@@ -181,6 +189,7 @@ impl BamSource {
             catalog: Arc::default(),
             predicate: None,
             regions: None,
+            memory_pool: None,
         }
     }
 
@@ -233,6 +242,7 @@ impl FileSource for BamSource {
             catalog: Arc::clone(&self.catalog),
             predicate: self.predicate.clone(),
             regions: self.regions.clone(),
+            memory_pool: self.memory_pool.clone(),
             metrics: ScanMetrics::new(&self.metrics, partition),
         });
         ProjectionOpener::try_new(self.projection.clone(), opener, &file_schema)
@@ -337,6 +347,7 @@ struct BamOpener {
     catalog: Arc<Catalog>,
     predicate: Option<Arc<dyn PhysicalExpr>>,
     regions: Option<Arc<[Region]>>,
+    memory_pool: Option<Arc<dyn MemoryPool>>,
     metrics: ScanMetrics,
 }
 
@@ -352,6 +363,7 @@ impl FileOpener for BamOpener {
         let predicate = self.predicate.clone();
         let regions = self.regions.clone();
         let metrics = self.metrics.clone();
+        let memory_pool = self.memory_pool.clone();
         Ok(Box::pin(async move {
             let meta = file.object_meta.clone();
             let (start, end) = match &file.range {
@@ -370,7 +382,11 @@ impl FileOpener for BamOpener {
                 metrics.index_chunks.add(chunks);
                 let prefilter = predicate.map(|p| Prefilter::new(&p, &schema, &layout, &info.context)).transpose()?;
                 let spec = DecodeSpec { table_schema: &schema, projection: &projection, layout: &layout, batch_size, skip_damaged };
-                BatchReader::new(&path, bytes, pieces, &info.context, spec, prefilter, metrics)
+                let reader = BatchReader::new(&path, bytes, pieces, &info.context, spec, prefilter, metrics)?;
+                Ok(match memory_pool {
+                    Some(pool) => reader.with_memory(MemoryConsumer::new(format!("BAM scan of {path}")).register(&pool)),
+                    None => reader,
+                })
             });
             Ok(stream.boxed())
         }))

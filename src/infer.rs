@@ -11,7 +11,7 @@ use crate::io::open_blocking_reader;
 use crate::options::{BamOptions, TagSelection};
 use crate::record::RawRecord;
 use crate::scan::{bgzf_reader, error_at, read_header, read_record_bytes};
-use crate::schema::{predefined_kind, TagKind, TagLayout, TagName};
+use crate::schema::{is_tag_name, predefined_kind, TagKind, TagLayout, TagName};
 
 /// How often each (tag, kind) occurred, in order of first appearance.
 #[derive(Debug, Default)]
@@ -55,7 +55,9 @@ pub fn sample_tags<R: Read>(path: &str, inner: R, limit: usize, skip_damaged: bo
         let fields: Result<Vec<_>, _> = RawRecord::parse(&buf, n_ref).and_then(|record| record.aux().collect());
         match fields {
             Ok(fields) => {
-                for field in fields {
+                // Fields with an invalid name or type cannot be struct columns; the decoder
+                // shows them in `tags_extra` or reports them.
+                for field in fields.into_iter().filter(|f| is_tag_name(f.tag)) {
                     if let Some(kind) = TagKind::from_bam_type(field.ty, field.subtype) {
                         counts.add(field.tag, kind);
                     }

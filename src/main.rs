@@ -15,8 +15,9 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
+use datafusion_bam::convert::{convert_each, Outcome, OutputFormat};
 use datafusion_bam::output_guard::OutputGuard;
-use datafusion_bam::{progress, warnings, BamSessionExt};
+use datafusion_bam::{progress, warnings, BamOptions, BamSessionExt};
 use datafusion_cli::catalog::DynamicObjectStoreCatalog;
 use datafusion_cli::exec;
 use datafusion_cli::object_storage::instrumented::InstrumentedObjectStoreRegistry;
@@ -54,6 +55,30 @@ struct Args {
     /// Rows per batch (DataFusion's `datafusion.execution.batch_size`).
     #[arg(short = 'b', long)]
     batch_size: Option<usize>,
+
+    #[command(subcommand)]
+    action: Option<Action>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Converts BAM files one by one to OUTPUT_DIR/<name>.parquet (or .arrow). Each output appears
+    /// only when complete, so a rerun after a failure or Ctrl-C skips the files already done.
+    Convert {
+        /// The BAM files.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Where the outputs go (created if missing).
+        #[arg(short = 'd', long)]
+        output_dir: PathBuf,
+        /// Output format: parquet or arrow.
+        #[arg(long, default_value = "parquet")]
+        to: String,
+        /// A table option as KEY=VALUE, as in OPTIONS (...): tags=NM,MD  skip_damaged=true
+        /// region=chr1:1-100000  split=false. Repeatable.
+        #[arg(short = 'o', long = "option")]
+        options: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -110,6 +135,15 @@ async fn run(args: Args) -> Result<()> {
     };
     let _progress = (!args.quiet && std::io::stderr().is_terminal()).then(ProgressLine::start);
 
+    if let Some(Action::Convert { inputs, output_dir, to, options }) = args.action {
+        let outcome = tokio::select! {
+            outcome = convert(&ctx, &inputs, &output_dir, &to, &options, args.quiet) => outcome,
+            _ = tokio::signal::ctrl_c() => Err(DataFusionError::External(Box::new(Interrupted))),
+        };
+        show_warnings(0);
+        return outcome;
+    }
+
     if args.command.is_empty() && args.file.is_empty() {
         return exec::exec_from_repl(&ctx, &mut print_options).await.map_err(|e| DataFusionError::External(Box::new(e)));
     }
@@ -143,6 +177,31 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The `convert` subcommand: one output per input, resumable.
+async fn convert(ctx: &SessionContext, inputs: &[PathBuf], output_dir: &std::path::Path, to: &str, options: &[String], quiet: bool) -> Result<()> {
+    let format = OutputFormat::parse(to)?;
+    let mut map = std::collections::HashMap::new();
+    for option in options {
+        let (key, value) = option
+            .split_once('=')
+            .ok_or_else(|| DataFusionError::Configuration(format!("option {option:?} is not KEY=VALUE")))?;
+        map.insert(key.trim().to_string(), value.to_string());
+    }
+    let options = BamOptions::from_map(&map)?;
+    convert_each(ctx, inputs, output_dir, format, &options, |input, output, outcome| {
+        if quiet {
+            return;
+        }
+        match outcome {
+            Outcome::Converted { rows, seconds } => {
+                eprintln!("{} -> {}: {rows} rows in {seconds:.1} s", input.display(), output.display())
+            }
+            Outcome::AlreadyDone => eprintln!("{} -> {}: done before, skipped", input.display(), output.display()),
+        }
+    })
+    .await
 }
 
 /// Whether `sql` is `CREATE EXTERNAL TABLE ... STORED AS BAM OPTIONS (...)`: such a statement

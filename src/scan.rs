@@ -12,6 +12,7 @@ use std::time::Instant;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, Time};
 use noodles_bgzf as bgzf;
 use noodles_sam as sam;
@@ -317,6 +318,8 @@ pub struct BatchReader {
     done: bool,
     failed: bool,
     metrics: ScanMetrics,
+    /// The share of the session's memory pool held for the record buffer and the last batch.
+    memory: Option<MemoryReservation>,
 }
 
 impl BatchReader {
@@ -346,7 +349,14 @@ impl BatchReader {
             done: false,
             failed: false,
             metrics,
+            memory: None,
         })
+    }
+
+    /// Accounts for the reader's buffers in a memory pool: a batch that does not fit is an error.
+    pub fn with_memory(mut self, memory: MemoryReservation) -> Self {
+        self.memory = Some(memory);
+        self
     }
 
     pub fn schema(&self) -> &SchemaRef {
@@ -520,7 +530,11 @@ impl BatchReader {
         if self.decoder.is_empty() {
             return Ok(None);
         }
-        Ok(Some(self.decoder.finish()?))
+        let batch = self.decoder.finish()?;
+        if let Some(memory) = &mut self.memory {
+            memory.try_resize(self.raw.data.capacity() + batch.get_array_memory_size())?;
+        }
+        Ok(Some(batch))
     }
 
     fn report_progress(&mut self) {

@@ -117,12 +117,15 @@ pub type TagName = [u8; 2];
 
 /// Parses and validates a tag name.
 pub fn parse_tag_name(s: &str) -> Result<TagName> {
-    let b = s.as_bytes();
-    if b.len() == 2 && b[0].is_ascii_alphabetic() && b[1].is_ascii_alphanumeric() {
-        Ok([b[0], b[1]])
-    } else {
-        plan_err!("invalid SAM tag name {s:?}: expected two characters, [A-Za-z][A-Za-z0-9]")
+    match s.as_bytes() {
+        &[a, b] if is_tag_name([a, b]) => Ok([a, b]),
+        _ => plan_err!("invalid SAM tag name {s:?}: expected two characters, [A-Za-z][A-Za-z0-9]"),
     }
+}
+
+/// Whether `tag` is a valid SAM tag name; others can only go to `tags_extra`.
+pub fn is_tag_name(tag: TagName) -> bool {
+    tag[0].is_ascii_alphabetic() && tag[1].is_ascii_alphanumeric()
 }
 
 /// The type the SAM tags specification (SAMtags.pdf) predefines for a tag, if any.

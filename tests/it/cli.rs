@@ -199,3 +199,82 @@ fn warnings_are_shown_after_the_statement() {
     assert_eq!(shown, 20, "{err}");
     assert!(err.contains("Warning: 10 more warnings not shown"), "{err}");
 }
+
+/// Rows of a Parquet file, read back with DataFusion.
+async fn parquet_rows(path: &Path) -> i64 {
+    let ctx = datafusion::prelude::SessionContext::new();
+    let df = ctx.read_parquet(path.to_str().unwrap(), Default::default()).await.unwrap();
+    df.count().await.unwrap() as i64
+}
+
+/// `convert` writes one complete file per input; after a failure, a rerun skips what was done
+/// and converts the rest.
+#[tokio::test]
+async fn convert_each_file_and_resume_after_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    std::fs::copy(data("sample.bam"), inputs.join("a.bam")).unwrap();
+    let bytes = std::fs::read(data("name_sorted.bam")).unwrap();
+    // b.bam is cut inside a block: its conversion fails half-way.
+    std::fs::write(inputs.join("b.bam"), &bytes[..bytes.len() / 2 + 77]).unwrap();
+    std::fs::copy(data("edge.bam"), inputs.join("c.bam")).unwrap();
+    let out = dir.path().join("out");
+    let args = |names: &[&str]| {
+        let mut a: Vec<String> = vec!["convert".into(), "-d".into(), out.to_str().unwrap().into()];
+        a.extend(names.iter().map(|n| inputs.join(n).to_str().unwrap().to_string()));
+        a
+    };
+    let all = args(&["a.bam", "b.bam", "c.bam"]);
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+
+    let first = run_in(dir.path(), &all);
+    assert!(!first.status.success());
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert!(err.contains("b.bam") && err.contains("truncated"), "{err}");
+    let listing = |d: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(listing(&out), vec!["a.parquet"], "only complete outputs, no temporary files");
+    let a_written = std::fs::metadata(out.join("a.parquet")).unwrap().modified().unwrap();
+
+    // The damaged input is replaced; the rerun resumes.
+    std::fs::write(inputs.join("b.bam"), &bytes).unwrap();
+    let second = run_in(dir.path(), &all);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{err}");
+    assert!(err.contains("a.parquet: done before, skipped"), "{err}");
+    assert_eq!(listing(&out), vec!["a.parquet", "b.parquet", "c.parquet"]);
+    assert_eq!(std::fs::metadata(out.join("a.parquet")).unwrap().modified().unwrap(), a_written);
+    for (name, source) in [("a", "sample.bam"), ("b", "name_sorted.bam"), ("c", "edge.bam")] {
+        let expected = samtools_count(&["view", "-c", data(source).to_str().unwrap()]);
+        assert_eq!(parquet_rows(&out.join(format!("{name}.parquet"))).await, expected, "{name}");
+    }
+}
+
+#[test]
+fn convert_rejects_bad_options_and_colliding_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = out.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut a = vec!["convert", "-d", o];
+        a.extend_from_slice(extra);
+        run_in(dir.path(), &a)
+    };
+    let s = sample();
+    let s = s.as_str();
+    for (extra, message) in [
+        (vec!["-o", "tagz=NM", s], "unknown BAM table option"),
+        (vec!["-o", "tags", s], "not KEY=VALUE"),
+        (vec!["--to", "csv", s], "unknown output format"),
+        (vec![s, s], "would both be converted to"),
+    ] {
+        let result = run(&extra);
+        let err = String::from_utf8_lossy(&result.stderr);
+        assert!(!result.status.success() && err.contains(message), "{extra:?}: {err}");
+    }
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+}

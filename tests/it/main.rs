@@ -3,6 +3,8 @@
 mod bad_input;
 mod cli;
 mod fidelity;
+mod fuzz;
+mod load;
 mod oracle;
 mod partitions;
 mod regions;
