@@ -14,7 +14,15 @@ use clap::Parser;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use std::collections::HashMap;
+
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::sql::parser::{DFParser, Statement};
+use datafusion_cli::cli_context::CliSessionContext;
+use datafusion_cli::object_storage::{get_gcs_object_store_builder, get_s3_object_store_builder, AwsOptions, GcpOptions};
+use object_store::http::HttpBuilder;
+use object_store::ObjectStore;
 use datafusion_bam::convert::{convert_each, Outcome, OutputFormat};
 use datafusion_bam::output_guard::OutputGuard;
 use datafusion_bam::{progress, warnings, BamOptions, BamSessionExt};
@@ -158,8 +166,8 @@ async fn run(args: Args) -> Result<()> {
     for sql in statements {
         let guard = OutputGuard::before(&sql);
         let statement = async {
-            if is_bam_table_with_options(&sql) {
-                ctx.sql(&sql).await?.collect().await.map(|_| ())
+            if is_bam_table_with_format_options(&sql) {
+                create_bam_table(&ctx, &sql).await
             } else {
                 exec::exec_from_commands(&ctx, vec![sql], &print_options).await
             }
@@ -204,14 +212,57 @@ async fn convert(ctx: &SessionContext, inputs: &[PathBuf], output_dir: &std::pat
     .await
 }
 
-/// Whether `sql` is `CREATE EXTERNAL TABLE ... STORED AS BAM OPTIONS (...)`: such a statement
-/// runs through the session directly, because datafusion-cli checks `OPTIONS` against the
-/// built-in formats' options and rejects every BAM option.
-fn is_bam_table_with_options(sql: &str) -> bool {
+/// Whether `sql` is `CREATE EXTERNAL TABLE ... STORED AS BAM` with options of the format (not
+/// only `aws.*`-style store options). datafusion-cli checks `OPTIONS` against the built-in
+/// formats' options and rejects BAM's, so [`create_bam_table`] runs such a statement instead.
+fn is_bam_table_with_format_options(sql: &str) -> bool {
     let Ok(statements) = DFParser::parse_sql(sql) else { return false };
-    statements.iter().any(|s| {
-        matches!(s, Statement::CreateExternalTable(t) if t.file_type.eq_ignore_ascii_case("bam") && !t.options.is_empty())
+    statements.iter().any(|s| match s {
+        Statement::CreateExternalTable(t) if t.file_type.eq_ignore_ascii_case("bam") => {
+            t.options.iter().any(|(key, _)| !key.contains('.') || key.starts_with("format."))
+        }
+        _ => false,
     })
+}
+
+/// Runs a `CREATE EXTERNAL TABLE ... STORED AS BAM` through the session, after registering the
+/// object store of a remote location as datafusion-cli would: from the statement's `aws.*` or
+/// `gcp.*` options and the environment.
+async fn create_bam_table(ctx: &SessionContext, sql: &str) -> Result<()> {
+    let plan = ctx.state().create_logical_plan(sql).await?;
+    if let LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) = &plan {
+        for location in &cmd.locations {
+            register_location_store(ctx, location, &cmd.options).await?;
+        }
+    }
+    ctx.execute_logical_plan(plan).await?.collect().await?;
+    Ok(())
+}
+
+async fn register_location_store(ctx: &SessionContext, location: &str, options: &HashMap<String, String>) -> Result<()> {
+    let table_url = ListingTableUrl::parse(location)?;
+    let (scheme, url) = (table_url.scheme(), table_url.as_ref());
+    ctx.register_table_options_extension_from_scheme(scheme);
+    let mut table_options = ctx.state().default_table_options();
+    let store_options: HashMap<String, String> =
+        options.iter().filter(|(key, _)| !key.starts_with("format.")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    table_options.alter_with_string_hash_map(&store_options)?;
+    let missing = || DataFusionError::Configuration(format!("the options of {location} do not fit its scheme {scheme}"));
+    let store: Arc<dyn ObjectStore> = match scheme {
+        "s3" => {
+            let aws = table_options.extensions.get::<AwsOptions>().ok_or_else(missing)?;
+            Arc::new(get_s3_object_store_builder(url, aws, false).await?.build()?)
+        }
+        "gs" | "gcs" => {
+            let gcp = table_options.extensions.get::<GcpOptions>().ok_or_else(missing)?;
+            Arc::new(get_gcs_object_store_builder(url, gcp)?.build()?)
+        }
+        "http" | "https" => Arc::new(HttpBuilder::new().with_url(url.origin().ascii_serialization()).build()?),
+        // Local files, and stores registered already.
+        _ => return Ok(()),
+    };
+    ctx.register_object_store(url, store);
+    Ok(())
 }
 
 /// Ctrl-C during a statement: it is stopped, its new outputs removed, and the exit status is

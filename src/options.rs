@@ -121,6 +121,11 @@ impl BamOptions {
     pub fn from_map(map: &HashMap<String, String>) -> Result<Self> {
         let mut options = Self::default();
         for (key, value) in map {
+            // Keys of another namespace (`aws.region`, `gcp.service_account_path`, ...) configure
+            // the object store, not the format.
+            if !key.starts_with("format.") && key.contains('.') {
+                continue;
+            }
             match key.strip_prefix("format.").unwrap_or(key) {
                 "tags" => options.tags = TagSelection::parse(value)?,
                 "tag_sample_records" => {
@@ -172,6 +177,8 @@ mod tests {
         let o = BamOptions::from_map(&map).unwrap();
         assert_eq!(o.tags, TagSelection::List(vec![(*b"NM", None)]));
         assert_eq!(o.tag_sample_records, 5);
+        let store = HashMap::from([("aws.region".to_string(), "us-east-1".to_string())]);
+        assert_eq!(BamOptions::from_map(&store).unwrap(), BamOptions::default(), "object-store keys are not the format's");
         let bad = HashMap::from([("format.tagz".to_string(), "NM".to_string())]);
         let err = BamOptions::from_map(&bad).unwrap_err().to_string();
         assert!(err.contains("tagz"), "{err}");

@@ -5,6 +5,7 @@ mod cli;
 mod fidelity;
 mod fuzz;
 mod load;
+mod object_stores;
 mod oracle;
 mod partitions;
 mod regions;

@@ -1,0 +1,170 @@
+//! BAM files in an object store: a real S3-compatible server (moto, from PyPI, started on
+//! loopback) serves them; partitions, the index and pushdown work as on local files.
+//!
+//! The server runs from a virtual environment beside the build (`<target>/moto-venv`), made on
+//! first use.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::prelude::SessionContext;
+use datafusion_bam::{BamOptions, BamSessionExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use crate::oracle::{data, samtools, samtools_rows, table_rows};
+use crate::partitions::split_context;
+use crate::query;
+
+const BUCKET: &str = "bam-test";
+const MOTO: &str = "moto[server]>=5,<6";
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `<target>/moto-venv/bin`, made once.
+fn moto_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap();
+    let venv = target.join("moto-venv");
+    let marker = venv.join("installed.txt");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(MOTO) {
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+        run(Command::new(python).args(["-m", "venv", "--clear"]).arg(&venv));
+        run(Command::new(venv.join("bin/python")).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", MOTO]));
+        std::fs::write(&marker, MOTO).unwrap();
+    }
+    venv.join("bin")
+}
+
+/// A moto S3 server on a free loopback port, with bucket [`BUCKET`]; stopped on drop.
+struct S3Server {
+    child: Child,
+    endpoint: String,
+}
+
+impl S3Server {
+    fn start() -> Self {
+        let bin = moto_bin();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(bin.join("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(60), "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let create = format!("import urllib.request as r; r.urlopen(r.Request('{}/{BUCKET}', method='PUT'))", server.endpoint);
+        run(Command::new(bin.join("python")).args(["-c", &create]));
+        server
+    }
+
+    fn store(&self) -> Arc<dyn ObjectStore> {
+        Arc::new(
+            AmazonS3Builder::new()
+                .with_endpoint(&self.endpoint)
+                .with_allow_http(true)
+                .with_bucket_name(BUCKET)
+                .with_region("us-east-1")
+                .with_access_key_id("test")
+                .with_secret_access_key("test")
+                .build()
+                .unwrap(),
+        )
+    }
+
+    async fn upload(&self, files: &[&str]) {
+        let store = self.store();
+        for name in files {
+            let bytes = std::fs::read(data(name)).unwrap();
+            store.put(&ObjectPath::from(*name), bytes.into()).await.unwrap();
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn register_store(ctx: &SessionContext, server: &S3Server) {
+    let url = datafusion::execution::object_store::ObjectStoreUrl::parse(format!("s3://{BUCKET}")).unwrap();
+    ctx.register_object_store(url.as_ref(), server.store());
+}
+
+fn count(batches: &[arrow::array::RecordBatch]) -> i64 {
+    use arrow::array::AsArray;
+    batches[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0)
+}
+
+fn samtools_count(path: &Path, extra: &[&str]) -> i64 {
+    let mut args = vec!["view", "-c", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    samtools(&args).trim().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_scans_equal_samtools_with_partitions_index_and_pushdown() {
+    let server = S3Server::start();
+    server.upload(&["sample.bam", "sample.bam.bai", "name_sorted.bam"]).await;
+    let ctx = split_context(3);
+    register_store(&ctx, &server);
+
+    ctx.register_bam("s", &format!("s3://{BUCKET}/sample.bam"), BamOptions::default()).await.unwrap();
+    let mut rows = table_rows(&query(&ctx, "SELECT * FROM s").await.unwrap());
+    rows.sort();
+    let mut expected = samtools_rows(&data("sample.bam"), &[]);
+    expected.sort();
+    assert_eq!(rows, expected, "all rows over S3, 3 partitions");
+
+    let region = "SELECT count(*) FROM s WHERE rname = 'chr1' AND pos <= 60000 AND endpos >= 40000";
+    assert_eq!(count(&query(&ctx, region).await.unwrap()), samtools_count(&data("sample.bam"), &["chr1:40000-60000"]));
+    let plan = query(&ctx, &format!("EXPLAIN {}", region.replace("count(*)", "qname"))).await.unwrap();
+    let plan = arrow::util::pretty::pretty_format_batches(&plan).unwrap().to_string();
+    assert!(plan.contains("chunks") && plan.contains("sample.bam.bai"), "the index comes from the store:\n{plan}");
+    let mapq = "SELECT count(*) FROM s WHERE mapq >= 30 AND flag & 1024 = 0";
+    assert_eq!(count(&query(&ctx, mapq).await.unwrap()), samtools_count(&data("sample.bam"), &["-q", "30", "-F", "1024"]));
+
+    // A directory of the store: both files.
+    ctx.register_bam("all", &format!("s3://{BUCKET}/"), BamOptions::default()).await.unwrap();
+    let both = samtools_count(&data("sample.bam"), &[]) + samtools_count(&data("name_sorted.bam"), &[]);
+    assert_eq!(count(&query(&ctx, "SELECT count(*) FROM all").await.unwrap()), both);
+}
+
+/// The CLI reads `s3://` with the store's options in `OPTIONS`, with and without BAM options.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_reads_s3_locations() {
+    let server = S3Server::start();
+    server.upload(&["sample.bam"]).await;
+    let store = format!(
+        "'aws.endpoint' '{}', 'aws.allow_http' 'true', 'aws.region' 'us-east-1', \
+         'aws.access_key_id' 'test', 'aws.secret_access_key' 'test'",
+        server.endpoint
+    );
+    let expected = samtools_count(&data("sample.bam"), &["-q", "30"]);
+    for extra in ["", ", 'tags' 'NM', 'skip_damaged' 'true'"] {
+        let create = format!("CREATE EXTERNAL TABLE r STORED AS BAM LOCATION 's3://{BUCKET}/sample.bam' OPTIONS ({store}{extra})");
+        let out = Command::new(env!("CARGO_BIN_EXE_datafusion-bam"))
+            .args(["-q", "--format", "csv", "-c", &create, "-c", "SELECT count(*) FROM r WHERE mapq >= 30"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{extra}: {}", String::from_utf8_lossy(&out.stderr));
+        let n: i64 = text.lines().rev().find_map(|l| l.trim().parse().ok()).unwrap();
+        assert_eq!(n, expected, "{extra}");
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("test"), "credentials must not be printed");
+    }
+}
