@@ -133,18 +133,13 @@ impl FileFormat for BamFormat {
         self.catalog.load_all(&store, metas).await?;
         if let Some(source) = conf.file_source.downcast_ref::<BamSource>() {
             let pool = Arc::clone(&state.runtime_env().memory_pool);
-            conf.file_source = Arc::new(BamSource { memory_pool: Some(pool), ..source.clone() });
+            conf.file_source = Arc::new(source.clone().with_memory_pool(pool));
         }
         Ok(DataSourceExec::from_data_source(conf))
     }
 
     fn file_source(&self, table_schema: TableSchema) -> Arc<dyn FileSource> {
-        let source = BamSource {
-            split: self.options.split,
-            skip_damaged: self.options.skip_damaged,
-            catalog: Arc::clone(&self.catalog),
-            ..BamSource::new(table_schema)
-        };
+        let source = BamSource { catalog: Arc::clone(&self.catalog), ..BamSource::new(table_schema) }.with_options(&self.options);
         if self.options.regions.is_empty() {
             return Arc::new(source);
         }
@@ -191,6 +186,27 @@ impl BamSource {
             regions: None,
             memory_pool: None,
         }
+    }
+
+    /// This source with the scan options of `options` (`split`, `skip_damaged`; regions become
+    /// predicates, see [`with_predicates`](Self::with_predicates)).
+    pub fn with_options(self, options: &BamOptions) -> Self {
+        Self { split: options.split, skip_damaged: options.skip_damaged, ..self }
+    }
+
+    /// The scan options of this source (regions are in its predicate).
+    pub fn options(&self) -> BamOptions {
+        BamOptions::default().with_split(self.split).with_skip_damaged(self.skip_damaged)
+    }
+
+    /// This source, reserving its buffers in `pool`.
+    pub fn with_memory_pool(self, pool: Arc<dyn MemoryPool>) -> Self {
+        Self { memory_pool: Some(pool), ..self }
+    }
+
+    /// The filters the decoder evaluates, over the file schema.
+    pub fn predicate(&self) -> Option<&Arc<dyn PhysicalExpr>> {
+        self.predicate.as_ref()
     }
 
     /// This source with `predicates` (over the file schema) added to what the decoder filters.

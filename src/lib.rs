@@ -14,6 +14,7 @@
 //!
 //! The table has one row per alignment record; see [`schema::bam_schema`] for the columns.
 
+pub mod codec;
 pub mod convert;
 pub mod decode;
 pub mod file_info;

@@ -22,7 +22,7 @@ use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::format::BamSource;
+use crate::format::{BamFormat, BamSource};
 use crate::pushdown::can_prefilter;
 use crate::{bam_listing_table, BamOptions};
 
@@ -36,6 +36,29 @@ impl BamTable {
     /// Opens the files at `path` (reading their headers to find the tag columns).
     pub async fn open(state: &dyn Session, path: &str, options: BamOptions) -> Result<Self> {
         Ok(Self { listing: bam_listing_table(state, path, options).await? })
+    }
+
+    /// A table over a listing table of [`BamFormat`](crate::BamFormat) files.
+    pub fn from_listing(listing: Arc<ListingTable>) -> Self {
+        Self { listing }
+    }
+
+    /// Where the files are (URLs, or local paths with their glob) and the table's options.
+    pub fn locations_and_options(&self) -> Result<(Vec<String>, BamOptions)> {
+        let Some(format) = self.listing.options().format.downcast_ref::<BamFormat>() else {
+            return internal_err!("a BAM table over another file format");
+        };
+        let locations = self
+            .listing
+            .table_paths()
+            .iter()
+            .map(|url| match (url.get_glob(), AsRef::<url::Url>::as_ref(url).to_file_path()) {
+                // A URL cannot carry a glob; a local path can.
+                (Some(glob), Ok(dir)) => format!("{}/{}", dir.display(), glob.as_str()),
+                _ => url.as_str().to_string(),
+            })
+            .collect();
+        Ok((locations, format.options().clone()))
     }
 
     /// `expr` (whose columns may carry the table's name in the query) over the table schema.

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cli;
+mod codec;
 mod fidelity;
 mod fuzz;
 mod load;
