@@ -401,7 +401,7 @@ impl BatchReader {
                 }
             }
         }
-        let Some(cur) = self.current.as_mut() else { return Ok(Step::NoMorePieces) };
+        let cur = self.current.as_mut().expect("a piece was opened above");
         let (at, start) = positions_before_record(&self.path, cur.base, &mut cur.reader)?;
         let ended = match (cur.piece.to, start) {
             (_, None) => true,
