@@ -39,6 +39,7 @@ __all__ = [
     "BamTable",
     "BamWarning",
     "Progress",
+    "convert_each",
     "register",
     "table",
     "to_ipc",
@@ -281,3 +282,41 @@ def to_ipc(
     """Converts BAM files to one Arrow IPC file; as :func:`to_parquet` otherwise."""
     return _convert(paths, output, "ARROW", columns=columns, where=where, min_mapq=min_mapq,
                     tags=tags, region=region, skip_damaged=skip_damaged, progress=progress, ctx=ctx)
+
+
+def convert_each(
+    paths: Sequence[str | os.PathLike[str]],
+    output_dir: str | os.PathLike[str],
+    *,
+    stored_as: str = "parquet",
+    tags: str | Sequence[str] | None = None,
+    region: str | Sequence[str] | None = None,
+    skip_damaged: bool | None = None,
+    progress: bool | ProgressCallback = False,
+    ctx: SessionContext | None = None,
+) -> dict[str, int | None]:
+    """Converts each BAM file to its own ``output_dir/<name>.parquet`` (or ``.arrow`` with
+    ``stored_as="arrow"``), resumably: an output appears only when complete, and outputs that
+    exist already are skipped. Returns, per input, the rows written (``None`` when skipped).
+    Stops at the first failure; rerun to resume.
+    """
+    convert = {"parquet": to_parquet, "arrow": to_ipc}.get(stored_as.lower())
+    if convert is None:
+        raise ValueError(f"unknown output format {stored_as!r}: use 'parquet' or 'arrow'")
+    outputs = {}
+    for path in paths:
+        name = os.path.basename(os.fspath(path))
+        stem = name[:-4] if name.endswith(".bam") else name
+        output = os.path.join(os.fspath(output_dir), f"{stem}.{stored_as.lower()}")
+        if output in outputs.values():
+            raise ValueError(f"two inputs would both be converted to {output}: give files with distinct names")
+        outputs[os.fspath(path)] = output
+    os.makedirs(output_dir, exist_ok=True)
+    done: dict[str, int | None] = {}
+    for path, output in outputs.items():
+        if os.path.exists(output):
+            done[path] = None
+            continue
+        done[path] = convert(path, output, tags=tags, region=region, skip_damaged=skip_damaged,
+                             progress=progress, ctx=ctx)
+    return done

@@ -181,3 +181,22 @@ def test_damaged_data_is_an_error_or_skipped_with_a_warning(tmp_path: Path) -> N
     total = samtools_count(SAMPLE)
     assert total - 1000 < n < total
     assert pq.read_table(tmp_path / "out.parquet").num_rows == n
+
+
+def test_convert_each_resumes_after_a_failure(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a.bam").write_bytes(Path(SAMPLE).read_bytes())
+    damaged = Path(DATA / "name_sorted.bam").read_bytes()
+    (inputs / "b.bam").write_bytes(damaged[: len(damaged) // 2 + 77])
+    out = tmp_path / "out"
+    paths = [inputs / "a.bam", inputs / "b.bam"]
+    with pytest.raises(Exception, match="b.bam"):
+        bam.convert_each(paths, out)
+    assert sorted(p.name for p in out.iterdir()) == ["a.parquet"]
+    (inputs / "b.bam").write_bytes(damaged)
+    done = bam.convert_each(paths, out)
+    assert done == {str(paths[0]): None, str(paths[1]): samtools_count(str(DATA / "name_sorted.bam"))}
+    assert pq.read_table(out / "a.parquet").num_rows == samtools_count(SAMPLE)
+    with pytest.raises(ValueError, match="unknown output format"):
+        bam.convert_each(paths, out, stored_as="csv")
