@@ -1,0 +1,149 @@
+//! A Ballista scheduler and two executors on loopback run a `COPY` over several BAM files; the
+//! Parquet they write holds exactly the rows a local run gives.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ballista::prelude::{SessionConfigExt, SessionContextExt};
+use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
+use ballista_executor::new_standalone_executor_from_state;
+use ballista_scheduler::standalone::new_standalone_scheduler_from_state;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_bam::{BamOptions, BamSessionExt, BamTable};
+use datafusion_bam_ballista::bam_session_state;
+
+const EXECUTORS: usize = 2;
+
+fn repo_data(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data").join(name)
+}
+
+/// Rows as sorted text lines, for comparing results regardless of order.
+fn sorted_lines(batches: &[RecordBatch]) -> Vec<String> {
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(batches).unwrap().to_string();
+    let mut lines: Vec<String> = text.lines().filter(|l| l.starts_with('|')).map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn copy_on_a_cluster_equals_a_local_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    for name in ["sample.bam", "name_sorted.bam", "unaligned.bam"] {
+        std::fs::copy(repo_data(name), inputs.join(name)).unwrap();
+    }
+    let inputs = format!("{}/", inputs.display());
+
+    // The cluster: a scheduler and two executors, each with the BAM codecs.
+    let state = bam_session_state(SessionConfig::new_with_ballista().with_target_partitions(4)).unwrap();
+    let scheduler = new_standalone_scheduler_from_state(&state).await.unwrap();
+    let url = format!("http://localhost:{}", scheduler.port());
+    for _ in 0..EXECUTORS {
+        let client = loop {
+            match SchedulerGrpcClient::connect(url.clone()).await {
+                Ok(client) => break client,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        };
+        new_standalone_executor_from_state(client, 2, &state).await.unwrap();
+    }
+    let cluster = SessionContext::remote_with_state(&format!("df://localhost:{}", scheduler.port()), state.clone()).await.unwrap();
+    let table = BamTable::open(&cluster.state(), &inputs, BamOptions::default()).await.unwrap();
+    cluster.register_table("reads", Arc::new(table)).unwrap();
+
+    let query = "SELECT qname, flag, rname, pos, mapq, cigar, seq, tags FROM reads WHERE mapq >= 30 OR rname IS NULL";
+    let plan = cluster.sql(&format!("EXPLAIN {query}")).await.unwrap().collect().await.unwrap();
+    let plan = datafusion::arrow::util::pretty::pretty_format_batches(&plan).unwrap().to_string();
+    // The scheduler's stages, with the files split into byte ranges and the filter in the scan.
+    assert!(
+        plan.contains("distributed_plan") && plan.contains("ShuffleWriterExec") && plan.contains("sample.bam:0..") && plan.contains("predicate=mapq"),
+        "the query is planned by the scheduler:\n{plan}"
+    );
+    let out = dir.path().join("out");
+    let copy = format!("COPY ({query}) TO '{}/' STORED AS PARQUET", out.display());
+    cluster.sql(&copy).await.unwrap().collect().await.unwrap();
+
+    let local = SessionContext::new();
+    local.register_bam("reads", &inputs, BamOptions::default()).await.unwrap();
+    let expected = local.sql(query).await.unwrap().collect().await.unwrap();
+    let written = local.read_parquet(format!("{}/", out.display()), Default::default()).await.unwrap().collect().await.unwrap();
+    let rows: usize = written.iter().map(|b| b.num_rows()).sum();
+    assert!(rows > 40_000, "{rows} rows written");
+    assert_eq!(sorted_lines(&written), sorted_lines(&expected));
+}
+
+/// Child processes killed on drop.
+struct Processes(Vec<std::process::Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The shipped binaries as separate processes: a scheduler and two executors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shipped_binaries_run_a_cluster() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let scheduler_port = free_port();
+    let mut processes = Processes(vec![Command::new(env!("CARGO_BIN_EXE_bam-ballista-scheduler"))
+        .args(["--bind-host", "127.0.0.1", "--bind-port", &scheduler_port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()]);
+    for i in 0..EXECUTORS {
+        let work = dir.path().join(format!("executor-{i}"));
+        std::fs::create_dir(&work).unwrap();
+        processes.0.push(
+            Command::new(env!("CARGO_BIN_EXE_bam-ballista-executor"))
+                .args(["--scheduler-host", "127.0.0.1", "--scheduler-port", &scheduler_port.to_string()])
+                .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
+                .args(["--bind-port", &free_port().to_string(), "--bind-grpc-port", &free_port().to_string()])
+                .args(["--scheduler-connect-timeout-seconds", "30", "--work-dir", work.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    let state = bam_session_state(SessionConfig::new_with_ballista().with_target_partitions(4)).unwrap();
+    let sample = repo_data("sample.bam");
+    let query = "SELECT rname, count(*) AS n, sum(mapq) AS q FROM reads WHERE mapq >= 30 GROUP BY rname ORDER BY rname";
+    // The executors register within seconds; until then the scheduler has nowhere to run tasks.
+    let started = std::time::Instant::now();
+    let answer = loop {
+        let attempt = async {
+            let cluster = SessionContext::remote_with_state(&format!("df://127.0.0.1:{scheduler_port}"), state.clone()).await?;
+            let table = BamTable::open(&cluster.state(), sample.to_str().unwrap(), BamOptions::default()).await?;
+            cluster.register_table("reads", Arc::new(table))?;
+            cluster.sql(query).await?.collect().await
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(60), attempt).await {
+            Ok(Ok(batches)) => break batches,
+            Ok(Err(e)) if started.elapsed() < std::time::Duration::from_secs(120) => {
+                eprintln!("cluster not ready yet: {e}");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Ok(Err(e)) => panic!("the cluster failed: {e}"),
+            Err(_) => panic!("the cluster did not answer within 60 s"),
+        }
+    };
+    let local = SessionContext::new();
+    local.register_bam("reads", sample.to_str().unwrap(), BamOptions::default()).await.unwrap();
+    let expected = local.sql(query).await.unwrap().collect().await.unwrap();
+    assert_eq!(sorted_lines(&answer), sorted_lines(&expected));
+    drop(processes);
+}
