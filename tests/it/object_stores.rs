@@ -168,3 +168,28 @@ async fn cli_reads_s3_locations() {
         assert!(!String::from_utf8_lossy(&out.stderr).contains("test"), "credentials must not be printed");
     }
 }
+
+/// `http://` locations: plain ranged GETs (the moto server serves public objects over HTTP), with
+/// the index fetched the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_reads_http_locations() {
+    let server = S3Server::start();
+    let upload = format!(
+        "import boto3\n\
+         s3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test')\n\
+         for name in ['sample.bam', 'sample.bam.bai']:\n    s3.upload_file('{}/' + name, '{BUCKET}', name, ExtraArgs={{'ACL': 'public-read'}})\n",
+        server.endpoint,
+        data("").display()
+    );
+    run(Command::new(moto_bin().join("python")).args(["-c", &upload]));
+    let create = format!("CREATE EXTERNAL TABLE h STORED AS BAM LOCATION '{}/{BUCKET}/sample.bam'", server.endpoint);
+    let region = "SELECT count(*) FROM h WHERE rname = 'chr1' AND pos <= 60000 AND endpos >= 40000";
+    let out = Command::new(env!("CARGO_BIN_EXE_datafusion-bam"))
+        .args(["-q", "--format", "csv", "-c", &create, "-c", "SELECT count(qname) FROM h WHERE mapq >= 30", "-c", region])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let numbers: Vec<i64> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let expected = vec![samtools_count(&data("sample.bam"), &["-q", "30"]), samtools_count(&data("sample.bam"), &["chr1:40000-60000"])];
+    assert_eq!(numbers, expected);
+}
