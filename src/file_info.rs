@@ -108,18 +108,14 @@ fn unplausible_start(index: &BamIndex, bytes: &ObjectBytes, context: &FileContex
     let path = bytes.location.to_string();
     for at in index.sample_record_starts(CHECKED_INDEX_POSITIONS) {
         let show = || format!("virtual offset {}:{}", at.compressed(), at.uncompressed());
-        let mut data = Vec::new();
-        let read = reader_at(&path, bytes, at).and_then(|(reader, _)| {
-            reader.take(MAX_CHECKED_RECORD).read_to_end(&mut data).map_err(|e| DataFusionError::Execution(e.to_string()))
-        });
-        if read.is_err() {
-            return Some(format!("it points at {}, which cannot be read in the BAM file", show()));
-        }
-        let whole = data.len() >= 4 && 4 + u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize <= data.len();
-        if data.len() as u64 == MAX_CHECKED_RECORD && !whole {
-            // A record longer than what was read: not judged.
-            continue;
-        }
+        let record = reader_at(&path, bytes, at)
+            .and_then(|(reader, _)| record_at(reader).map_err(|e| DataFusionError::Execution(e.to_string())));
+        let data = match record {
+            Ok(Some(data)) => data,
+            // A record longer than what is read: not judged.
+            Ok(None) => continue,
+            Err(_) => return Some(format!("it points at {}, which cannot be read in the BAM file", show())),
+        };
         if !data.is_empty() && plausible_record(&data, context).is_none() {
             return Some(format!("it names a record start at {}, where the BAM file has no record", show()));
         }
@@ -129,6 +125,19 @@ fn unplausible_start(index: &BamIndex, bytes: &ObjectBytes, context: &FileContex
 
 /// Bytes read at each checked index position: enough for any record but the longest reads.
 const MAX_CHECKED_RECORD: u64 = 1 << 20;
+
+/// The bytes of the record at `reader`'s position, with its `block_size`: only as many as it
+/// says (empty at the end of the data). `None` when it says more than [`MAX_CHECKED_RECORD`]
+/// and that much data follows.
+fn record_at(mut reader: impl Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut data = Vec::with_capacity(4);
+    (&mut reader).take(4).read_to_end(&mut data)?;
+    let Ok(size) = <[u8; 4]>::try_from(data.as_slice()).map(|b| u64::from(u32::from_le_bytes(b))) else {
+        return Ok(Some(data));
+    };
+    let read = reader.take(size.min(MAX_CHECKED_RECORD)).read_to_end(&mut data)? as u64;
+    Ok((size <= MAX_CHECKED_RECORD || read < MAX_CHECKED_RECORD).then_some(data))
+}
 
 /// File facts for the files of one scan, loaded once and shared by its partitions.
 #[derive(Default)]

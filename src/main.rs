@@ -24,6 +24,7 @@ use datafusion_cli::object_storage::{get_gcs_object_store_builder, get_s3_object
 use object_store::http::HttpBuilder;
 use object_store::ObjectStore;
 use datafusion_bam::convert::{convert_each, Outcome, OutputFormat};
+use datafusion_bam::options::is_format_option;
 use datafusion_bam::output_guard::OutputGuard;
 use datafusion_bam::{progress, warnings, BamOptions, BamSessionExt};
 use datafusion_cli::catalog::DynamicObjectStoreCatalog;
@@ -190,7 +191,7 @@ async fn run(args: Args) -> Result<()> {
 /// The `convert` subcommand: one output per input, resumable.
 async fn convert(ctx: &SessionContext, inputs: &[PathBuf], output_dir: &std::path::Path, to: &str, options: &[String], quiet: bool) -> Result<()> {
     let format = OutputFormat::parse(to)?;
-    let mut map = std::collections::HashMap::new();
+    let mut map = HashMap::new();
     for option in options {
         let (key, value) = option
             .split_once('=')
@@ -219,7 +220,7 @@ fn is_bam_table_with_format_options(sql: &str) -> bool {
     let Ok(statements) = DFParser::parse_sql(sql) else { return false };
     statements.iter().any(|s| match s {
         Statement::CreateExternalTable(t) if t.file_type.eq_ignore_ascii_case("bam") => {
-            t.options.iter().any(|(key, _)| !key.contains('.') || key.starts_with("format."))
+            t.options.iter().any(|(key, _)| is_format_option(key))
         }
         _ => false,
     })
@@ -245,7 +246,7 @@ async fn register_location_store(ctx: &SessionContext, location: &str, options: 
     ctx.register_table_options_extension_from_scheme(scheme);
     let mut table_options = ctx.state().default_table_options();
     let store_options: HashMap<String, String> =
-        options.iter().filter(|(key, _)| !key.starts_with("format.")).map(|(k, v)| (k.clone(), v.clone())).collect();
+        options.iter().filter(|(key, _)| !is_format_option(key)).map(|(k, v)| (k.clone(), v.clone())).collect();
     table_options.alter_with_string_hash_map(&store_options)?;
     let missing = || DataFusionError::Configuration(format!("the options of {location} do not fit its scheme {scheme}"));
     let store: Arc<dyn ObjectStore> = match scheme {

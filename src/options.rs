@@ -86,6 +86,13 @@ pub fn parse_regions(text: &str) -> Result<Vec<Region>> {
     Ok(regions)
 }
 
+/// Whether an `OPTIONS` key belongs to the BAM format: `format.`-prefixed (as DataFusion passes
+/// them) or without a namespace. Keys of another namespace (`aws.region`, ...) configure the
+/// object store.
+pub fn is_format_option(key: &str) -> bool {
+    key.starts_with("format.") || !key.contains('.')
+}
+
 fn parse_bool(option: &str, value: &str) -> Result<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" => Ok(true),
@@ -121,9 +128,7 @@ impl BamOptions {
     pub fn from_map(map: &HashMap<String, String>) -> Result<Self> {
         let mut options = Self::default();
         for (key, value) in map {
-            // Keys of another namespace (`aws.region`, `gcp.service_account_path`, ...) configure
-            // the object store, not the format.
-            if !key.starts_with("format.") && key.contains('.') {
+            if !is_format_option(key) {
                 continue;
             }
             match key.strip_prefix("format.").unwrap_or(key) {
