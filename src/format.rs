@@ -14,7 +14,8 @@ use datafusion::common::{not_impl_err, GetExt, Result, Statistics};
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::file_format::{FileFormat, FileFormatFactory};
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileOpenFuture, FileOpener, FileScanConfig, FileSource};
+use datafusion::datasource::physical_plan::{FileGroupPartitioner, FileOpenFuture, FileOpener, FileScanConfig, FileSource};
+use datafusion::physical_expr::LexOrdering;
 use datafusion::datasource::projection::{ProjectionOpener, SplitProjection};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
@@ -33,7 +34,7 @@ use crate::file_info::Catalog;
 use crate::infer::infer_layout;
 use crate::io::{blocking_stream, ObjectBytes};
 use crate::options::BamOptions;
-use crate::partition::{plan_range, select_pieces};
+use crate::partition::{plan_range, region_file_groups, select_pieces, MIN_REGION_PARTITION_BYTES};
 use crate::pushdown::{can_prefilter, region_predicate, regions, Prefilter, Region};
 use crate::scan::{BatchReader, DecodeSpec, Piece, ScanMetrics, BGZF_EOF};
 use crate::schema::{bam_schema, layout_of, TagLayout};
@@ -227,7 +228,7 @@ impl BamSource {
                 if info.index.is_none() {
                     return format!("{path}: no index ({}), every record is tested", info.index_note);
                 }
-                let whole = Piece { from: info.header_end, to: None, boundary_from: None };
+                let whole = Piece { from: info.header_end, to: None, boundary_from: None, read_until: None };
                 let (pieces, chunks) = select_pieces(&info, whole, Some(regions));
                 let span: u64 = pieces.iter().map(|p| p.to.map_or(size, |t| t.compressed()).saturating_sub(p.from.compressed())).sum();
                 format!("{path}: {chunks} chunks, about {span} of {size} bytes ({})", info.index_note)
@@ -311,6 +312,37 @@ impl FileSource for BamSource {
     /// Files are split into byte ranges (see [`crate::partition`]) unless option `split` is off.
     fn supports_repartitioning(&self) -> bool {
         self.split
+    }
+
+    /// Region scans share out the bytes the index selects; other scans split whole files into
+    /// equal byte ranges, as DataFusion does by default.
+    fn repartitioned(
+        &self,
+        target_partitions: usize,
+        repartition_file_min_size: usize,
+        output_ordering: Option<LexOrdering>,
+        config: &FileScanConfig,
+    ) -> Result<Option<FileScanConfig>> {
+        if !self.split {
+            return Ok(None);
+        }
+        let files: Vec<PartitionedFile> = config.file_groups.iter().flat_map(|g| g.iter().cloned()).collect();
+        let by_region = self.regions.as_ref().filter(|_| output_ordering.is_none()).and_then(|regions| {
+            let min_share = (repartition_file_min_size as u64).min(MIN_REGION_PARTITION_BYTES);
+            region_file_groups(&files, |meta| self.catalog.get(meta), regions, target_partitions, min_share)
+        });
+        let groups = by_region.or_else(|| {
+            FileGroupPartitioner::new()
+                .with_target_partitions(target_partitions)
+                .with_repartition_file_min_size(repartition_file_min_size)
+                .with_preserve_order_within_groups(output_ordering.is_some())
+                .repartition_file_groups(&config.file_groups)
+        });
+        Ok(groups.map(|file_groups| {
+            let mut config = config.clone();
+            config.file_groups = file_groups;
+            config
+        }))
     }
 
     fn fmt_extra(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {

@@ -32,7 +32,8 @@ impl IndexKind {
 /// A parsed index and what the scan derives from it.
 pub struct BamIndex {
     kind: IndexKind,
-    index: Box<dyn BinningIndex + Send + Sync>,
+    index: Box<dyn RegionQuery>,
+    unplaced_count: Option<u64>,
     /// Sorted, deduplicated virtual positions at which records start (or the data ends).
     record_starts: Vec<VirtualPosition>,
     /// Where the records without a reference begin: the end of the last placed record.
@@ -48,20 +49,25 @@ impl BamIndex {
         match kind {
             IndexKind::Bai => {
                 let index = noodles_bam::bai::io::Reader::new(bytes).read_index()?;
-                Ok(Self::new(kind, index))
+                let offsets = index.reference_sequences().iter().flat_map(|r| r.index().iter().copied()).collect();
+                Ok(Self::new(kind, index, offsets))
             }
             IndexKind::Csi => {
                 let index = noodles_csi::io::Reader::new(bytes).read_index()?;
-                Ok(Self::new(kind, index))
+                let offsets = index.reference_sequences().iter().flat_map(|r| r.index().values().copied()).collect();
+                Ok(Self::new(kind, index, offsets))
             }
         }
     }
 
-    fn new<I>(kind: IndexKind, index: GenericIndex<I>) -> Self
+    /// `offsets` are the linear (BAI) or bin (CSI) offsets: record starts too, and where region
+    /// chunks may begin (see [`RegionQuery::chunks`]).
+    fn new<I>(kind: IndexKind, index: GenericIndex<I>, offsets: Vec<VirtualPosition>) -> Self
     where
         I: ReferenceIndex + Send + Sync + 'static,
     {
-        let mut record_starts = Vec::new();
+        // 0:0 marks windows without records in a BAI: not a record start.
+        let mut record_starts: Vec<VirtualPosition> = offsets.into_iter().filter(|v| *v != VirtualPosition::default()).collect();
         for reference in index.reference_sequences() {
             for bin in reference.bins().values() {
                 for chunk in bin.chunks() {
@@ -82,7 +88,8 @@ impl BamIndex {
             .map(|r| (r.metadata().map(|m| (m.mapped_record_count(), m.unmapped_record_count())), !r.bins().is_empty()))
             .collect::<Vec<_>>();
         let reference_count = reference_counts.len();
-        Self { kind, index: Box::new(index), record_starts, unplaced_start, reference_count, reference_counts }
+        let unplaced_count = index.unplaced_unmapped_record_count();
+        Self { kind, index: Box::new(index), unplaced_count, record_starts, unplaced_start, reference_count, reference_counts }
     }
 
     pub fn kind(&self) -> IndexKind {
@@ -121,8 +128,14 @@ impl BamIndex {
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
         };
         let interval = Interval::from(position(start)?..=position(end.max(start))?);
-        let chunks = self.index.query(reference_id, interval)?;
-        Ok(chunks.into_iter().map(|c| (c.start(), Some(c.end()))).collect())
+        self.index.chunks(reference_id, interval)
+    }
+
+    /// Roughly the compressed offset at which the records of reference `reference_id` pass the
+    /// 1-based `position`, from the linear (BAI) or bin (CSI) offsets around it; for sharing
+    /// work out between partitions, never for deciding what to read.
+    pub fn offset_estimate(&self, reference_id: usize, position: u64) -> Option<u64> {
+        self.index.offset_estimate(reference_id, position)
     }
 
     /// The chunk of records without a reference (the unplaced, unmapped tail), up to the end of
@@ -133,7 +146,7 @@ impl BamIndex {
 
     /// The number of records, from the per-reference counts, when the index records them.
     pub fn record_count(&self) -> Option<u64> {
-        let mut total = self.index.unplaced_unmapped_record_count()?;
+        let mut total = self.unplaced_count?;
         for (metadata, has_records) in &self.reference_counts {
             match metadata {
                 Some((mapped, unmapped)) => total += mapped + unmapped,
@@ -143,6 +156,42 @@ impl BamIndex {
             }
         }
         Some(total)
+    }
+}
+
+/// A region query on a BAI or CSI index, whichever its per-reference index is.
+trait RegionQuery: Send + Sync {
+    fn chunks(&self, reference_id: usize, interval: Interval) -> io::Result<Vec<Span>>;
+    fn offset_estimate(&self, reference_id: usize, position: u64) -> Option<u64>;
+}
+
+impl<I: ReferenceIndex + Send + Sync> RegionQuery for GenericIndex<I> {
+    /// noodles' query, with each chunk starting no earlier than the linear (BAI) or bin (CSI)
+    /// offset of the interval's start: records before it end before the interval in sorted
+    /// data. htslib merges small bins into their parents when indexing, so without this a
+    /// chunk may start a whole parent bin (e.g. 128 kbp) before the interval.
+    fn chunks(&self, reference_id: usize, interval: Interval) -> io::Result<Vec<Span>> {
+        let chunks = self.query(reference_id, interval)?;
+        let start = interval.start().unwrap_or(Position::MIN);
+        let min_offset = self.reference_sequences()[reference_id].min_offset(self.min_shift(), self.depth(), start);
+        Ok(chunks.into_iter().map(|c| (c.start().max(min_offset), Some(c.end()))).collect())
+    }
+
+    /// Interpolates between the offsets of the window holding `position` and of the next one.
+    fn offset_estimate(&self, reference_id: usize, position: u64) -> Option<u64> {
+        let reference = self.reference_sequences().get(reference_id)?;
+        let offset_at = |p: u64| {
+            let p = Position::try_from(usize::try_from(p).ok()?).ok()?;
+            Some(reference.min_offset(self.min_shift(), self.depth(), p).compressed())
+        };
+        let window = 1u64 << self.min_shift();
+        let window_start = position.checked_sub(1)? / window * window + 1;
+        let (low, high) = (offset_at(window_start)?, offset_at(window_start.checked_add(window)?)?);
+        // The last window, or offsets of merged bins: no estimate.
+        if high <= low {
+            return None;
+        }
+        Some(low + ((high - low) as u128 * (position - window_start) as u128 / window as u128) as u64)
     }
 }
 

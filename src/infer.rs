@@ -1,6 +1,5 @@
 //! Choosing the `tags` struct fields: sampling the first records of the files.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 
@@ -13,25 +12,36 @@ use crate::record::RawRecord;
 use crate::scan::{bgzf_reader, error_at, read_header, read_record_bytes};
 use crate::schema::{is_tag_name, predefined_kind, TagKind, TagLayout, TagName};
 
-/// How often each (tag, kind) occurred, in order of first appearance.
+/// How often each (tag, kind) occurred, in order of first appearance. A record has a handful
+/// of tags and a file a few dozen at most, so linear search beats hashing here.
 #[derive(Debug, Default)]
 pub struct TagCounts {
-    order: Vec<TagName>,
-    counts: HashMap<TagName, HashMap<TagKind, u64>>,
+    counts: Vec<(TagName, Vec<(TagKind, u64)>)>,
 }
 
 impl TagCounts {
     fn add(&mut self, tag: TagName, kind: TagKind) {
-        let kinds = self.counts.entry(tag).or_insert_with(|| {
-            self.order.push(tag);
-            HashMap::new()
-        });
-        *kinds.entry(kind).or_default() += 1;
+        let kinds = match self.counts.iter().position(|(t, _)| *t == tag) {
+            Some(i) => &mut self.counts[i].1,
+            None => {
+                self.counts.push((tag, Vec::new()));
+                &mut self.counts.last_mut().expect("just pushed").1
+            }
+        };
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((kind, 1)),
+        }
+    }
+
+    fn tags(&self) -> impl Iterator<Item = TagName> + '_ {
+        self.counts.iter().map(|(t, _)| *t)
     }
 
     /// The kind seen most often for `tag` (ties broken by the kind's order, for determinism).
     fn observed(&self, tag: TagName) -> Option<TagKind> {
-        self.counts.get(&tag)?.iter().max_by_key(|(k, n)| (**n, std::cmp::Reverse(k.sam_type()))).map(|(k, _)| *k)
+        let (_, kinds) = self.counts.iter().find(|(t, _)| *t == tag)?;
+        kinds.iter().max_by_key(|(k, n)| (*n, std::cmp::Reverse(k.sam_type()))).map(|(k, _)| *k)
     }
 }
 
@@ -43,6 +53,7 @@ pub fn sample_tags<R: Read>(path: &str, inner: R, limit: usize, skip_damaged: bo
     let header = read_header(path, &mut reader)?;
     let n_ref = header.file.reference_names.len();
     let mut buf = Vec::new();
+    let mut fields = Vec::new();
     let mut n = 0;
     while n < limit {
         let start = reader.virtual_position();
@@ -52,17 +63,21 @@ pub fn sample_tags<R: Read>(path: &str, inner: R, limit: usize, skip_damaged: bo
             Err(_) if skip_damaged => break,
             Err(e) => return Err(e),
         }
-        let fields: Result<Vec<_>, _> = RawRecord::parse(&buf, n_ref).and_then(|record| record.aux().collect());
-        match fields {
-            Ok(fields) => {
-                // Fields with an invalid name or type cannot be struct columns; the decoder
-                // shows them in `tags_extra` or reports them.
-                for field in fields.into_iter().filter(|f| is_tag_name(f.tag)) {
-                    if let Some(kind) = TagKind::from_bam_type(field.ty, field.subtype) {
-                        counts.add(field.tag, kind);
-                    }
+        // The record's (tag, kind) pairs, counted only once the whole record parsed. Fields
+        // with an invalid name or type cannot be struct columns; the decoder shows them in
+        // `tags_extra` or reports them.
+        fields.clear();
+        let parsed = RawRecord::parse(&buf, n_ref).and_then(|record| {
+            record.aux().try_for_each(|field| {
+                let field = field?;
+                if let Some(kind) = TagKind::from_bam_type(field.ty, field.subtype).filter(|_| is_tag_name(field.tag)) {
+                    fields.push((field.tag, kind));
                 }
-            }
+                Ok(())
+            })
+        });
+        match parsed {
+            Ok(()) => fields.iter().for_each(|&(tag, kind)| counts.add(tag, kind)),
             Err(_) if skip_damaged => {}
             Err(e) => return Err(error_at(path, start, format!("invalid record: {e}"))),
         }
@@ -110,11 +125,10 @@ pub fn resolve(selection: &TagSelection, counts: &TagCounts) -> TagLayout {
     let tags = match selection {
         TagSelection::None => Vec::new(),
         TagSelection::Auto => counts
-            .order
-            .iter()
+            .tags()
             // CG holds the real CIGAR of long alignments and is consumed into `cigar`.
-            .filter(|t| *t != b"CG")
-            .map(|&t| (t, predefined_kind(t).or_else(|| counts.observed(t)).unwrap_or(TagKind::String)))
+            .filter(|t| t != b"CG")
+            .map(|t| (t, predefined_kind(t).or_else(|| counts.observed(t)).unwrap_or(TagKind::String)))
             .collect(),
         TagSelection::List(list) => list
             .iter()

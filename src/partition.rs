@@ -21,11 +21,19 @@
 //! and must arrive exactly at the boundary's record (see [`crate::scan`]); a mismatch is an error.
 //!
 //! **Regions.** When the pushed-down predicate confines records to regions and the file has an
-//! index, a range reads only the index chunks of those regions that fall inside it.
+//! index, a range reads only the index chunks of those regions that fall inside it, and the
+//! ranges share out those chunks' bytes rather than the whole file ([`region_file_groups`]), so a
+//! region is decoded on every core too. A boundary inside a chunk with no index position near it
+//! is found by the record search and verified like any other.
 
 use std::io::{self, BufRead, Read};
 
+use std::sync::Arc;
+
 use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::FileGroup;
+use object_store::ObjectMeta;
 use noodles_bgzf as bgzf;
 
 use crate::decode::FileContext;
@@ -34,13 +42,15 @@ use crate::index::{merge_spans, Span, SPAN_GAP_BYTES};
 use crate::io::ObjectBytes;
 use crate::pushdown::{Region, RegionReference};
 use crate::record::{cigar_ops, RawRecord, FIXED_LEN};
-use crate::scan::{is_block_header, Piece};
+use crate::scan::{is_block_header, Piece, ReadUntil};
 
 /// The pieces of file `bytes` that the byte range `[start, end)` decodes, and the number of index
 /// chunks among them. `regions`, when given, are the only records wanted.
 pub fn plan_range(path: &str, bytes: &ObjectBytes, info: &FileInfo, start: u64, end: u64, regions: Option<&[Region]>) -> Result<(Vec<Piece>, usize)> {
     let boundary = |x: u64| -> Result<(Option<bgzf::VirtualPosition>, String)> {
-        if let Some(v) = info.index.as_ref().and_then(|i| i.boundary_at(x)) {
+        // Region scans cut inside index chunks, where the index's next position may be far away.
+        let reach = if regions.is_some() { INDEX_BOUNDARY_REACH } else { u64::MAX };
+        if let Some(v) = info.index.as_ref().and_then(|i| i.boundary_at(x)).filter(|v| v.compressed() - x <= reach) {
             return Ok((Some(v), format!("the index {}", info.index_note)));
         }
         let guess = find_first_record(bytes.open_at(x)?, x, bytes.size, &info.context)
@@ -58,7 +68,83 @@ pub fn plan_range(path: &str, bytes: &ObjectBytes, info: &FileInfo, start: u64, 
     if to.is_some_and(|to| from >= to) {
         return Ok((vec![], 0));
     }
-    Ok(select_pieces(info, Piece { from, to, boundary_from: origin.filter(|_| to.is_some()) }, regions))
+    Ok(select_pieces(info, Piece { from, to, boundary_from: origin.filter(|_| to.is_some()), read_until: None }, regions))
+}
+
+/// In region scans, an index position at most this many bytes after a range boundary places it;
+/// farther away, the record search does (the index has no position inside a long chunk).
+const INDEX_BOUNDARY_REACH: u64 = 1 << 16;
+
+/// A region scan's share of compressed data per partition, at least (or DataFusion's
+/// `repartition_file_min_size` if smaller): smaller selections are read by fewer partitions,
+/// since each costs a file open and a boundary search.
+pub const MIN_REGION_PARTITION_BYTES: u64 = 1 << 20;
+
+/// For a region scan: `files` (whole files) as up to `target` groups of byte ranges holding about
+/// equal shares, of at least `min_share` bytes, of the compressed bytes the index selects in
+/// each file (all of a file without an index). `None` when no file's index narrows the scan,
+/// or a file's facts are not loaded.
+pub fn region_file_groups(
+    files: &[PartitionedFile],
+    info_of: impl Fn(&ObjectMeta) -> Option<Arc<FileInfo>>,
+    regions: &[Region],
+    target: usize,
+    min_share: u64,
+) -> Option<Vec<FileGroup>> {
+    // (file, start, expected end, end) of every stretch to read, in file order.
+    let mut stretches = Vec::new();
+    let mut narrowed = false;
+    for (i, file) in files.iter().enumerate() {
+        if file.range.is_some() {
+            return None;
+        }
+        let info = info_of(&file.object_meta)?;
+        let size = file.object_meta.size;
+        if info.index.is_none() {
+            stretches.push((i, 0, size, size));
+            continue;
+        }
+        narrowed = true;
+        let whole = Piece { from: info.header_end, to: None, boundary_from: None, read_until: None };
+        let index = info.index.as_ref().expect("checked above");
+        for piece in select_pieces(&info, whole, Some(regions)).0 {
+            // The blocks in which the piece's records start, and how far reading is expected
+            // to go before the records pass the region's end (the rest weighs nothing).
+            let (start, end) = (piece.from.compressed(), piece.to.map_or(size, |t| t.compressed() + u64::from(t.uncompressed() > 0)));
+            let expected = piece.read_until.and_then(|u| index.offset_estimate(u.reference as usize, u.end)).map_or(end, |e| e.clamp(start, end));
+            stretches.push((i, start, expected, end));
+        }
+    }
+    let total: u64 = stretches.iter().map(|(_, a, e, _)| e - a).sum();
+    if !narrowed || total == 0 {
+        return None;
+    }
+    let groups = total.checked_div(min_share).unwrap_or(u64::MAX).clamp(1, target.max(1) as u64) as usize;
+    // Cut the stretches into `groups` shares; a share's part of one file is one byte range
+    // (the unselected pieces inside it are skipped by the scan).
+    let share = total.div_ceil(groups as u64);
+    let mut out: Vec<Vec<PartitionedFile>> = vec![Vec::new()];
+    let mut filled = 0;
+    for (i, mut a, expected, b) in stretches {
+        while a < b {
+            if filled >= share && out.len() < groups {
+                out.push(Vec::new());
+                filled = 0;
+            }
+            let cut = a + (share - filled);
+            let to = if out.len() == groups || cut >= expected { b } else { cut };
+            let group = out.last_mut().expect("one group at least");
+            match group.last_mut() {
+                Some(last) if last.object_meta.location == files[i].object_meta.location => {
+                    last.range.as_mut().expect("ranged when added").end = to as i64;
+                }
+                _ => group.push(files[i].clone().with_range(a as i64, to as i64)),
+            }
+            filled += to.min(expected).saturating_sub(a);
+            a = to;
+        }
+    }
+    Some(out.into_iter().map(FileGroup::new).collect())
 }
 
 /// The parts of `whole` to read for `regions` (all of it without regions or without an index),
@@ -66,26 +152,29 @@ pub fn plan_range(path: &str, bytes: &ObjectBytes, info: &FileInfo, start: u64, 
 pub fn select_pieces(info: &FileInfo, whole: Piece, regions: Option<&[Region]>) -> (Vec<Piece>, usize) {
     let (from, to) = (whole.from, whole.to);
     let (Some(regions), Some(index)) = (regions, &info.index) else { return (vec![whole], 0) };
-    let mut spans = Vec::new();
+    // Each chunk with the sort position after which its region wants nothing (none: the
+    // unplaced tail, read to the end).
+    let mut chunks: Vec<(Span, Option<ReadUntil>)> = Vec::new();
     for region in regions {
         match &region.reference {
             RegionReference::Named(name) => {
                 let Some(id) = info.context.reference_names.iter().position(|n| n == name) else { continue };
                 let length = info.context.reference_lengths[id].max(1);
                 let start = region.start.min(length);
+                let until = ReadUntil { reference: id as u32, end: region.end };
                 match index.chunks(id, start, region.end.min(length).max(start)) {
-                    Ok(chunks) => spans.extend(chunks),
+                    Ok(found) => chunks.extend(found.into_iter().map(|c| (c, Some(until)))),
                     // An index that cannot answer (e.g. a BAI for a position past 2^29) is not
                     // needed: the predicate is exact, so reading everything is still right.
                     Err(_) => return (vec![whole], 0),
                 }
             }
-            RegionReference::Unplaced => spans.extend(index.unplaced_from().map(|u| (u, None))),
+            RegionReference::Unplaced => chunks.extend(index.unplaced_from().map(|u| ((u, None), None))),
             RegionReference::Any => return (vec![whole], 0),
         }
     }
-    let spans = merge_spans(spans, SPAN_GAP_BYTES);
-    let chunks = spans.len();
+    let spans = merge_spans(chunks.iter().map(|(span, _)| *span).collect(), SPAN_GAP_BYTES);
+    let count = spans.len();
     let pieces = spans
         .into_iter()
         .filter_map(|(s, e): Span| {
@@ -96,10 +185,17 @@ pub fn select_pieces(info: &FileInfo, whole: Piece, regions: Option<&[Region]>) 
                 (Some(e), None) => (Some(e), None),
                 (_, Some(to)) => (Some(to), whole.boundary_from.clone()),
             };
-            piece_to.is_none_or(|t| piece_from < t).then_some(Piece { from: piece_from, to: piece_to, boundary_from })
+            // The latest stop among the chunks merged into this span (any unbounded one wins).
+            let read_until = chunks
+                .iter()
+                .filter(|((start, _), _)| s <= *start && e.is_none_or(|e| *start < e))
+                .map(|(_, until)| *until)
+                .reduce(|a, b| a.zip(b).map(|(a, b)| a.max(b)))
+                .flatten();
+            piece_to.is_none_or(|t| piece_from < t).then_some(Piece { from: piece_from, to: piece_to, boundary_from, read_until })
         })
         .collect();
-    (pieces, chunks)
+    (pieces, count)
 }
 
 /// Records after a candidate that must chain by `block_size` and look valid.

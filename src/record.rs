@@ -39,6 +39,12 @@ fn u32_at(b: &[u8], i: usize) -> u32 {
     u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
 }
 
+/// The sort position `(refID, 0-based pos)` of a record's bytes, read before any validation
+/// (`buf` holds at least the fixed part).
+pub fn sort_position(buf: &[u8]) -> (i32, i32) {
+    (i32_at(buf, 0), i32_at(buf, 4))
+}
+
 /// One record's bytes, with the offsets of its variable-length parts.
 #[derive(Debug, Clone, Copy)]
 pub struct RawRecord<'a> {

@@ -207,6 +207,34 @@ pub struct Piece {
     /// When `to` is a partition boundary, what placed it: reading must then arrive exactly
     /// there, or the boundary was wrong. Index chunk ends need no such check.
     pub boundary_from: Option<String>,
+    /// For index chunks (coordinate-sorted data): no record sorting after this point is wanted,
+    /// so the piece ends at the first such record instead of at the end of its chunk.
+    pub read_until: Option<ReadUntil>,
+}
+
+/// A point in coordinate order: reference `reference` (unmapped records, refID -1, sort last),
+/// up to the 1-based position `end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReadUntil {
+    pub reference: u32,
+    pub end: u64,
+}
+
+impl ReadUntil {
+    /// Whether the record `bytes` sorts after this point (it starts on a later reference, or
+    /// after `end` on this one): in sorted data, so does every record after it.
+    pub fn is_passed_by(&self, bytes: &[u8]) -> bool {
+        let (reference, pos) = crate::record::sort_position(bytes);
+        // Corrupt values (refID < -1, pos < -1) are left for the decoder to report.
+        let reference = match reference {
+            -1 => u32::MAX,
+            r => match u32::try_from(r) {
+                Ok(r) => r,
+                Err(_) => return false,
+            },
+        };
+        reference > self.reference || reference == self.reference && u64::try_from(i64::from(pos) + 1).is_ok_and(|p| p > self.end)
+    }
 }
 
 /// Per-partition counters for `EXPLAIN ANALYZE`.
@@ -421,9 +449,20 @@ impl BatchReader {
             self.metrics.bgzf_blocks.add(1);
             cur.last_block = start.compressed();
         }
+        let record_from = self.raw.data.len();
         if let Err(e) = append_record_at(&self.path, start, &mut cur.reader, &mut self.raw.data) {
-            self.raw.data.truncate(self.raw.ends.last().copied().unwrap_or(0));
+            self.raw.data.truncate(record_from);
             return Err(e);
+        }
+        if cur.piece.read_until.is_some_and(|until| until.is_passed_by(&self.raw.data[record_from..])) {
+            self.raw.data.truncate(record_from);
+            let mut cur = self.current.take().expect("a current piece");
+            let bytes = cur.advance(absolute(cur.base, cur.reader.virtual_position()).compressed());
+            self.metrics.compressed_bytes.add(bytes as usize);
+            progress::add(0, bytes);
+            // Stopped before the piece's end: there is no boundary to verify.
+            cur.piece.boundary_from = None;
+            return Ok(Step::PieceEnded { piece: cur.piece, at: start, next: Some(start) });
         }
         self.raw.ends.push(self.raw.data.len());
         self.raw.starts.push(start);
@@ -594,5 +633,34 @@ impl Iterator for BatchReader {
                 Some(Err(e))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadUntil;
+
+    fn record(reference: i32, pos: i32) -> Vec<u8> {
+        let mut bytes = vec![0u8; crate::record::FIXED_LEN];
+        bytes[..4].copy_from_slice(&reference.to_le_bytes());
+        bytes[4..8].copy_from_slice(&pos.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn read_until_follows_coordinate_order() {
+        let until = ReadUntil { reference: 1, end: 1000 };
+        // 0-based pos 999 is 1-based 1000: still wanted; 1000 is past.
+        assert!(!until.is_passed_by(&record(1, 999)));
+        assert!(until.is_passed_by(&record(1, 1000)));
+        assert!(!until.is_passed_by(&record(0, 5_000_000)));
+        assert!(until.is_passed_by(&record(2, 0)));
+        // Unmapped records without a reference sort last.
+        assert!(until.is_passed_by(&record(-1, -1)));
+        assert!(!ReadUntil { reference: u32::MAX, end: u64::MAX }.is_passed_by(&record(-1, -1)));
+        // A corrupt refID or position is not a reason to stop: the decoder reports it.
+        assert!(!until.is_passed_by(&record(-7, 0)));
+        assert!(!until.is_passed_by(&record(1, -9)));
+        assert!(!ReadUntil { reference: 1, end: u64::MAX }.is_passed_by(&record(1, i32::MAX)));
     }
 }
