@@ -16,7 +16,7 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::common::{not_impl_err, DataFusionError, Result, TableReference};
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Extension;
@@ -139,7 +139,7 @@ impl LogicalExtensionCodec for BamLogicalCodec {
     fn try_decode_table_provider(&self, buf: &[u8], _table_ref: &TableReference, schema: SchemaRef, _ctx: &TaskContext) -> Result<Arc<dyn TableProvider>> {
         let node = BamTableNode::decode(buf).map_err(|e| decode_error("BAM table", e))?;
         let options = node.options.unwrap_or_default().options()?;
-        let urls = node.paths.iter().map(ListingTableUrl::parse).collect::<Result<Vec<_>>>()?;
+        let urls = node.paths.iter().map(|p| crate::table_url(p)).collect::<Result<Vec<_>>>()?;
         let listing = ListingOptions::new(Arc::new(BamFormat::new(options))).with_file_extension(format!(".{BAM_EXTENSION}"));
         let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(listing).with_schema(schema);
         Ok(Arc::new(BamTable::from_listing(Arc::new(ListingTable::try_new(config)?))))

@@ -40,8 +40,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::datasource::provider::DefaultTableFactory;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionState;
 use datafusion::prelude::{DataFrame, SessionContext};
 use object_store::ObjectStoreExt;
@@ -57,7 +56,7 @@ const STORED_AS: &str = "BAM";
 /// works in any session built from it.
 pub fn register_bam_format(state: &mut SessionState) -> Result<()> {
     state.register_file_format(Arc::new(BamFormatFactory::default()), false)?;
-    state.table_factories_mut().insert(STORED_AS.to_string(), Arc::new(DefaultTableFactory::new()));
+    state.table_factories_mut().insert(STORED_AS.to_string(), Arc::new(table::BamTableFactory::default()));
     Ok(())
 }
 
@@ -96,15 +95,30 @@ impl BamSessionExt for SessionContext {
     }
 }
 
+/// A table location as a [`ListingTableUrl`]: a file, a directory, or a glob, also in URLs with
+/// a scheme (`s3://bucket/runs/*.bam`; DataFusion's parser takes globs in local paths only). In
+/// URLs, `*` and `[` start a glob (`?` starts the query part of a URL).
+pub fn table_url(location: &str) -> Result<ListingTableUrl> {
+    let remote = url::Url::parse(location).is_ok_and(|u| u.scheme().len() > 1 && u.scheme() != "file");
+    if let Some(glob_start) = location.find(['*', '[']).filter(|_| remote) {
+        let split = location[..glob_start].rfind('/').map_or(0, |i| i + 1);
+        let (base, pattern) = location.split_at(split);
+        let base = url::Url::parse(base).map_err(|e| DataFusionError::Plan(format!("invalid location {location}: {e}")))?;
+        let glob = glob::Pattern::new(pattern).map_err(|e| DataFusionError::Plan(format!("invalid glob in {location}: {e}")))?;
+        return ListingTableUrl::try_new(base, Some(glob));
+    }
+    ListingTableUrl::parse(location)
+}
+
 /// A listing table of BAM files (a file, a directory or a glob).
 pub async fn bam_listing_table(state: &dyn Session, path: &str, options: BamOptions) -> Result<Arc<ListingTable>> {
-    let url = ListingTableUrl::parse(path)?;
+    let url = table_url(path)?;
     // DataFusion's listing skips zero-byte files; one named explicitly is an error instead.
     if !url.is_collection() && url.get_glob().is_none() {
         let store = state.runtime_env().object_store(url.object_store())?;
         if let Ok(meta) = store.head(url.prefix()).await {
             if meta.size == 0 {
-                return Err(datafusion::error::DataFusionError::Execution(format!(
+                return Err(DataFusionError::Execution(format!(
                     "BAM file {}: the file is empty: not a BAM file",
                     url.prefix()
                 )));
@@ -116,4 +130,23 @@ pub async fn bam_listing_table(state: &dyn Session, path: &str, options: BamOpti
     let schema = listing.infer_schema(state, &url).await?;
     let config = ListingTableConfig::new(url).with_listing_options(listing).with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::table_url;
+
+    #[test]
+    fn globs_in_urls_are_split_off() {
+        let url = table_url("s3://bucket/runs/2024/*.bam").unwrap();
+        assert_eq!((url.scheme(), url.prefix().as_ref(), url.get_glob().as_ref().map(|g| g.as_str())), ("s3", "runs/2024", Some("*.bam")));
+        assert!(url.is_collection());
+        let url = table_url("gs://bucket/lane[12]/x.bam").unwrap();
+        assert_eq!((url.prefix().as_ref(), url.get_glob().as_ref().map(|g| g.as_str())), ("", Some("lane[12]/x.bam")));
+        for plain in ["s3://bucket/runs/x.bam", "s3://bucket/runs/", "https://example.org/x.bam"] {
+            assert!(table_url(plain).unwrap().get_glob().is_none(), "{plain}");
+        }
+        assert!(table_url("/data/*.bam").unwrap().get_glob().is_some(), "local globs as DataFusion parses them");
+        assert!(table_url("s3://bucket/runs/[.bam").is_err(), "an invalid pattern is an error");
+    }
 }

@@ -16,7 +16,6 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use std::collections::HashMap;
 
-use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion_cli::cli_context::CliSessionContext;
@@ -241,7 +240,7 @@ async fn create_bam_table(ctx: &SessionContext, sql: &str) -> Result<()> {
 }
 
 async fn register_location_store(ctx: &SessionContext, location: &str, options: &HashMap<String, String>) -> Result<()> {
-    let table_url = ListingTableUrl::parse(location)?;
+    let table_url = datafusion_bam::table_url(location)?;
     let (scheme, url) = (table_url.scheme(), table_url.as_ref());
     ctx.register_table_options_extension_from_scheme(scheme);
     let mut table_options = ctx.state().default_table_options();

@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{internal_err, DFSchema, Result};
+use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
+use datafusion::datasource::provider::DefaultTableFactory;
+use datafusion::logical_expr::CreateExternalTable;
+use datafusion::common::{internal_err, plan_err, DFSchema, Result};
 use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::physical_plan::FileScanConfigBuilder;
 use datafusion::datasource::source::DataSourceExec;
@@ -53,9 +55,10 @@ impl BamTable {
             .table_paths()
             .iter()
             .map(|url| match (url.get_glob(), AsRef::<url::Url>::as_ref(url).to_file_path()) {
-                // A URL cannot carry a glob; a local path can.
                 (Some(glob), Ok(dir)) => format!("{}/{}", dir.display(), glob.as_str()),
-                _ => url.as_str().to_string(),
+                // A remote directory URL ends with `/`.
+                (Some(glob), Err(_)) => format!("{}{}", url.as_str(), glob.as_str()),
+                (None, _) => url.as_str().to_string(),
             })
             .collect();
         Ok((locations, format.options().clone()))
@@ -115,5 +118,36 @@ impl TableProvider for BamTable {
         let source = source.with_predicates(predicates);
         let config = FileScanConfigBuilder::from(config.clone()).with_source(Arc::new(source)).build();
         Ok(DataSourceExec::from_data_source(config))
+    }
+}
+
+/// The factory of `CREATE EXTERNAL TABLE ... STORED AS BAM`: DataFusion's listing tables, except
+/// for a glob in a URL with a scheme (`s3://bucket/runs/*.bam`), which DataFusion's location
+/// parser does not take: such a location becomes a [`BamTable`] (see [`crate::table_url`]).
+#[derive(Debug, Default)]
+pub struct BamTableFactory {
+    listing: DefaultTableFactory,
+}
+
+#[async_trait]
+impl TableProviderFactory for BamTableFactory {
+    async fn create(&self, state: &dyn Session, cmd: &CreateExternalTable) -> Result<Arc<dyn TableProvider>> {
+        let remote_glob = |location: &String| crate::table_url(location).is_ok_and(|url| url.get_glob().is_some() && url.scheme() != "file");
+        let [location] = cmd.locations.as_slice() else {
+            if let Some(location) = cmd.locations.iter().find(|l| remote_glob(l)) {
+                return plan_err!("BAM location {location}: a glob in a URL must be the table's only location");
+            }
+            return self.listing.create(state, cmd).await;
+        };
+        if !remote_glob(location) {
+            return self.listing.create(state, cmd).await;
+        }
+        if !cmd.table_partition_cols.is_empty() || !cmd.schema.fields().is_empty() {
+            return plan_err!(
+                "BAM location {location}: a glob in a URL cannot be combined with a column list or PARTITIONED BY; \
+                 name the directory instead"
+            );
+        }
+        Ok(Arc::new(BamTable::open(state, location, BamOptions::from_map(&cmd.options)?).await?))
     }
 }

@@ -142,21 +142,26 @@ async fn s3_scans_equal_samtools_with_partitions_index_and_pushdown() {
     ctx.register_bam("all", &format!("s3://{BUCKET}/"), BamOptions::default()).await.unwrap();
     let both = samtools_count(&data("sample.bam"), &[]) + samtools_count(&data("name_sorted.bam"), &[]);
     assert_eq!(count(&query(&ctx, "SELECT count(*) FROM all").await.unwrap()), both);
+    // A glob in the URL: only the files it matches.
+    ctx.register_bam("globbed", &format!("s3://{BUCKET}/s*.bam"), BamOptions::default()).await.unwrap();
+    assert_eq!(count(&query(&ctx, "SELECT count(*) FROM globbed").await.unwrap()), samtools_count(&data("sample.bam"), &[]));
 }
 
-/// The CLI reads `s3://` with the store's options in `OPTIONS`, with and without BAM options.
+/// The CLI reads `s3://` with the store's options in `OPTIONS`, with and without BAM options, and
+/// a glob in the URL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_reads_s3_locations() {
     let server = S3Server::start();
-    server.upload(&["sample.bam"]).await;
+    server.upload(&["sample.bam", "name_sorted.bam"]).await;
     let store = format!(
         "'aws.endpoint' '{}', 'aws.allow_http' 'true', 'aws.region' 'us-east-1', \
          'aws.access_key_id' 'test', 'aws.secret_access_key' 'test'",
         server.endpoint
     );
     let expected = samtools_count(&data("sample.bam"), &["-q", "30"]);
-    for extra in ["", ", 'tags' 'NM', 'skip_damaged' 'true'"] {
-        let create = format!("CREATE EXTERNAL TABLE r STORED AS BAM LOCATION 's3://{BUCKET}/sample.bam' OPTIONS ({store}{extra})");
+    // The second location is a glob matching sample.bam only.
+    for (location, extra) in [("sample.bam", ""), ("sam*.bam", ", 'tags' 'NM', 'skip_damaged' 'true'")] {
+        let create = format!("CREATE EXTERNAL TABLE r STORED AS BAM LOCATION 's3://{BUCKET}/{location}' OPTIONS ({store}{extra})");
         let out = Command::new(env!("CARGO_BIN_EXE_datafusion-bam"))
             .args(["-q", "--format", "csv", "-c", &create, "-c", "SELECT count(*) FROM r WHERE mapq >= 30"])
             .output()
