@@ -228,7 +228,7 @@ impl BamSource {
                 if info.index.is_none() {
                     return format!("{path}: no index ({}), every record is tested", info.index_note);
                 }
-                let whole = Piece { from: info.header_end, to: None, boundary_from: None, read_until: None };
+                let whole = Piece::whole_file(info.header_end);
                 let (pieces, chunks) = select_pieces(&info, whole, Some(regions));
                 let span: u64 = pieces.iter().map(|p| p.to.map_or(size, |t| t.compressed()).saturating_sub(p.from.compressed())).sum();
                 format!("{path}: {chunks} chunks, about {span} of {size} bytes ({})", info.index_note)

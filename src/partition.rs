@@ -12,8 +12,8 @@
 //! [`CHAIN_LEN`] more records chained by `block_size` that pass it too (or by the end of the
 //! data after at least one).
 //!
-//! **With an index** no guess is needed: every chunk start and end in a `.bai`/`.csi` is a record
-//! start, so a boundary at byte `x` becomes the first such position in a block at or after `x`
+//! **With an index** no guess is needed: every chunk start and end, and every linear (BAI) or bin
+//! (CSI) offset, in a `.bai`/`.csi` is a record start, so a boundary at byte `x` becomes the first such position in a block at or after `x`
 //! (and a guess only past the last one, e.g. inside the unplaced unmapped tail). Neighbouring
 //! ranges place their shared boundary with the same rule, so they meet exactly.
 //!
@@ -105,7 +105,7 @@ pub fn region_file_groups(
             continue;
         }
         narrowed = true;
-        let whole = Piece { from: info.header_end, to: None, boundary_from: None, read_until: None };
+        let whole = Piece::whole_file(info.header_end);
         let index = info.index.as_ref().expect("checked above");
         for piece in select_pieces(&info, whole, Some(regions)).0 {
             // The blocks in which the piece's records start, and how far reading is expected

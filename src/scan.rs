@@ -212,6 +212,13 @@ pub struct Piece {
     pub read_until: Option<ReadUntil>,
 }
 
+impl Piece {
+    /// Every record of a file, from the first after its header.
+    pub fn whole_file(header_end: bgzf::VirtualPosition) -> Self {
+        Self { from: header_end, to: None, boundary_from: None, read_until: None }
+    }
+}
+
 /// A point in coordinate order: reference `reference` (unmapped records, refID -1, sort last),
 /// up to the 1-based position `end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -437,11 +444,8 @@ impl BatchReader {
             (None, Some(_)) => false,
         };
         if ended {
-            let mut cur = self.current.take().expect("a current piece");
-            let bytes = cur.advance(at.compressed());
-            self.metrics.compressed_bytes.add(bytes as usize);
-            progress::add(0, bytes);
-            return Ok(Step::PieceEnded { piece: cur.piece, at, next: start });
+            let piece = self.close_piece(at.compressed());
+            return Ok(Step::PieceEnded { piece, at, next: start });
         }
         let start = start.expect("not at the end of the data");
         cur.reading_block = start.compressed();
@@ -456,13 +460,10 @@ impl BatchReader {
         }
         if cur.piece.read_until.is_some_and(|until| until.is_passed_by(&self.raw.data[record_from..])) {
             self.raw.data.truncate(record_from);
-            let mut cur = self.current.take().expect("a current piece");
-            let bytes = cur.advance(absolute(cur.base, cur.reader.virtual_position()).compressed());
-            self.metrics.compressed_bytes.add(bytes as usize);
-            progress::add(0, bytes);
+            let read_to = absolute(cur.base, cur.reader.virtual_position()).compressed();
             // Stopped before the piece's end: there is no boundary to verify.
-            cur.piece.boundary_from = None;
-            return Ok(Step::PieceEnded { piece: cur.piece, at: start, next: Some(start) });
+            let piece = Piece { boundary_from: None, ..self.close_piece(read_to) };
+            return Ok(Step::PieceEnded { piece, at: start, next: Some(start) });
         }
         self.raw.ends.push(self.raw.data.len());
         self.raw.starts.push(start);
@@ -472,6 +473,15 @@ impl BatchReader {
             cur.last_block = end_block;
         }
         Ok(Step::Record)
+    }
+
+    /// Drops the current piece's reader, counting the compressed bytes read up to `offset`.
+    fn close_piece(&mut self, offset: u64) -> Piece {
+        let mut cur = self.current.take().expect("a current piece");
+        let bytes = cur.advance(offset);
+        self.metrics.compressed_bytes.add(bytes as usize);
+        progress::add(0, bytes);
+        cur.piece
     }
 
     /// Option `skip_damaged`: after `error` in the current piece, goes on at the first record
