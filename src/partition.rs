@@ -13,7 +13,8 @@
 //! data after at least one).
 //!
 //! **With an index** no guess is needed: every chunk start and end, and every linear (BAI) or bin
-//! (CSI) offset, in a `.bai`/`.csi` is a record start, so a boundary at byte `x` becomes the first such position in a block at or after `x`
+//! (CSI) offset, in a `.bai`/`.csi` is a record start, so a boundary at byte `x` becomes the first
+//! such position in a block at or after `x`
 //! (and a guess only past the last one, e.g. inside the unplaced unmapped tail). Neighbouring
 //! ranges place their shared boundary with the same rule, so they meet exactly.
 //!
@@ -100,13 +101,12 @@ pub fn region_file_groups(
         }
         let info = info_of(&file.object_meta)?;
         let size = file.object_meta.size;
-        if info.index.is_none() {
+        let Some(index) = &info.index else {
             stretches.push((i, 0, size, size));
             continue;
-        }
+        };
         narrowed = true;
         let whole = Piece::whole_file(info.header_end);
-        let index = info.index.as_ref().expect("checked above");
         for piece in select_pieces(&info, whole, Some(regions)).0 {
             // The blocks in which the piece's records start, and how far reading is expected
             // to go before the records pass the region's end (the rest weighs nothing).
