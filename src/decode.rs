@@ -9,9 +9,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float32Builder, Int32Builder, Int64Builder, ListBuilder, NullBufferBuilder,
-    RecordBatch, RecordBatchOptions, StringArray, StringBuilder, StructArray, UInt16Builder,
-    UInt8Builder,
+    Array, ArrayBuilder, ArrayRef, ArrowPrimitiveType, Float32Builder, Int32Builder, Int64Builder, ListBuilder,
+    NullBufferBuilder, PrimitiveArray, PrimitiveBuilder, RecordBatch, RecordBatchOptions,
+    StringArray, StringBuilder, StructArray, UInt16Builder, UInt8Builder,
 };
 use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::SchemaRef;
@@ -241,20 +241,20 @@ impl BatchDecoder {
             .iter()
             .map(|&c| -> ArrayRef {
                 match c {
-                    col::QNAME => Arc::new(self.qname.as_mut().unwrap().finish()),
-                    col::FLAG => Arc::new(self.flag.as_mut().unwrap().finish()),
-                    col::RNAME => Arc::new(self.rname.as_mut().unwrap().finish()),
-                    col::POS => Arc::new(self.pos.as_mut().unwrap().finish()),
-                    col::ENDPOS => Arc::new(self.endpos.as_mut().unwrap().finish()),
-                    col::MAPQ => Arc::new(self.mapq.as_mut().unwrap().finish()),
+                    col::QNAME => Arc::new(finish_text(self.qname.as_mut().unwrap())),
+                    col::FLAG => Arc::new(finish_primitive(self.flag.as_mut().unwrap())),
+                    col::RNAME => Arc::new(finish_text(self.rname.as_mut().unwrap())),
+                    col::POS => Arc::new(finish_primitive(self.pos.as_mut().unwrap())),
+                    col::ENDPOS => Arc::new(finish_primitive(self.endpos.as_mut().unwrap())),
+                    col::MAPQ => Arc::new(finish_primitive(self.mapq.as_mut().unwrap())),
                     col::CIGAR => Arc::new(self.cigar.as_mut().unwrap().finish()),
-                    col::RNEXT => Arc::new(self.rnext.as_mut().unwrap().finish()),
-                    col::PNEXT => Arc::new(self.pnext.as_mut().unwrap().finish()),
-                    col::TLEN => Arc::new(self.tlen.as_mut().unwrap().finish()),
+                    col::RNEXT => Arc::new(finish_text(self.rnext.as_mut().unwrap())),
+                    col::PNEXT => Arc::new(finish_primitive(self.pnext.as_mut().unwrap())),
+                    col::TLEN => Arc::new(finish_primitive(self.tlen.as_mut().unwrap())),
                     col::SEQ => Arc::new(self.seq.as_mut().unwrap().finish()),
                     col::QUAL => Arc::new(self.qual.as_mut().unwrap().finish()),
                     col::TAGS => Arc::new(self.tags.as_mut().unwrap().finish(self.rows)),
-                    col::TAGS_EXTRA => Arc::new(self.tags_extra.as_mut().unwrap().finish()),
+                    col::TAGS_EXTRA => Arc::new(finish_text(self.tags_extra.as_mut().unwrap())),
                     _ => unreachable!("projection index {c} checked against the schema in new()"),
                 }
             })
@@ -304,14 +304,18 @@ impl AsciiColumn {
         self.nulls.append_null();
     }
 
+    /// Returns the values so far and starts over, sized like the batch just finished.
     fn finish(&mut self) -> StringArray {
-        let mut offsets = Vec::with_capacity(self.ends.len() + 1);
+        let (rows, bytes) = (self.ends.len(), self.values.len());
+        let mut offsets = Vec::with_capacity(rows + 1);
         offsets.push(0);
         offsets.append(&mut self.ends);
+        self.ends.reserve(rows);
         let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
-        let values = Buffer::from_vec(std::mem::take(&mut self.values));
+        let values = Buffer::from_vec(std::mem::replace(&mut self.values, Vec::with_capacity(bytes)));
+        let nulls = std::mem::replace(&mut self.nulls, NullBufferBuilder::new(rows)).finish();
         // Validates offsets and UTF-8 once per batch; values are ASCII by construction.
-        StringArray::try_new(offsets, values, self.nulls.finish())
+        StringArray::try_new(offsets, values, nulls)
             .expect("ASCII values with monotonic i32 offsets form a valid StringArray")
     }
 }
@@ -358,6 +362,23 @@ fn write_u64(out: &mut Vec<u8>, mut v: u64) {
         }
     }
     out.extend_from_slice(&digits[i..]);
+}
+
+/// Arrow's `finish` leaves an empty builder, which would grow again by doubling and copying for
+/// every batch; these leave one sized like the batch just finished (batches are alike in size).
+fn finish_text(b: &mut StringBuilder) -> StringArray {
+    let sized = StringBuilder::with_capacity(b.len(), b.values_slice().len());
+    std::mem::replace(b, sized).finish()
+}
+
+fn finish_primitive<T: ArrowPrimitiveType>(b: &mut PrimitiveBuilder<T>) -> PrimitiveArray<T> {
+    let sized = PrimitiveBuilder::with_capacity(b.len());
+    std::mem::replace(b, sized).finish()
+}
+
+fn finish_list<T: ArrowPrimitiveType>(b: &mut ListBuilder<PrimitiveBuilder<T>>) -> arrow::array::ListArray {
+    let sized = ListBuilder::with_capacity(PrimitiveBuilder::with_capacity(b.values_ref().len()), b.len());
+    std::mem::replace(b, sized).finish()
 }
 
 enum TagColumn {
@@ -455,11 +476,11 @@ impl TagColumns {
             .iter_mut()
             .map(|c| -> ArrayRef {
                 match c {
-                    TagColumn::Text(b) => Arc::new(b.finish()),
-                    TagColumn::Int(b) => Arc::new(b.finish()),
-                    TagColumn::Float(b) => Arc::new(b.finish()),
-                    TagColumn::IntArray(b) => Arc::new(b.finish()),
-                    TagColumn::FloatArray(b) => Arc::new(b.finish()),
+                    TagColumn::Text(b) => Arc::new(finish_text(b)),
+                    TagColumn::Int(b) => Arc::new(finish_primitive(b)),
+                    TagColumn::Float(b) => Arc::new(finish_primitive(b)),
+                    TagColumn::IntArray(b) => Arc::new(finish_list(b)),
+                    TagColumn::FloatArray(b) => Arc::new(finish_list(b)),
                 }
             })
             .collect();
@@ -599,6 +620,30 @@ mod tests {
         assert_eq!(b.column(0).as_string::<i32>().value(0), "2M1I1M");
         assert_eq!(b.column(1).as_primitive::<arrow::datatypes::Int64Type>().value(0), 12);
         assert_eq!(b.column(2).as_string::<i32>().value(0), "NM:i:1");
+    }
+
+    #[test]
+    fn each_batch_holds_only_its_own_rows() {
+        // finish() leaves builders with capacity from the previous batch: none of its values.
+        let layout = TagLayout { tags: vec![(*b"NM", TagKind::Int), (*b"XB", TagKind::IntArray)] };
+        let schema = bam_schema(&layout);
+        let file = FileContext { reference_names: Arc::from(vec!["chr1".to_string()]), reference_lengths: Arc::from(vec![1000]) };
+        let all: Vec<usize> = (0..col::COUNT).collect();
+        let mut d = BatchDecoder::new(&schema, &all, &layout, &file).unwrap();
+        let first = record(&[(4 << 4)], 4, b"NMC\x02XBBC\x01\0\0\0\x07");
+        for _ in 0..3 {
+            d.push(&RawRecord::parse(&first, 1).unwrap()).unwrap();
+        }
+        assert_eq!(d.finish().unwrap().num_rows(), 3);
+        d.push(&RawRecord::parse(&record(&[(2 << 4)], 2, b"ZZZq\0"), 1).unwrap()).unwrap();
+        let b = d.finish().unwrap();
+        assert_eq!(b.num_rows(), 1);
+        assert!(b.columns().iter().all(|c| c.len() == 1));
+        assert_eq!(b.column(col::CIGAR).as_string::<i32>().value(0), "2M");
+        assert_eq!(b.column(col::SEQ).as_string::<i32>().value(0), "AC");
+        assert_eq!(b.column(col::TAGS_EXTRA).as_string::<i32>().value(0), "ZZ:Z:q");
+        let tags = b.column(col::TAGS).as_struct();
+        assert!(tags.column(0).is_null(0) && tags.column(1).is_null(0));
     }
 
     #[test]

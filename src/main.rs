@@ -98,17 +98,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match runtime.block_on(run(args)) {
+        Ok(()) => 0,
         Err(DataFusionError::External(e)) if e.is::<Interrupted>() => {
             eprintln!("Interrupted");
-            ExitCode::from(EXIT_INTERRUPTED)
+            EXIT_INTERRUPTED
         }
         Err(e) => {
             eprintln!("Error: {e}");
-            ExitCode::FAILURE
+            1
         }
-    }
+    };
+    // A failed or stopped statement can leave header loads and scans running on blocking
+    // threads, inside requests to an object store; shutting the runtime down under them makes
+    // them panic. Nothing they do is needed any more, so the process ends without a shutdown.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    std::process::exit(code)
 }
 
 const PARQUET_COMPRESSION_ENV: &str = "DATAFUSION_EXECUTION_PARQUET_COMPRESSION";
@@ -278,7 +283,7 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-const EXIT_INTERRUPTED: u8 = 130;
+const EXIT_INTERRUPTED: i32 = 130;
 
 /// Warnings shown after one statement; more are counted, not printed.
 const SHOWN_WARNINGS: usize = 20;

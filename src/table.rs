@@ -122,8 +122,11 @@ impl TableProvider for BamTable {
 }
 
 /// The factory of `CREATE EXTERNAL TABLE ... STORED AS BAM`: DataFusion's listing tables, except
-/// for a glob in a URL with a scheme (`s3://bucket/runs/*.bam`), which DataFusion's location
-/// parser does not take: such a location becomes a [`BamTable`] (see [`crate::table_url`]).
+/// - for a glob in a URL with a scheme (`s3://bucket/runs/*.bam`), which DataFusion's location
+///   parser does not take: such a location becomes a [`BamTable`] (see [`crate::table_url`]);
+/// - for a directory URL with a scheme (`s3://bucket/runs/`), where DataFusion would read every
+///   file (it narrows only local directories to `*.bam`), the indexes beside the BAM files too:
+///   such a location lists its `.bam` files only.
 #[derive(Debug, Default)]
 pub struct BamTableFactory {
     listing: DefaultTableFactory,
@@ -132,17 +135,22 @@ pub struct BamTableFactory {
 #[async_trait]
 impl TableProviderFactory for BamTableFactory {
     async fn create(&self, state: &dyn Session, cmd: &CreateExternalTable) -> Result<Arc<dyn TableProvider>> {
-        let remote_glob = |location: &String| crate::table_url(location).is_ok_and(|url| url.get_glob().is_some() && url.scheme() != "file");
+        let remote = |location: &String| crate::table_url(location).ok().filter(|url| url.scheme() != "file");
+        let remote_glob = |location: &String| remote(location).is_some_and(|url| url.get_glob().is_some());
         let [location] = cmd.locations.as_slice() else {
             if let Some(location) = cmd.locations.iter().find(|l| remote_glob(l)) {
                 return plan_err!("BAM location {location}: a glob in a URL must be the table's only location");
             }
             return self.listing.create(state, cmd).await;
         };
+        let plain = cmd.table_partition_cols.is_empty() && cmd.schema.fields().is_empty();
+        if plain && remote(location).is_some_and(|url| url.is_collection() && url.get_glob().is_none()) {
+            return Ok(bam_listing_table(state, location, BamOptions::from_map(&cmd.options)?).await?);
+        }
         if !remote_glob(location) {
             return self.listing.create(state, cmd).await;
         }
-        if !cmd.table_partition_cols.is_empty() || !cmd.schema.fields().is_empty() {
+        if !plain {
             return plan_err!(
                 "BAM location {location}: a glob in a URL cannot be combined with a column list or PARTITIONED BY; \
                  name the directory instead"
@@ -151,3 +159,4 @@ impl TableProviderFactory for BamTableFactory {
         Ok(Arc::new(BamTable::open(state, location, BamOptions::from_map(&cmd.options)?).await?))
     }
 }
+

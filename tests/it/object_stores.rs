@@ -147,29 +147,31 @@ async fn s3_scans_equal_samtools_with_partitions_index_and_pushdown() {
     assert_eq!(count(&query(&ctx, "SELECT count(*) FROM globbed").await.unwrap()), samtools_count(&data("sample.bam"), &[]));
 }
 
-/// The CLI reads `s3://` with the store's options in `OPTIONS`, with and without BAM options, and
-/// a glob in the URL.
+/// The CLI reads `s3://` with the store's options in `OPTIONS`, with and without BAM options: a
+/// file, a glob in the URL and a directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_reads_s3_locations() {
     let server = S3Server::start();
-    server.upload(&["sample.bam", "name_sorted.bam"]).await;
+    server.upload(&["sample.bam", "sample.bam.bai", "name_sorted.bam"]).await;
     let store = format!(
         "'aws.endpoint' '{}', 'aws.allow_http' 'true', 'aws.region' 'us-east-1', \
          'aws.access_key_id' 'test', 'aws.secret_access_key' 'test'",
         server.endpoint
     );
-    let expected = samtools_count(&data("sample.bam"), &["-q", "30"]);
-    // The second location is a glob matching sample.bam only.
-    for (location, extra) in [("sample.bam", ""), ("sam*.bam", ", 'tags' 'NM', 'skip_damaged' 'true'")] {
+    let in_sample = samtools_count(&data("sample.bam"), &["-q", "30"]);
+    let in_both = in_sample + samtools_count(&data("name_sorted.bam"), &["-q", "30"]);
+    // A glob matching sample.bam only, and the directory, whose index is not read as a BAM file.
+    let cases = [("sample.bam", "", in_sample), ("sam*.bam", ", 'tags' 'NM', 'skip_damaged' 'true'", in_sample), ("", "", in_both)];
+    for (location, extra, expected) in cases {
         let create = format!("CREATE EXTERNAL TABLE r STORED AS BAM LOCATION 's3://{BUCKET}/{location}' OPTIONS ({store}{extra})");
         let out = Command::new(env!("CARGO_BIN_EXE_datafusion-bam"))
             .args(["-q", "--format", "csv", "-c", &create, "-c", "SELECT count(*) FROM r WHERE mapq >= 30"])
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{extra}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{location}{extra}: {}", String::from_utf8_lossy(&out.stderr));
         let n: i64 = text.lines().rev().find_map(|l| l.trim().parse().ok()).unwrap();
-        assert_eq!(n, expected, "{extra}");
+        assert_eq!(n, expected, "{location}{extra}");
         assert!(!String::from_utf8_lossy(&out.stderr).contains("test"), "credentials must not be printed");
     }
 }
@@ -197,4 +199,57 @@ async fn cli_reads_http_locations() {
     let numbers: Vec<i64> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
     let expected = vec![samtools_count(&data("sample.bam"), &["-q", "30"]), samtools_count(&data("sample.bam"), &["chr1:40000-60000"])];
     assert_eq!(numbers, expected);
+}
+
+/// `gs://` locations through object_store's Google Cloud Storage client. That client speaks the
+/// GCS XML API (path-style GET, HEAD and `list-type=2` listing), which is the S3 protocol, so the
+/// moto server stands in for Google's endpoint: `gcs_base_url` in the service account key points
+/// the client at it, and `disable_oauth` leaves out the token exchange. The directory holds an
+/// index beside its BAM files: only the `.bam` files are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_reads_gs_locations() {
+    const SECRET: &str = "key-id-not-to-be-printed";
+    // The GCS client writes a `-` in a bucket name as `%2D`, which moto does not decode.
+    const GS_BUCKET: &str = "bamgs";
+    let server = S3Server::start();
+    let upload = format!(
+        "import boto3\n\
+         s3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test')\n\
+         s3.create_bucket(Bucket='{GS_BUCKET}', ACL='public-read')\n\
+         for name in ['sample.bam', 'sample.bam.bai', 'name_sorted.bam']:\n    s3.upload_file('{}/' + name, '{GS_BUCKET}', name, ExtraArgs={{'ACL': 'public-read'}})\n",
+        server.endpoint,
+        data("").display()
+    );
+    run(Command::new(moto_bin().join("python")).args(["-c", &upload]));
+    let key = format!(
+        r#"{{"gcs_base_url": "{}", "disable_oauth": true, "client_email": "", "private_key": "", "private_key_id": "{SECRET}"}}"#,
+        server.endpoint
+    );
+    let options = format!("OPTIONS ('gcp.service_account_key' '{key}')");
+    let sql = [
+        format!("CREATE EXTERNAL TABLE g STORED AS BAM LOCATION 'gs://{GS_BUCKET}/sample.bam' {options}"),
+        "SELECT count(qname) FROM g WHERE mapq >= 30".to_string(),
+        "SELECT count(*) FROM g WHERE rname = 'chr1' AND pos <= 60000 AND endpos >= 40000".to_string(),
+        "EXPLAIN SELECT qname FROM g WHERE rname = 'chr1' AND pos <= 60000 AND endpos >= 40000".to_string(),
+        format!("CREATE EXTERNAL TABLE d STORED AS BAM LOCATION 'gs://{GS_BUCKET}/' {options}"),
+        "SELECT count(*) FROM d".to_string(),
+    ];
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_datafusion-bam"));
+    cmd.args(["-q", "--format", "csv", "--maxrows", "inf"]);
+    for statement in &sql {
+        cmd.args(["-c", statement]);
+    }
+    let out = cmd.output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let numbers: Vec<i64> = stdout.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let sample = data("sample.bam");
+    let expected = vec![
+        samtools_count(&sample, &["-q", "30"]),
+        samtools_count(&sample, &["chr1:40000-60000"]),
+        samtools_count(&sample, &[]) + samtools_count(&data("name_sorted.bam"), &[]),
+    ];
+    assert_eq!(numbers, expected);
+    assert!(stdout.contains("chunks") && stdout.contains("sample.bam.bai"), "the index comes from the store:\n{stdout}");
+    assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET), "credentials must not be printed");
 }
