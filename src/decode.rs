@@ -309,8 +309,8 @@ impl AsciiColumn {
         let (rows, bytes) = (self.ends.len(), self.values.len());
         let mut offsets = Vec::with_capacity(rows + 1);
         offsets.push(0);
+        // `append` leaves `ends` empty with its capacity.
         offsets.append(&mut self.ends);
-        self.ends.reserve(rows);
         let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
         let values = Buffer::from_vec(std::mem::replace(&mut self.values, Vec::with_capacity(bytes)));
         let nulls = std::mem::replace(&mut self.nulls, NullBufferBuilder::new(rows)).finish();
@@ -572,13 +572,21 @@ mod tests {
         b
     }
 
+    /// A file with one reference, chr1.
+    fn chr1() -> FileContext {
+        FileContext { reference_names: Arc::from(vec!["chr1".to_string()]), reference_lengths: Arc::from(vec![1000]) }
+    }
+
+    /// A decoder of every column, with tag columns NM (integer) and XB (integer array).
+    fn all_columns_nm_xb() -> BatchDecoder {
+        let layout = TagLayout { tags: vec![(*b"NM", TagKind::Int), (*b"XB", TagKind::IntArray)] };
+        let all: Vec<usize> = (0..col::COUNT).collect();
+        BatchDecoder::new(&bam_schema(&layout), &all, &layout, &chr1()).unwrap()
+    }
+
     #[test]
     fn decodes_like_samtools_view() {
-        let layout = TagLayout { tags: vec![(*b"NM", TagKind::Int), (*b"XB", TagKind::IntArray)] };
-        let schema = bam_schema(&layout);
-        let file = FileContext { reference_names: Arc::from(vec!["chr1".to_string()]), reference_lengths: Arc::from(vec![1000]) };
-        let all: Vec<usize> = (0..col::COUNT).collect();
-        let mut d = BatchDecoder::new(&schema, &all, &layout, &file).unwrap();
+        let mut d = all_columns_nm_xb();
         // NM as Z (wrong type) and a duplicate XB both overflow to tags_extra.
         let aux = [b"NMZx\0".as_slice(), b"XBBC\x02\0\0\0\x01\x02", b"XBBC\x01\0\0\0\x03", b"XFf\0\0\xc0\x3f"].concat();
         let bytes = record(&[(5 << 4), (2 << 4) | 2, (3 << 4)], 3, &aux);
@@ -605,9 +613,8 @@ mod tests {
     fn long_cigar_comes_from_cg_tag() {
         let layout = TagLayout::default();
         let schema = bam_schema(&layout);
-        let file = FileContext { reference_names: Arc::from(vec!["chr1".to_string()]), reference_lengths: Arc::from(vec![1000]) };
         let proj = [col::CIGAR, col::ENDPOS, col::TAGS_EXTRA];
-        let mut d = BatchDecoder::new(&schema, &proj, &layout, &file).unwrap();
+        let mut d = BatchDecoder::new(&schema, &proj, &layout, &chr1()).unwrap();
         // Placeholder 4S10N; CG holds 2M1I1M (span 3).
         let mut aux = b"CGBI\x03\0\0\0".to_vec();
         for op in [(2u32 << 4), (1 << 4) | 1, (1 << 4)] {
@@ -625,11 +632,7 @@ mod tests {
     #[test]
     fn each_batch_holds_only_its_own_rows() {
         // finish() leaves builders with capacity from the previous batch: none of its values.
-        let layout = TagLayout { tags: vec![(*b"NM", TagKind::Int), (*b"XB", TagKind::IntArray)] };
-        let schema = bam_schema(&layout);
-        let file = FileContext { reference_names: Arc::from(vec!["chr1".to_string()]), reference_lengths: Arc::from(vec![1000]) };
-        let all: Vec<usize> = (0..col::COUNT).collect();
-        let mut d = BatchDecoder::new(&schema, &all, &layout, &file).unwrap();
+        let mut d = all_columns_nm_xb();
         let first = record(&[(4 << 4)], 4, b"NMC\x02XBBC\x01\0\0\0\x07");
         for _ in 0..3 {
             d.push(&RawRecord::parse(&first, 1).unwrap()).unwrap();
@@ -650,8 +653,7 @@ mod tests {
     fn empty_projection_counts_rows() {
         let layout = TagLayout::default();
         let schema = bam_schema(&layout);
-        let file = FileContext { reference_names: Arc::from(vec!["chr1".to_string()]), reference_lengths: Arc::from(vec![1000]) };
-        let mut d = BatchDecoder::new(&schema, &[], &layout, &file).unwrap();
+        let mut d = BatchDecoder::new(&schema, &[], &layout, &chr1()).unwrap();
         let bytes = record(&[], 0, b"");
         for _ in 0..3 {
             d.push(&RawRecord::parse(&bytes, 1).unwrap()).unwrap();

@@ -144,10 +144,11 @@ impl TableProviderFactory for BamTableFactory {
             return self.listing.create(state, cmd).await;
         };
         let plain = cmd.table_partition_cols.is_empty() && cmd.schema.fields().is_empty();
-        if plain && remote(location).is_some_and(|url| url.is_collection() && url.get_glob().is_none()) {
+        let url = remote(location);
+        if plain && url.as_ref().is_some_and(|url| url.is_collection() && url.get_glob().is_none()) {
             return Ok(bam_listing_table(state, location, BamOptions::from_map(&cmd.options)?).await?);
         }
-        if !remote_glob(location) {
+        if !url.is_some_and(|url| url.get_glob().is_some()) {
             return self.listing.create(state, cmd).await;
         }
         if !plain {
@@ -159,4 +160,3 @@ impl TableProviderFactory for BamTableFactory {
         Ok(Arc::new(BamTable::open(state, location, BamOptions::from_map(&cmd.options)?).await?))
     }
 }
-
