@@ -31,6 +31,11 @@ use datafusion_cli::exec;
 use datafusion_cli::object_storage::instrumented::InstrumentedObjectStoreRegistry;
 use datafusion_cli::print_format::PrintFormat;
 use datafusion_cli::print_options::{MaxRows, PrintOptions};
+use datafusion_cli::command::{Command, OutputFormat as FormatCommand};
+use datafusion_cli::helper::CliHelper;
+use rustyline::error::ReadlineError;
+use rustyline::history::DefaultHistory;
+use rustyline::Editor;
 
 // Decoding and the Parquet writer allocate many short-lived buffers on every core; mimalloc
 // (already built for datafusion-cli) serves them faster than glibc (see BENCHMARKS.md).
@@ -158,7 +163,7 @@ async fn run(args: Args) -> Result<()> {
     }
 
     if args.command.is_empty() && args.file.is_empty() {
-        return exec::exec_from_repl(&ctx, &mut print_options).await.map_err(|e| DataFusionError::External(Box::new(e)));
+        return repl(&ctx, &mut print_options).await;
     }
     let mut statements = Vec::new();
     for path in &args.file {
@@ -169,27 +174,115 @@ async fn run(args: Args) -> Result<()> {
     statements.extend(args.command);
     let mut warned = warnings::cursor();
     for sql in statements {
-        let guard = OutputGuard::before(&sql);
-        let statement = async {
-            if is_bam_table_with_format_options(&sql) {
-                create_bam_table(&ctx, &sql).await
-            } else {
-                exec::exec_from_commands(&ctx, vec![sql], &print_options).await
-            }
-        };
-        let outcome = tokio::select! {
-            outcome = statement => outcome,
-            _ = tokio::signal::ctrl_c() => Err(DataFusionError::External(Box::new(Interrupted))),
-        };
+        let outcome = run_input(&ctx, &sql, &print_options).await;
         warned = show_warnings(warned);
-        if let Err(e) = outcome {
-            for removed in guard.failed() {
-                eprintln!("removed {} written by the failed statement", removed.display());
-            }
-            return Err(e);
+        outcome?;
+    }
+    Ok(())
+}
+
+/// Runs one input of SQL (one or more statements) and stops it at Ctrl-C. When it fails or is
+/// stopped, the local `COPY` outputs it created are removed, so nothing half-written remains.
+async fn run_input(ctx: &SessionContext, sql: &str, print_options: &PrintOptions) -> Result<()> {
+    let guard = OutputGuard::before(sql);
+    let outcome = tokio::select! {
+        outcome = execute(ctx, sql, print_options) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(DataFusionError::External(Box::new(Interrupted))),
+    };
+    if outcome.is_err() {
+        for removed in guard.failed() {
+            eprintln!("removed {} written by the failed statement", removed.display());
+        }
+    }
+    outcome
+}
+
+/// Executes and prints as datafusion-cli does, except `CREATE EXTERNAL TABLE ... STORED AS BAM`
+/// with options of the format, which datafusion-cli rejects (it checks `OPTIONS` against the
+/// built-in formats' options): those run through [`create_bam_table`].
+async fn execute(ctx: &SessionContext, sql: &str, print_options: &PrintOptions) -> Result<()> {
+    let statements = match DFParser::parse_sql(sql) {
+        Ok(statements) if statements.iter().any(is_bam_table_with_format_options) => statements,
+        // Unparsable SQL gets datafusion-cli's error.
+        _ => return exec::exec_from_commands(ctx, vec![sql.to_string()], print_options).await,
+    };
+    for statement in statements {
+        if is_bam_table_with_format_options(&statement) {
+            create_bam_table(ctx, statement).await?;
+        } else {
+            exec::exec_from_commands(ctx, vec![statement.to_string()], print_options).await?;
         }
     }
     Ok(())
+}
+
+/// The interactive shell: datafusion-cli's line editor, history and `\` commands, with each
+/// input run as `-c` runs it. Errors are printed and the shell goes on; Ctrl-C stops the
+/// running statement.
+async fn repl(ctx: &SessionContext, print_options: &mut PrintOptions) -> Result<()> {
+    let editor_error = |e: ReadlineError| DataFusionError::External(Box::new(e));
+    let dialect = || ctx.task_ctx().session_config().options().sql_parser.dialect;
+    let mut editor: Editor<CliHelper, DefaultHistory> = Editor::new().map_err(editor_error)?;
+    editor.set_helper(Some(CliHelper::new(&dialect(), print_options.color)));
+    editor.load_history(HISTORY_FILE).ok();
+    let mut warned = warnings::cursor();
+    loop {
+        let line = match editor.readline("> ") {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => {
+                println!("^C");
+                continue;
+            }
+            Err(ReadlineError::Eof) => {
+                println!("\\q");
+                break;
+            }
+            Err(e) => return Err(editor_error(e)),
+        };
+        editor.add_history_entry(line.trim_end()).map_err(editor_error)?;
+        if let Some(command) = line.strip_prefix('\\') {
+            if !backslash_command(ctx, command, print_options).await {
+                break;
+            }
+            continue;
+        }
+        match run_input(ctx, &line, print_options).await {
+            Ok(()) => {}
+            Err(DataFusionError::External(e)) if e.is::<Interrupted>() => println!("^C"),
+            Err(e) => eprintln!("{e}"),
+        }
+        warned = show_warnings(warned);
+        // `SET datafusion.sql_parser.dialect` may have changed it.
+        if let Some(helper) = editor.helper_mut() {
+            helper.set_dialect(&dialect());
+        }
+    }
+    editor.save_history(HISTORY_FILE).map_err(editor_error)
+}
+
+/// Where the shell keeps its history, as datafusion-cli does: in the working directory.
+const HISTORY_FILE: &str = ".history";
+
+/// Runs a datafusion-cli `\` command (`\?` lists them); false for `\q`.
+async fn backslash_command(ctx: &SessionContext, command: &str, print_options: &mut PrintOptions) -> bool {
+    let command = command.split_whitespace().collect::<Vec<_>>().join(" ");
+    let outcome = match command.parse::<Command>() {
+        Ok(Command::Quit) => return false,
+        Ok(Command::OutputFormat(None)) => {
+            println!("Output format is {:?}.", print_options.format);
+            Ok(())
+        }
+        Ok(Command::OutputFormat(Some(format))) => match format.parse::<FormatCommand>() {
+            Ok(format) => format.execute(print_options),
+            Err(_) => Err(DataFusionError::Plan(format!("'\\{command}' is not a valid command, \\? lists them"))),
+        },
+        Ok(command) => command.execute(ctx, print_options).await,
+        Err(_) => Err(DataFusionError::Plan(format!("'\\{command}' is not a valid command, \\? lists them"))),
+    };
+    if let Err(e) = outcome {
+        eprintln!("{e}");
+    }
+    true
 }
 
 /// The `convert` subcommand: one output per input, resumable.
@@ -217,24 +310,20 @@ async fn convert(ctx: &SessionContext, inputs: &[PathBuf], output_dir: &std::pat
     .await
 }
 
-/// Whether `sql` is `CREATE EXTERNAL TABLE ... STORED AS BAM` with options of the format (not
-/// only `aws.*`-style store options). datafusion-cli checks `OPTIONS` against the built-in
-/// formats' options and rejects BAM's, so [`create_bam_table`] runs such a statement instead.
-fn is_bam_table_with_format_options(sql: &str) -> bool {
-    let Ok(statements) = DFParser::parse_sql(sql) else { return false };
-    statements.iter().any(|s| match s {
-        Statement::CreateExternalTable(t) if t.file_type.eq_ignore_ascii_case("bam") => {
-            t.options.iter().any(|(key, _)| is_format_option(key))
-        }
+/// Whether `statement` is `CREATE EXTERNAL TABLE ... STORED AS BAM` with options of the format
+/// (not only `aws.*`-style store options).
+fn is_bam_table_with_format_options(statement: &Statement) -> bool {
+    match statement {
+        Statement::CreateExternalTable(t) if t.file_type.eq_ignore_ascii_case("bam") => t.options.iter().any(|(key, _)| is_format_option(key)),
         _ => false,
-    })
+    }
 }
 
 /// Runs a `CREATE EXTERNAL TABLE ... STORED AS BAM` through the session, after registering the
 /// object store of a remote location as datafusion-cli would: from the statement's `aws.*` or
 /// `gcp.*` options and the environment.
-async fn create_bam_table(ctx: &SessionContext, sql: &str) -> Result<()> {
-    let plan = ctx.state().create_logical_plan(sql).await?;
+async fn create_bam_table(ctx: &SessionContext, statement: Statement) -> Result<()> {
+    let plan = ctx.state().statement_to_plan(statement).await?;
     if let LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) = &plan {
         for location in &cmd.locations {
             register_location_store(ctx, location, &cmd.options).await?;

@@ -278,3 +278,72 @@ fn convert_rejects_bad_options_and_colliding_names() {
     }
     assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
 }
+
+/// Runs the interactive shell in `dir` with `input` on stdin; SIGINT after `interrupt_after`.
+fn shell(dir: &Path, input: &str, interrupt_after: Option<std::time::Duration>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(["-q", "--format", "csv"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    if let Some(wait) = interrupt_after {
+        std::thread::sleep(wait);
+        assert!(child.try_wait().unwrap().is_none(), "the shell ended before it could be interrupted");
+        assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The shell creates BAM tables with format options (datafusion-cli's own shell rejects them),
+/// goes on after a failing statement, and removes what a failed `COPY` wrote.
+#[test]
+fn shell_takes_bam_options_and_cleans_up_after_a_failed_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = crate::bad_input::sample();
+    let blocks = crate::bad_input::block_offsets(&bytes);
+    let mut corrupt = bytes.clone();
+    let target = blocks[blocks.len() - 5];
+    for b in &mut corrupt[target + 40..target + 60] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(dir.path().join("late_corrupt.bam"), &corrupt).unwrap();
+    let input = format!(
+        "CREATE EXTERNAL TABLE r STORED AS BAM LOCATION '{}' OPTIONS ('tags' 'NM');\n\
+         SELECT count(*) AS n FROM r WHERE tags['NM'] = 0;\n\
+         CREATE EXTERNAL TABLE bad STORED AS BAM LOCATION 'late_corrupt.bam';\n\
+         COPY (SELECT * FROM bad) TO 'out.parquet' STORED AS PARQUET;\n\
+         SELECT arrow_typeof(tags) AS tags_type FROM r LIMIT 1;\n\
+         SELECT 7 * 6 AS answer;\n",
+        sample()
+    );
+    let out = shell(dir.path(), &input, None);
+    let text = stdout_ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let numbers: Vec<i64> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let nm_zero = samtools_count(&["view", "-c", "-e", "[NM]==0", &sample()]);
+    assert_eq!(numbers, vec![nm_zero, 42], "stdout:\n{text}\nstderr:\n{err}");
+    let tags_type = text.lines().find(|l| l.contains("Struct")).unwrap_or_else(|| panic!("no tags type in:\n{text}"));
+    assert!(tags_type.contains("NM") && !tags_type.contains("AS"), "only the NM tag was asked for: {tags_type}");
+    assert!(err.contains("late_corrupt.bam") && err.contains(&format!("virtual offset {target}:")), "{err}");
+    assert!(err.contains("removed") && !dir.path().join("out.parquet").exists(), "{err}");
+}
+
+/// Ctrl-C in the shell stops the running `COPY`, removes its output, and the shell goes on.
+#[test]
+fn shell_interrupt_stops_the_statement_not_the_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = format!(
+        "COPY (SELECT r.* FROM '{}' r CROSS JOIN generate_series(1, 4000)) TO 'out.parquet' STORED AS PARQUET;\nSELECT 7 * 6 AS answer;\n",
+        sample()
+    );
+    let out = shell(dir.path(), &input, Some(std::time::Duration::from_millis(1500)));
+    let text = stdout_ok(&out);
+    assert!(text.contains("^C") && text.lines().any(|l| l.trim() == "42"), "{text}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != ".history").collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
