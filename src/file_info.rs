@@ -44,9 +44,9 @@ impl FileInfo {
         let (index, index_note, index_is_current) = match find_index(bytes, meta)? {
             None => (None, "none".to_string(), false),
             Some((location, kind, index_meta)) => {
+                let (store, at) = (Arc::clone(&bytes.store), location.clone());
                 let data = bytes
-                    .handle
-                    .block_on(async { bytes.store.get(&location).await?.bytes().await })
+                    .wait(async move { store.get(&at).await?.bytes().await })?
                     .map_err(|e| DataFusionError::Execution(format!("cannot read BAM index {location}: {e}")))?;
                 let index = BamIndex::parse(kind, &data)
                     .map_err(|e| DataFusionError::Execution(format!("BAM index {location}: invalid {} index: {e}", kind.extension())))?;
@@ -73,7 +73,8 @@ fn find_index(bytes: &ObjectBytes, meta: &ObjectMeta) -> Result<Option<(Path, In
     for kind in [IndexKind::Bai, IndexKind::Csi] {
         for candidate in [format!("{name}.{}", kind.extension()), format!("{stem}.{}", kind.extension())] {
             let location = Path::from(candidate);
-            match bytes.handle.block_on(bytes.store.head(&location)) {
+            let (store, at) = (Arc::clone(&bytes.store), location.clone());
+            match bytes.wait(async move { store.head(&at).await })? {
                 Ok(found) => return Ok(Some((location, kind, found))),
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(DataFusionError::Execution(format!("cannot look for BAM index {location}: {e}"))),
