@@ -49,9 +49,9 @@ fn blocking_reader(result: GetResult, location: &Path, offset: u64, handle: &Han
     })
 }
 
-/// Chunks of a remote object downloaded ahead of the decoder (each some KiB, as the HTTP body
-/// arrives), so the download overlaps decoding.
-const PREFETCH_CHUNKS: usize = 64;
+/// Chunks of a remote object the download may run ahead of the decoder. A chunk is what the HTTP
+/// client read at once, at most about 400 KiB: a few MiB per reader (BENCHMARKS.md, object store).
+const PREFETCH_CHUNKS: usize = 8;
 
 /// The bytes of a remote object, read on a blocking thread. A task on the runtime downloads them
 /// into a channel; the reader takes them out. Dropping the reader stops the download. When the
