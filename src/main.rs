@@ -266,6 +266,7 @@ const HISTORY_FILE: &str = ".history";
 /// Runs a datafusion-cli `\` command (`\?` lists them); false for `\q`.
 async fn backslash_command(ctx: &SessionContext, command: &str, print_options: &mut PrintOptions) -> bool {
     let command = command.split_whitespace().collect::<Vec<_>>().join(" ");
+    let invalid = || Err(DataFusionError::Plan(format!("'\\{command}' is not a valid command, \\? lists them")));
     let outcome = match command.parse::<Command>() {
         Ok(Command::Quit) => return false,
         Ok(Command::OutputFormat(None)) => {
@@ -274,10 +275,10 @@ async fn backslash_command(ctx: &SessionContext, command: &str, print_options: &
         }
         Ok(Command::OutputFormat(Some(format))) => match format.parse::<FormatCommand>() {
             Ok(format) => format.execute(print_options),
-            Err(_) => Err(DataFusionError::Plan(format!("'\\{command}' is not a valid command, \\? lists them"))),
+            Err(_) => invalid(),
         },
         Ok(command) => command.execute(ctx, print_options).await,
-        Err(_) => Err(DataFusionError::Plan(format!("'\\{command}' is not a valid command, \\? lists them"))),
+        Err(_) => invalid(),
     };
     if let Err(e) = outcome {
         eprintln!("{e}");

@@ -114,18 +114,29 @@ fn example_stats_matches_idxstats() {
     assert!(checked >= 5, "all four chromosomes and the unplaced reads: {out}");
 }
 
-#[test]
-fn failed_copy_leaves_no_output_file() {
-    let bytes = crate::bad_input::sample();
+/// Writes `dir/late_corrupt.bam`: sample.bam with a block near the end damaged, so a scan fails
+/// after writing most rows. Returns its path and the damaged block's offset.
+fn late_corrupt_sample(dir: &Path) -> (std::path::PathBuf, usize) {
+    let mut bytes = crate::bad_input::sample();
     let blocks = crate::bad_input::block_offsets(&bytes);
-    let mut corrupt = bytes.clone();
     let target = blocks[blocks.len() - 5];
-    for b in &mut corrupt[target + 40..target + 60] {
+    for b in &mut bytes[target + 40..target + 60] {
         *b ^= 0x5a;
     }
+    let bam = dir.join("late_corrupt.bam");
+    std::fs::write(&bam, &bytes).unwrap();
+    (bam, target)
+}
+
+/// A `COPY` of sample.bam joined with itself 4000 times (87M rows): it runs for minutes.
+fn long_copy(target: &str) -> String {
+    format!("COPY (SELECT r.* FROM '{}' r CROSS JOIN generate_series(1, 4000)) TO '{target}' STORED AS PARQUET", sample())
+}
+
+#[test]
+fn failed_copy_leaves_no_output_file() {
     let dir = tempfile::tempdir().unwrap();
-    let bam = dir.path().join("late_corrupt.bam");
-    std::fs::write(&bam, &corrupt).unwrap();
+    let (bam, target) = late_corrupt_sample(dir.path());
     let create = format!("CREATE EXTERNAL TABLE t STORED AS BAM LOCATION '{}'", bam.display());
     for (name, stored) in [("out.parquet", "PARQUET"), ("out.arrow", "ARROW"), ("outdir/", "PARQUET")] {
         let out = dir.path().join(name);
@@ -156,17 +167,13 @@ fn parquet_compression_defaults_to_zstd_level_1_unless_set() {
 #[test]
 fn interrupted_copy_leaves_no_output() {
     let dir = tempfile::tempdir().unwrap();
-    let sql = format!(
-        "COPY (SELECT r.* FROM '{}' r CROSS JOIN generate_series(1, 4000)) TO 'out.parquet' STORED AS PARQUET",
-        sample()
-    );
     let mut child = Command::new(BIN)
-        .args(["-q", "-c", &sql])
+        .args(["-q", "-c", &long_copy("out.parquet")])
         .current_dir(dir.path())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The COPY (87M rows) runs for minutes; by now it is reading and writing.
+    // By now the COPY is reading and writing.
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert!(child.try_wait().unwrap().is_none(), "the COPY ended before it could be interrupted");
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
@@ -304,14 +311,7 @@ fn shell(dir: &Path, input: &str, interrupt_after: Option<std::time::Duration>) 
 #[test]
 fn shell_takes_bam_options_and_cleans_up_after_a_failed_copy() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes = crate::bad_input::sample();
-    let blocks = crate::bad_input::block_offsets(&bytes);
-    let mut corrupt = bytes.clone();
-    let target = blocks[blocks.len() - 5];
-    for b in &mut corrupt[target + 40..target + 60] {
-        *b ^= 0x5a;
-    }
-    std::fs::write(dir.path().join("late_corrupt.bam"), &corrupt).unwrap();
+    let (_, target) = late_corrupt_sample(dir.path());
     let input = format!(
         "CREATE EXTERNAL TABLE r STORED AS BAM LOCATION '{}' OPTIONS ('tags' 'NM');\n\
          SELECT count(*) AS n FROM r WHERE tags['NM'] = 0;\n\
@@ -337,10 +337,7 @@ fn shell_takes_bam_options_and_cleans_up_after_a_failed_copy() {
 #[test]
 fn shell_interrupt_stops_the_statement_not_the_shell() {
     let dir = tempfile::tempdir().unwrap();
-    let input = format!(
-        "COPY (SELECT r.* FROM '{}' r CROSS JOIN generate_series(1, 4000)) TO 'out.parquet' STORED AS PARQUET;\nSELECT 7 * 6 AS answer;\n",
-        sample()
-    );
+    let input = format!("{};\nSELECT 7 * 6 AS answer;\n", long_copy("out.parquet"));
     let out = shell(dir.path(), &input, Some(std::time::Duration::from_millis(1500)));
     let text = stdout_ok(&out);
     assert!(text.contains("^C") && text.lines().any(|l| l.trim() == "42"), "{text}");
