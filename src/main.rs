@@ -167,9 +167,7 @@ async fn run(args: Args) -> Result<()> {
     }
     let mut statements = Vec::new();
     for path in &args.file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| DataFusionError::Execution(format!("cannot read SQL file {}: {e}", path.display())))?;
-        statements.extend(split_statements(&text));
+        statements.extend(read_statements(path)?);
     }
     statements.extend(args.command);
     let mut warned = warnings::cursor();
@@ -277,6 +275,8 @@ async fn backslash_command(ctx: &SessionContext, command: &str, print_options: &
             Ok(format) => format.execute(print_options),
             Err(_) => invalid(),
         },
+        // As `-f` runs a file; datafusion-cli's own `\\i` would reject BAM options.
+        Ok(Command::Include(Some(path))) => include(ctx, &path, print_options).await,
         Ok(command) => command.execute(ctx, print_options).await,
         Err(_) => invalid(),
     };
@@ -284,6 +284,15 @@ async fn backslash_command(ctx: &SessionContext, command: &str, print_options: &
         eprintln!("{e}");
     }
     true
+}
+
+/// `\\i FILE` at the prompt: the file's statements in order, each as `-f` runs it, up to the
+/// first error.
+async fn include(ctx: &SessionContext, path: &str, print_options: &PrintOptions) -> Result<()> {
+    for sql in read_statements(std::path::Path::new(path))? {
+        run_input(ctx, &sql, print_options).await?;
+    }
+    Ok(())
 }
 
 /// The `convert` subcommand: one output per input, resumable.
@@ -390,6 +399,13 @@ fn show_warnings(cursor: u64) -> u64 {
         eprintln!("Warning: {more} more warnings not shown");
     }
     next
+}
+
+/// The statements of a SQL file.
+fn read_statements(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| DataFusionError::Execution(format!("cannot read SQL file {}: {e}", path.display())))?;
+    Ok(split_statements(&text))
 }
 
 /// Splits a SQL file into statements as `datafusion-cli -f` does: a statement ends with a line

@@ -306,22 +306,23 @@ fn shell(dir: &Path, input: &str, interrupt_after: Option<std::time::Duration>) 
     child.wait_with_output().unwrap()
 }
 
-/// The shell creates BAM tables with format options (datafusion-cli's own shell rejects them),
-/// goes on after a failing statement, and removes what a failed `COPY` wrote.
+/// The shell creates BAM tables with format options, also from a file run with `\i`
+/// (datafusion-cli's own shell rejects them), goes on after a failing statement, and removes
+/// what a failed `COPY` wrote.
 #[test]
 fn shell_takes_bam_options_and_cleans_up_after_a_failed_copy() {
     let dir = tempfile::tempdir().unwrap();
     let (_, target) = late_corrupt_sample(dir.path());
-    let input = format!(
-        "CREATE EXTERNAL TABLE r STORED AS BAM LOCATION '{}' OPTIONS ('tags' 'NM');\n\
+    // A file run with `\i`, as datafusion-cli's prompt runs one: here with BAM options too.
+    let create = format!("CREATE EXTERNAL TABLE r STORED AS BAM LOCATION '{}' OPTIONS ('tags' 'NM');\n", sample());
+    std::fs::write(dir.path().join("create.sql"), create).unwrap();
+    let input = "\\i create.sql\n\
          SELECT count(*) AS n FROM r WHERE tags['NM'] = 0;\n\
          CREATE EXTERNAL TABLE bad STORED AS BAM LOCATION 'late_corrupt.bam';\n\
          COPY (SELECT * FROM bad) TO 'out.parquet' STORED AS PARQUET;\n\
          SELECT arrow_typeof(tags) AS tags_type FROM r LIMIT 1;\n\
-         SELECT 7 * 6 AS answer;\n",
-        sample()
-    );
-    let out = shell(dir.path(), &input, None);
+         SELECT 7 * 6 AS answer;\n";
+    let out = shell(dir.path(), input, None);
     let text = stdout_ok(&out);
     let err = String::from_utf8_lossy(&out.stderr);
     let numbers: Vec<i64> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
