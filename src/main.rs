@@ -115,8 +115,8 @@ fn main() -> ExitCode {
         }
     };
     // A failed or stopped statement can leave header loads and scans running on blocking
-    // threads, inside requests to an object store; shutting the runtime down under them makes
-    // them panic. Nothing they do is needed any more, so the process ends without a shutdown.
+    // threads, inside requests to an object store. Nothing they do is needed any more, and a
+    // runtime shutdown would wait for them, so the process ends without one.
     let _ = std::io::Write::flush(&mut std::io::stdout());
     std::process::exit(code)
 }
@@ -275,7 +275,7 @@ async fn backslash_command(ctx: &SessionContext, command: &str, print_options: &
             Ok(format) => format.execute(print_options),
             Err(_) => invalid(),
         },
-        // As `-f` runs a file; datafusion-cli's own `\\i` would reject BAM options.
+        // As `-f` runs a file; datafusion-cli's own `\i` would reject BAM options.
         Ok(Command::Include(Some(path))) => include(ctx, &path, print_options).await,
         Ok(command) => command.execute(ctx, print_options).await,
         Err(_) => invalid(),
@@ -286,7 +286,7 @@ async fn backslash_command(ctx: &SessionContext, command: &str, print_options: &
     true
 }
 
-/// `\\i FILE` at the prompt: the file's statements in order, each as `-f` runs it, up to the
+/// `\i FILE` at the prompt: the file's statements in order, each as `-f` runs it, up to the
 /// first error.
 async fn include(ctx: &SessionContext, path: &str, print_options: &PrintOptions) -> Result<()> {
     for sql in read_statements(std::path::Path::new(path))? {
