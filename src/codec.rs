@@ -16,7 +16,7 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::common::{not_impl_err, DataFusionError, Result, TableReference};
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
+use datafusion::datasource::listing::{ListingTable, ListingTableConfig};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Extension;
@@ -29,7 +29,7 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalPlanDecode
 use datafusion_proto::protobuf;
 use prost::Message;
 
-use crate::format::{BamFormat, BamSource, BAM_EXTENSION};
+use crate::format::BamSource;
 use crate::options::{parse_regions, BamOptions};
 use crate::table::BamTable;
 
@@ -140,7 +140,7 @@ impl LogicalExtensionCodec for BamLogicalCodec {
         let node = BamTableNode::decode(buf).map_err(|e| decode_error("BAM table", e))?;
         let options = node.options.unwrap_or_default().options()?;
         let urls = node.paths.iter().map(|p| crate::table_url(p)).collect::<Result<Vec<_>>>()?;
-        let listing = ListingOptions::new(Arc::new(BamFormat::new(options))).with_file_extension(format!(".{BAM_EXTENSION}"));
+        let listing = crate::bam_listing_options(&urls, options);
         let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(listing).with_schema(schema);
         Ok(Arc::new(BamTable::from_listing(Arc::new(ListingTable::try_new(config)?))))
     }

@@ -43,7 +43,9 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionState;
 use datafusion::prelude::{DataFrame, SessionContext};
-use object_store::ObjectStoreExt;
+use datafusion::common::plan_err;
+use futures::TryStreamExt;
+use object_store::ObjectMeta;
 
 pub use format::{BamFormat, BamFormatFactory, BamSource};
 pub use options::{BamOptions, TagSelection};
@@ -110,26 +112,65 @@ pub fn table_url(location: &str) -> Result<ListingTableUrl> {
     ListingTableUrl::parse(location)
 }
 
+/// A location as its user would write it: a local path (with its glob), or the URL.
+pub(crate) fn location_string(url: &ListingTableUrl) -> String {
+    match (url.get_glob(), AsRef::<url::Url>::as_ref(url).to_file_path()) {
+        (Some(glob), Ok(dir)) => format!("{}/{}", dir.display(), glob.as_str()),
+        (None, Ok(path)) => path.display().to_string(),
+        // A remote directory URL ends with `/`.
+        (Some(glob), Err(_)) => format!("{}{}", url.as_str(), glob.as_str()),
+        (None, Err(_)) => url.as_str().to_string(),
+    }
+}
+
 /// A listing table of BAM files (a file, a directory or a glob).
 pub async fn bam_listing_table(state: &dyn Session, path: &str, options: BamOptions) -> Result<Arc<ListingTable>> {
-    let url = table_url(path)?;
-    // DataFusion's listing skips zero-byte files; one named explicitly is an error instead.
-    if !url.is_collection() && url.get_glob().is_none() {
-        let store = state.runtime_env().object_store(url.object_store())?;
-        if let Ok(meta) = store.head(url.prefix()).await {
-            if meta.size == 0 {
-                return Err(DataFusionError::Execution(format!(
-                    "BAM file {}: the file is empty: not a BAM file",
-                    url.prefix()
-                )));
+    let urls = vec![table_url(path)?];
+    let listing = bam_listing_options(&urls, options);
+    Ok(Arc::new(listing_table(state, urls, listing).await?))
+}
+
+/// Listing options for BAM files at `urls`: directories and globs give their `.bam` files only
+/// (indexes may sit beside them); files named one by one are read whatever their names.
+pub(crate) fn bam_listing_options(urls: &[ListingTableUrl], options: BamOptions) -> ListingOptions {
+    let named_files = urls.iter().all(|url| !url.is_collection() && url.get_glob().is_none());
+    let extension = if named_files { String::new() } else { format!(".{}", format::BAM_EXTENSION) };
+    ListingOptions::new(Arc::new(BamFormat::new(options))).with_file_extension(extension)
+}
+
+/// A listing table of the BAM files at `urls` (files, directories, globs; one object store),
+/// its schema inferred from the headers of all of them together, so that files with different
+/// tags share one table whether they are named one by one, in a directory or by a glob.
+pub(crate) async fn listing_table(state: &dyn Session, urls: Vec<ListingTableUrl>, listing: ListingOptions) -> Result<ListingTable> {
+    let Some(first) = urls.first() else {
+        return plan_err!("a BAM table needs at least one location");
+    };
+    let store = state.runtime_env().object_store(first)?;
+    let mut files = Vec::new();
+    for url in &urls {
+        let found: Vec<ObjectMeta> = url.list_all_files(state, store.as_ref(), &listing.file_extension).await?.try_collect().await?;
+        let named_file = !url.is_collection() && url.get_glob().is_none();
+        let location = || location_string(url);
+        match found.as_slice() {
+            [] if named_file && listing.file_extension.is_empty() => return plan_err!("BAM location {}: not found", location()),
+            [] if named_file => {
+                return plan_err!(
+                    "BAM location {}: not found, or its name does not end in .bam (needed beside directories or globs)",
+                    location()
+                )
             }
+            [] => return plan_err!("BAM location {}: no .bam files there", location()),
+            // DataFusion's listing skips zero-byte files; one named explicitly is an error instead.
+            [file] if named_file && file.size == 0 => {
+                return Err(DataFusionError::Execution(format!("BAM file {}: the file is empty: not a BAM file", location())))
+            }
+            _ => {}
         }
+        files.extend(found.into_iter().filter(|file| file.size > 0));
     }
-    let listing = ListingOptions::new(Arc::new(BamFormat::new(options)))
-        .with_file_extension(format!(".{}", format::BAM_EXTENSION));
-    let schema = listing.infer_schema(state, &url).await?;
-    let config = ListingTableConfig::new(url).with_listing_options(listing).with_schema(schema);
-    Ok(Arc::new(ListingTable::try_new(config)?))
+    let schema = listing.format.infer_schema(state, &store, &files).await?;
+    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(listing).with_schema(schema);
+    ListingTable::try_new(config)
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
-use datafusion::datasource::provider::DefaultTableFactory;
 use datafusion::logical_expr::CreateExternalTable;
 use datafusion::common::{internal_err, plan_err, DFSchema, Result};
 use datafusion::datasource::listing::ListingTable;
@@ -27,6 +26,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use crate::format::{BamFormat, BamSource};
 use crate::pushdown::can_prefilter;
 use crate::{bam_listing_table, BamOptions};
+use arrow::datatypes::DataType;
 
 /// BAM files (a file, directory or glob) as one table, with filter pushdown at planning time.
 #[derive(Debug)]
@@ -50,17 +50,7 @@ impl BamTable {
         let Some(format) = self.listing.options().format.downcast_ref::<BamFormat>() else {
             return internal_err!("a BAM table over another file format");
         };
-        let locations = self
-            .listing
-            .table_paths()
-            .iter()
-            .map(|url| match (url.get_glob(), AsRef::<url::Url>::as_ref(url).to_file_path()) {
-                (Some(glob), Ok(dir)) => format!("{}/{}", dir.display(), glob.as_str()),
-                // A remote directory URL ends with `/`.
-                (Some(glob), Err(_)) => format!("{}{}", url.as_str(), glob.as_str()),
-                (None, _) => url.as_str().to_string(),
-            })
-            .collect();
+        let locations = self.listing.table_paths().iter().map(crate::location_string).collect();
         Ok((locations, format.options().clone()))
     }
 
@@ -121,42 +111,109 @@ impl TableProvider for BamTable {
     }
 }
 
-/// The factory of `CREATE EXTERNAL TABLE ... STORED AS BAM`: DataFusion's listing tables, except
-/// - for a glob in a URL with a scheme (`s3://bucket/runs/*.bam`), which DataFusion's location
-///   parser does not take: such a location becomes a [`BamTable`] (see [`crate::table_url`]);
-/// - for a directory URL with a scheme (`s3://bucket/runs/`), where DataFusion would read every
-///   file (it narrows only local directories to `*.bam`), the indexes beside the BAM files too:
-///   such a location lists its `.bam` files only.
+/// The factory of `CREATE EXTERNAL TABLE ... STORED AS BAM`. Unlike DataFusion's listing factory
+/// it reads only the `.bam` files of every directory (local or remote), infers one schema over
+/// all files of all locations (files with different tags share a table), and takes globs in
+/// URLs (`s3://bucket/runs/*.bam`, see [`crate::table_url`]); such a table is a [`BamTable`], so
+/// that a plan sent to another process keeps its glob. Hive-style partition directories
+/// (`sample=a/`) become columns as in DataFusion: inferred, named by `PARTITIONED BY`, or typed in
+/// a column list that holds only partition columns (the other columns come from the files).
 #[derive(Debug, Default)]
-pub struct BamTableFactory {
-    listing: DefaultTableFactory,
-}
+pub struct BamTableFactory;
 
 #[async_trait]
 impl TableProviderFactory for BamTableFactory {
     async fn create(&self, state: &dyn Session, cmd: &CreateExternalTable) -> Result<Arc<dyn TableProvider>> {
-        let remote = |location: &String| crate::table_url(location).ok().filter(|url| url.scheme() != "file");
-        let remote_glob = |location: &String| remote(location).is_some_and(|url| url.get_glob().is_some());
-        let [location] = cmd.locations.as_slice() else {
-            if let Some(location) = cmd.locations.iter().find(|l| remote_glob(l)) {
-                return plan_err!("BAM location {location}: a glob in a URL must be the table's only location");
-            }
-            return self.listing.create(state, cmd).await;
+        let options = BamOptions::from_map(&cmd.options)?;
+        let urls = cmd
+            .locations
+            .iter()
+            .map(|location| Ok(crate::table_url(location)?.with_table_ref(cmd.name.clone())))
+            .collect::<Result<Vec<_>>>()?;
+        let Some(first) = urls.first() else {
+            return plan_err!("CREATE EXTERNAL TABLE ... STORED AS BAM needs a LOCATION");
         };
-        let plain = cmd.table_partition_cols.is_empty() && cmd.schema.fields().is_empty();
-        let url = remote(location);
-        if plain && url.as_ref().is_some_and(|url| url.is_collection() && url.get_glob().is_none()) {
-            return Ok(bam_listing_table(state, location, BamOptions::from_map(&cmd.options)?).await?);
+        if let Some(i) = (1..urls.len()).find(|&i| urls[..i].contains(&urls[i])) {
+            return plan_err!("BAM location {} is given twice", cmd.locations[i]);
         }
-        if !url.is_some_and(|url| url.get_glob().is_some()) {
-            return self.listing.create(state, cmd).await;
-        }
-        if !plain {
+        if let Some(other) = urls.iter().find(|url| url.object_store() != first.object_store()) {
             return plan_err!(
-                "BAM location {location}: a glob in a URL cannot be combined with a column list or PARTITIONED BY; \
-                 name the directory instead"
+                "the locations of a BAM table must be on one object store, not on {} and {}",
+                first.object_store().as_str(),
+                other.object_store().as_str()
             );
         }
-        Ok(Arc::new(BamTable::open(state, location, BamOptions::from_map(&cmd.options)?).await?))
+        let remote_glob = urls.iter().position(|url| url.scheme() != "file" && url.get_glob().is_some());
+
+        let mut listing = crate::bam_listing_options(&urls, options);
+        let partition_columns = match partition_columns(cmd)? {
+            Some(columns) => columns,
+            None if remote_glob.is_none() && infers_partitions(state) => {
+                listing.infer_partitions(state, first).await?.into_iter().map(|name| (name, partition_type())).collect()
+            }
+            None => Vec::new(),
+        };
+        if let (Some(i), false) = (remote_glob, partition_columns.is_empty()) {
+            return plan_err!(
+                "BAM location {}: a glob in a URL cannot be combined with partition columns; name the directory instead",
+                cmd.locations[i]
+            );
+        }
+        listing = listing.with_table_partition_cols(partition_columns).with_file_sort_order(cmd.order_exprs.clone());
+        for url in &urls {
+            listing.validate_partitions(state, url).await?;
+        }
+
+        let table = crate::listing_table(state, urls, listing).await?;
+        let schema = DFSchema::try_from(table.schema())?;
+        for column in cmd.order_exprs.iter().flatten().flat_map(|sort| sort.expr.column_refs()) {
+            if !schema.has_column(column) {
+                return plan_err!("WITH ORDER: column {column} is not in the BAM table");
+            }
+        }
+        let table = table
+            .with_cache(state.runtime_env().cache_manager.get_file_statistic_cache())
+            .with_definition(cmd.definition.clone())
+            .with_constraints(cmd.constraints.clone())
+            .with_column_defaults(cmd.column_defaults.clone());
+        if remote_glob.is_some() {
+            return Ok(Arc::new(BamTable::from_listing(Arc::new(table))));
+        }
+        Ok(Arc::new(table))
     }
+}
+
+/// The type DataFusion gives partition columns that are only named.
+fn partition_type() -> DataType {
+    DataType::Dictionary(Box::new(DataType::UInt16), Box::new(DataType::Utf8))
+}
+
+fn infers_partitions(state: &dyn Session) -> bool {
+    state.config_options().execution.listing_table_factory_infer_partitions
+}
+
+/// The partition columns the statement declares, or `None` when it declares none. BAM's own
+/// columns come from the files: a column list may only give the types of partition columns.
+fn partition_columns(cmd: &CreateExternalTable) -> Result<Option<Vec<(String, DataType)>>> {
+    let declared = cmd.schema.fields();
+    if let Some(field) = declared.iter().find(|f| !cmd.table_partition_cols.contains(f.name())) {
+        return plan_err!(
+            "STORED AS BAM takes its columns from the files; a column list may only give the types of \
+             PARTITIONED BY columns, and {} is not one",
+            field.name()
+        );
+    }
+    if cmd.table_partition_cols.is_empty() {
+        return Ok(None);
+    }
+    let columns = cmd
+        .table_partition_cols
+        .iter()
+        .map(|name| match (declared.is_empty(), declared.find(name)) {
+            (true, _) => Ok((name.clone(), partition_type())),
+            (false, Some((_, field))) => Ok((name.clone(), field.data_type().clone())),
+            (false, None) => plan_err!("partition column {name} is missing from the column list"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(columns))
 }

@@ -85,10 +85,15 @@ impl S3Server {
     }
 
     async fn upload(&self, files: &[&str]) {
+        self.upload_as(&files.iter().map(|name| (*name, *name)).collect::<Vec<_>>()).await;
+    }
+
+    /// Uploads test data files under other keys: `(key, file)`.
+    async fn upload_as(&self, files: &[(&str, &str)]) {
         let store = self.store();
-        for name in files {
-            let bytes = std::fs::read(data(name)).unwrap();
-            store.put(&ObjectPath::from(*name), bytes.into()).await.unwrap();
+        for (key, file) in files {
+            let bytes = std::fs::read(data(file)).unwrap();
+            store.put(&ObjectPath::from(*key), bytes.into()).await.unwrap();
         }
     }
 }
@@ -145,6 +150,33 @@ async fn s3_scans_equal_samtools_with_partitions_index_and_pushdown() {
     // A glob in the URL: only the files it matches.
     ctx.register_bam("globbed", &format!("s3://{BUCKET}/s*.bam"), BamOptions::default()).await.unwrap();
     assert_eq!(count(&query(&ctx, "SELECT count(*) FROM globbed").await.unwrap()), samtools_count(&data("sample.bam"), &[]));
+}
+
+/// Partition directories in a bucket become columns, with indexes beside the files (which are
+/// not read as BAM files), as in a local directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_partition_directories_become_columns() {
+    let server = S3Server::start();
+    let files = [("runs/sample=a/x.bam", "sample.bam"), ("runs/sample=a/x.bam.bai", "sample.bam.bai"), ("runs/sample=b/y.bam", "name_sorted.bam")];
+    server.upload_as(&files).await;
+    let ctx = split_context(2);
+    register_store(&ctx, &server);
+    let expected = format!("a {}, b {}", samtools_count(&data("sample.bam"), &[]), samtools_count(&data("name_sorted.bam"), &[]));
+    for (name, partitioned) in [("inferred", ""), ("named", "PARTITIONED BY (sample)")] {
+        let create = format!("CREATE EXTERNAL TABLE {name} STORED AS BAM {partitioned} LOCATION 's3://{BUCKET}/runs/'");
+        query(&ctx, &create).await.unwrap_or_else(|e| panic!("{create}: {e}"));
+        let batches = query(&ctx, &format!("SELECT sample, count(*) FROM {name} GROUP BY sample ORDER BY sample")).await.unwrap();
+        let counts: Vec<String> = batches
+            .iter()
+            .flat_map(|b| {
+                (0..b.num_rows()).map(move |i| {
+                    let text = |c: usize| arrow::util::display::array_value_to_string(b.column(c), i).unwrap();
+                    format!("{} {}", text(0), text(1))
+                })
+            })
+            .collect();
+        assert_eq!(counts.join(", "), expected, "{name}");
+    }
 }
 
 /// The CLI reads `s3://` with the store's options in `OPTIONS`, with and without BAM options: a

@@ -94,3 +94,93 @@ async fn bam_header_lists_the_header_lines() {
     assert!(err.contains("bam_header takes one argument"), "{err}");
     assert!(batches[0].column(1).null_count() == 0);
 }
+
+/// Every value of every row, as text.
+fn text_rows(batches: &[arrow::array::RecordBatch]) -> Vec<Vec<String>> {
+    let text = |b: &arrow::array::RecordBatch, row| -> Vec<String> {
+        b.columns().iter().map(|c| arrow::util::display::array_value_to_string(c, row).unwrap()).collect()
+    };
+    batches.iter().flat_map(|b| (0..b.num_rows()).map(move |row| text(b, row))).collect()
+}
+
+fn samtools_count(args: &[&str]) -> i64 {
+    let mut all = vec!["view", "-c"];
+    all.extend_from_slice(args);
+    samtools(&all).trim().parse().unwrap()
+}
+
+/// Files named one by one share a table as a directory's files do: one schema over all their tags.
+#[tokio::test]
+async fn several_locations_with_different_tags_share_one_table() {
+    let ctx = context();
+    let (sample, long) = (data("sample.bam"), data("long_reads.bam"));
+    let (s, l) = (sample.to_str().unwrap(), long.to_str().unwrap());
+    query(&ctx, &format!("CREATE EXTERNAL TABLE both_files STORED AS BAM LOCATION ('{s}', '{l}')")).await.unwrap();
+    let total = samtools_count(&[s]) + samtools_count(&[l]);
+    assert_eq!(count(&query(&ctx, "SELECT count(*) FROM both_files").await.unwrap()), total);
+    // RG and MD are in sample.bam only, tp in both.
+    let with_tag = |tag: &str| samtools_count(&["-d", tag, s]) + samtools_count(&["-d", tag, l]);
+    assert!(samtools_count(&["-d", "RG", l]) == 0 && with_tag("RG") > 0);
+    for tag in ["RG", "MD", "tp"] {
+        let expected = with_tag(tag);
+        let sql = format!("SELECT count(both_files.tags['{tag}']) FROM both_files");
+        assert_eq!(count(&query(&ctx, &sql).await.unwrap()), expected, "{tag}");
+    }
+
+    let err = query(&ctx, &format!("CREATE EXTERNAL TABLE twice STORED AS BAM LOCATION ('{s}', '{s}')")).await.unwrap_err().to_string();
+    assert!(err.contains("given twice"), "{err}");
+    let missing = format!("{s}.missing");
+    let err = query(&ctx, &format!("CREATE EXTERNAL TABLE gone STORED AS BAM LOCATION ('{s}', '{missing}')")).await.unwrap_err().to_string();
+    assert!(err.contains(&format!("BAM location {missing}: not found")), "{err}");
+    let empty_dir = tempfile::tempdir().unwrap();
+    let dir = format!("{}/", empty_dir.path().display());
+    let err = query(&ctx, &format!("CREATE EXTERNAL TABLE none STORED AS BAM LOCATION '{dir}'")).await.unwrap_err().to_string();
+    assert!(err.contains(&format!("BAM location {dir}: no .bam files there")), "{err}");
+}
+
+/// Hive-style directories (`sample=a/`) become columns, inferred or declared, typed by a column
+/// list of partition columns only; indexes beside the files are not read as BAM files.
+#[tokio::test]
+async fn partition_directories_become_columns() {
+    let root = tempfile::tempdir().unwrap();
+    let files = [("sample=a/lane=1", "sample.bam"), ("sample=a/lane=2", "name_sorted.bam"), ("sample=b/lane=1", "edge.bam")];
+    for (dir, file) in files {
+        let dir = root.path().join(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(data(file), dir.join(file)).unwrap();
+    }
+    std::fs::copy(data("sample.bam.bai"), root.path().join("sample=a/lane=1/sample.bam.bai")).unwrap();
+    let n = |file: &str| samtools_count(&[data(file).to_str().unwrap()]);
+    let location = format!("{}/", root.path().display());
+    let ctx = context();
+    let tables = [
+        ("inferred", ""),
+        ("named", "PARTITIONED BY (sample, lane)"),
+        ("typed", "(sample VARCHAR, lane INT) PARTITIONED BY (sample, lane)"),
+    ];
+    for (name, columns) in tables {
+        query(&ctx, &format!("CREATE EXTERNAL TABLE {name} {columns} STORED AS BAM LOCATION '{location}'")).await.unwrap();
+        let sql = format!("SELECT sample, CAST(lane AS INT), count(*) FROM {name} GROUP BY 1, 2 ORDER BY 1, 2");
+        let rows = text_rows(&query(&ctx, &sql).await.unwrap());
+        let expected = [("a", "1", n("sample.bam")), ("a", "2", n("name_sorted.bam")), ("b", "1", n("edge.bam"))]
+            .map(|(sample, lane, count)| vec![sample.to_string(), lane.to_string(), count.to_string()]);
+        assert_eq!(rows, expected, "{name}");
+    }
+    let schema = ctx.table("typed").await.unwrap().schema().as_arrow().clone();
+    assert_eq!(schema.field_with_name("lane").unwrap().data_type(), &arrow::datatypes::DataType::Int32);
+    // Only lane 2's file is read.
+    let sql = "SELECT count(*) FROM typed WHERE lane = 2";
+    assert_eq!(count(&query(&ctx, sql).await.unwrap()), n("name_sorted.bam"));
+    let plan = text_rows(&query(&ctx, &format!("EXPLAIN {sql}")).await.unwrap()).concat().join("\n");
+    assert!(plan.contains("lane=2/name_sorted.bam") && !plan.contains("lane=1"), "{plan}");
+
+    let bad = [
+        ("(qname VARCHAR, sample VARCHAR) PARTITIONED BY (sample)", "a column list may only give the types of PARTITIONED BY columns, and qname is not one"),
+        ("(sample VARCHAR) PARTITIONED BY (sample, lane)", "partition column lane is missing from the column list"),
+        ("PARTITIONED BY (lane)", "Inferred partitions to be [\"sample\", \"lane\"]"),
+    ];
+    for (columns, message) in bad {
+        let err = query(&ctx, &format!("CREATE EXTERNAL TABLE bad {columns} STORED AS BAM LOCATION '{location}'")).await.unwrap_err().to_string();
+        assert!(err.contains(message), "{columns}: {err}");
+    }
+}
