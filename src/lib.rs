@@ -125,7 +125,13 @@ pub(crate) fn location_string(url: &ListingTableUrl) -> String {
 
 /// A listing table of BAM files (a file, a directory or a glob).
 pub async fn bam_listing_table(state: &dyn Session, path: &str, options: BamOptions) -> Result<Arc<ListingTable>> {
-    let urls = vec![table_url(path)?];
+    bam_listing_table_of(state, &[path], options).await
+}
+
+/// A listing table of the BAM files at several locations (files, directories, globs; on one
+/// object store), with one schema over all their files.
+pub async fn bam_listing_table_of(state: &dyn Session, locations: &[&str], options: BamOptions) -> Result<Arc<ListingTable>> {
+    let urls = locations.iter().map(|location| table_url(location)).collect::<Result<Vec<_>>>()?;
     let listing = bam_listing_options(&urls, options);
     Ok(Arc::new(listing_table(state, urls, listing).await?))
 }
@@ -145,6 +151,16 @@ pub(crate) async fn listing_table(state: &dyn Session, urls: Vec<ListingTableUrl
     let Some(first) = urls.first() else {
         return plan_err!("a BAM table needs at least one location");
     };
+    if let Some(i) = (1..urls.len()).find(|&i| urls[..i].contains(&urls[i])) {
+        return plan_err!("BAM location {} is given twice", location_string(&urls[i]));
+    }
+    if let Some(other) = urls.iter().find(|url| url.object_store() != first.object_store()) {
+        return plan_err!(
+            "the locations of a BAM table must be on one object store, not on {} and {}",
+            first.object_store().as_str(),
+            other.object_store().as_str()
+        );
+    }
     let store = state.runtime_env().object_store(first)?;
     let mut files = Vec::new();
     for url in &urls {

@@ -25,7 +25,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use crate::format::{BamFormat, BamSource};
 use crate::pushdown::can_prefilter;
-use crate::{bam_listing_table, BamOptions};
+use crate::{bam_listing_table_of, BamOptions};
 use arrow::datatypes::DataType;
 
 /// BAM files (a file, directory or glob) as one table, with filter pushdown at planning time.
@@ -37,7 +37,12 @@ pub struct BamTable {
 impl BamTable {
     /// Opens the files at `path` (reading their headers to find the tag columns).
     pub async fn open(state: &dyn Session, path: &str, options: BamOptions) -> Result<Self> {
-        Ok(Self { listing: bam_listing_table(state, path, options).await? })
+        Self::open_all(state, &[path], options).await
+    }
+
+    /// Opens the files at several locations as one table (see [`crate::bam_listing_table_of`]).
+    pub async fn open_all(state: &dyn Session, locations: &[&str], options: BamOptions) -> Result<Self> {
+        Ok(Self { listing: bam_listing_table_of(state, locations, options).await? })
     }
 
     /// A table over a listing table of [`BamFormat`](crate::BamFormat) files.
@@ -133,16 +138,6 @@ impl TableProviderFactory for BamTableFactory {
         let Some(first) = urls.first() else {
             return plan_err!("CREATE EXTERNAL TABLE ... STORED AS BAM needs a LOCATION");
         };
-        if let Some(i) = (1..urls.len()).find(|&i| urls[..i].contains(&urls[i])) {
-            return plan_err!("BAM location {} is given twice", cmd.locations[i]);
-        }
-        if let Some(other) = urls.iter().find(|url| url.object_store() != first.object_store()) {
-            return plan_err!(
-                "the locations of a BAM table must be on one object store, not on {} and {}",
-                first.object_store().as_str(),
-                other.object_store().as_str()
-            );
-        }
         let remote_glob = urls.iter().position(|url| url.scheme() != "file" && url.get_glob().is_some());
 
         let mut listing = crate::bam_listing_options(&urls, options);

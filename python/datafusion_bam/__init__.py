@@ -89,7 +89,7 @@ def _options(
 
 
 def table(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
     tags: str | Sequence[str] | None = None,
     region: str | Sequence[str] | None = None,
@@ -97,7 +97,8 @@ def table(
     tag_sample_records: int | None = None,
     skip_damaged: bool | None = None,
 ) -> BamTable:
-    """Opens BAM files (a path, a directory of ``.bam`` files or a glob) as a table.
+    """Opens BAM files (a path, a directory of ``.bam`` files or a glob, or a list of them) as one
+    table. Its tag columns come from all the files, so files with different tags share it.
 
     ``tags`` chooses the typed tag columns (``"NM,MD"``, ``"NM:i,MD:Z"``, ``"all"``, ``"none"``);
     ``region`` keeps only records overlapping samtools-style regions (``"chr1:100-200"``);
@@ -105,7 +106,11 @@ def table(
     damaged records and unreadable stretches (each reported as a :class:`BamWarning` by the
     conversion helpers, or through :func:`warnings_since`) instead of failing.
     """
-    return BamTable(os.fspath(path), _options(tags, region, split, tag_sample_records, skip_damaged))
+    return BamTable(_paths(path), _options(tags, region, split, tag_sample_records, skip_damaged))
+
+
+def _paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+    return [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]
 
 
 def register(
@@ -173,22 +178,20 @@ def _convert(
     progress: bool | ProgressCallback,
     ctx: SessionContext | None,
 ) -> int:
-    sources = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]
+    sources = _paths(paths)
     if not sources:
         raise ValueError("no BAM files given")
     output = os.fspath(output)
     ctx = ctx or SessionContext()
-    names = []
-    for i, source in enumerate(sources):
-        name = f"__bam_input_{i}"
-        ctx.register_table(name, table(source, tags=tags, region=region, skip_damaged=skip_damaged))
-        names.append(name)
+    # One table over all inputs: one schema, whatever tags each file has.
+    name = f"__bam_input_{os.getpid()}_{threading.get_ident()}"
+    ctx.register_table(name, table(sources, tags=tags, region=region, skip_damaged=skip_damaged))
     projection = ", ".join(f'"{c}"' for c in columns) if columns else "*"
     conditions = [f"({where})"] if where else []
     if min_mapq is not None:
         conditions.append(f"mapq >= {int(min_mapq)}")
     filter_sql = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    query = " UNION ALL ".join(f"SELECT {projection} FROM {n}{filter_sql}" for n in names)
+    query = f"SELECT {projection} FROM {name}{filter_sql}"
 
     # Written under a temporary name and renamed when complete, so a failed or interrupted
     # conversion never leaves an output that looks finished.
@@ -231,8 +234,7 @@ def _convert(
             report()
             if progress is True:
                 sys.stderr.write("\n")
-        for n in names:
-            ctx.deregister_table(n)
+        ctx.deregister_table(name)
         messages, dropped, _ = warnings_since(warned)
         for message in messages:
             warnings.warn(message, BamWarning, stacklevel=3)

@@ -1,6 +1,6 @@
 """Type stubs of the Rust extension module (python/src/lib.rs)."""
 
-from typing import Any
+from typing import Any, Sequence
 
 DATAFUSION_MAJOR: int
 
@@ -8,13 +8,14 @@ class BamError(Exception):
     """A BAM file or option could not be used."""
 
 class BamTable:
-    """BAM files (a path, a directory of .bam files or a glob) as a DataFusion table.
+    """BAM files (a path, a directory of .bam files or a glob, or a list of them) as one
+    DataFusion table, with one schema over all the files.
 
     ``options`` takes the keys of ``CREATE EXTERNAL TABLE ... OPTIONS``: ``tags``, ``region``,
     ``split``, ``tag_sample_records``, ``skip_damaged``. Opening reads the headers; errors raise :class:`BamError`.
     """
 
-    def __init__(self, path: str, options: dict[str, str] | None = None) -> None: ...
+    def __init__(self, path: str | Sequence[str], options: dict[str, str] | None = None) -> None: ...
     def __arrow_c_schema__(self) -> Any: ...
     def __datafusion_table_provider__(self, session: Any) -> Any: ...
 

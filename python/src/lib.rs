@@ -119,13 +119,14 @@ fn provider_capsule<'py>(py: Python<'py>, table: Arc<dyn TableProvider>, session
     PyCapsule::new_with_value(py, provider, PROVIDER_CAPSULE)
 }
 
-/// BAM files (a path, a directory of .bam files or a glob) as a DataFusion table.
+/// BAM files (a path, a directory of .bam files or a glob, or a list of them) as a DataFusion
+/// table, with one schema over all the files.
 ///
 /// `options` takes the same keys as `CREATE EXTERNAL TABLE ... OPTIONS`: `tags`, `region`,
 /// `split`, `tag_sample_records`, `skip_damaged`.
 #[pyclass(name = "BamTable", module = "datafusion_bam", frozen)]
 struct PyBamTable {
-    path: String,
+    paths: Vec<String>,
     table: Arc<BamTable>,
 }
 
@@ -133,17 +134,23 @@ struct PyBamTable {
 impl PyBamTable {
     #[new]
     #[pyo3(signature = (path, options = None))]
-    fn new(py: Python<'_>, path: String, options: Option<HashMap<String, String>>) -> PyResult<Self> {
+    fn new(py: Python<'_>, path: &Bound<'_, PyAny>, options: Option<HashMap<String, String>>) -> PyResult<Self> {
+        // A str is a sequence too: take it as one path, not as its characters.
+        let paths: Vec<String> = match path.extract::<String>() {
+            Ok(one) => vec![one],
+            Err(_) => path.extract()?,
+        };
         let options = BamOptions::from_map(&options.unwrap_or_default()).map_err(bam_error)?;
         let table = py
             .detach(|| {
                 runtime().block_on(async {
                     let ctx = SessionContext::new();
-                    BamTable::open(&ctx.state(), &path, options).await
+                    let locations: Vec<&str> = paths.iter().map(String::as_str).collect();
+                    BamTable::open_all(&ctx.state(), &locations, options).await
                 })
             })
             .map_err(bam_error)?;
-        Ok(Self { path, table: Arc::new(table) })
+        Ok(Self { paths, table: Arc::new(table) })
     }
 
     /// The table's Arrow schema, as a pyarrow-compatible capsule object (`pyarrow.schema(t)`).
@@ -158,7 +165,10 @@ impl PyBamTable {
     }
 
     fn __repr__(&self) -> String {
-        format!("BamTable({:?})", self.path)
+        match self.paths.as_slice() {
+            [one] => format!("BamTable({one:?})"),
+            all => format!("BamTable({all:?})"),
+        }
     }
 }
 

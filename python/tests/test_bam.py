@@ -128,6 +128,25 @@ def test_to_ipc_of_several_files(tmp_path: Path) -> None:
     assert table.column_names == ["qname", "flag", "mapq"]
 
 
+def test_files_with_different_tags_convert_together(tmp_path: Path, ctx: SessionContext) -> None:
+    long_reads = str(DATA / "long_reads.bam")
+    files = [SAMPLE, long_reads]
+    assert samtools_count("-d", "RG", long_reads) == 0 < samtools_count("-d", "RG", SAMPLE)
+    out = tmp_path / "both.parquet"
+    rows = bam.to_parquet(files, out)
+    table = pq.read_table(out)
+    assert rows == table.num_rows == sum(samtools_count(f) for f in files)
+    tags = table.column("tags").combine_chunks()
+    for tag in ["RG", "MD", "tp"]:
+        with_tag = sum(samtools_count("-d", tag, f) for f in files)
+        assert len(tags.field(tag)) - tags.field(tag).null_count == with_tag, tag
+
+    ctx.register_table("both", bam.table(files, tags="RG,NM"))
+    assert sql_count(ctx, "SELECT count(both.tags['RG']) FROM both") == samtools_count("-d", "RG", SAMPLE)
+    with pytest.raises(bam.BamError, match="given twice"):
+        bam.table([SAMPLE, SAMPLE])
+
+
 def test_bad_path_names_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "missing.bam"
     with pytest.raises(bam.BamError, match="missing.bam"):
