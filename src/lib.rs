@@ -101,6 +101,9 @@ impl BamSessionExt for SessionContext {
 /// a scheme (`s3://bucket/runs/*.bam`; DataFusion's parser takes globs in local paths only). In
 /// URLs, `*` and `[` start a glob (`?` starts the query part of a URL).
 pub fn table_url(location: &str) -> Result<ListingTableUrl> {
+    if location.trim().is_empty() {
+        return plan_err!("a BAM location is empty: give a file, a directory or a glob");
+    }
     let remote = url::Url::parse(location).is_ok_and(|u| u.scheme().len() > 1 && u.scheme() != "file");
     if let Some(glob_start) = location.find(['*', '[']).filter(|_| remote) {
         let split = location[..glob_start].rfind('/').map_or(0, |i| i + 1);
@@ -136,6 +139,19 @@ pub async fn bam_listing_table_of(state: &dyn Session, locations: &[&str], optio
     Ok(Arc::new(listing_table(state, urls, listing).await?))
 }
 
+/// An error listing the files of `url`, with the likely reason when it is an http(s) directory
+/// or glob: plain HTTP servers cannot list (object_store lists through WebDAV).
+pub(crate) fn listing_error(url: &ListingTableUrl, e: DataFusionError) -> DataFusionError {
+    let named_file = !url.is_collection() && url.get_glob().is_none();
+    if named_file || !url.scheme().starts_with("http") {
+        return e;
+    }
+    DataFusionError::Plan(format!(
+        "BAM location {}: cannot list it ({e}); an http(s) location must name a file, unless the server speaks WebDAV",
+        location_string(url)
+    ))
+}
+
 /// Listing options for BAM files at `urls`: directories and globs give their `.bam` files only
 /// (indexes may sit beside them); files named one by one are read whatever their names.
 pub(crate) fn bam_listing_options(urls: &[ListingTableUrl], options: BamOptions) -> ListingOptions {
@@ -164,8 +180,9 @@ pub(crate) async fn listing_table(state: &dyn Session, urls: Vec<ListingTableUrl
     let store = state.runtime_env().object_store(first)?;
     let mut files = Vec::new();
     for url in &urls {
-        let found: Vec<ObjectMeta> = url.list_all_files(state, store.as_ref(), &listing.file_extension).await?.try_collect().await?;
         let named_file = !url.is_collection() && url.get_glob().is_none();
+        let found: Result<Vec<ObjectMeta>> = async { url.list_all_files(state, store.as_ref(), &listing.file_extension).await?.try_collect().await }.await;
+        let found = found.map_err(|e| listing_error(url, e))?;
         let location = || location_string(url);
         match found.as_slice() {
             [] if named_file && listing.file_extension.is_empty() => return plan_err!("BAM location {}: not found", location()),
@@ -205,5 +222,6 @@ mod tests {
         }
         assert!(table_url("/data/*.bam").unwrap().get_glob().is_some(), "local globs as DataFusion parses them");
         assert!(table_url("s3://bucket/runs/[.bam").is_err(), "an invalid pattern is an error");
+        assert!(table_url(" ").unwrap_err().to_string().contains("a BAM location is empty"));
     }
 }

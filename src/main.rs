@@ -21,7 +21,7 @@ use datafusion::sql::parser::{DFParser, Statement};
 use datafusion_cli::cli_context::CliSessionContext;
 use datafusion_cli::object_storage::{get_gcs_object_store_builder, get_s3_object_store_builder, AwsOptions, GcpOptions};
 use object_store::http::HttpBuilder;
-use object_store::ObjectStore;
+use object_store::{ClientOptions, ObjectStore};
 use datafusion_bam::convert::{convert_each, Outcome, OutputFormat};
 use datafusion_bam::options::is_format_option;
 use datafusion_bam::output_guard::OutputGuard;
@@ -195,18 +195,19 @@ async fn run_input(ctx: &SessionContext, sql: &str, print_options: &PrintOptions
     outcome
 }
 
-/// Executes and prints as datafusion-cli does, except `CREATE EXTERNAL TABLE ... STORED AS BAM`
-/// with options of the format, which datafusion-cli rejects (it checks `OPTIONS` against the
-/// built-in formats' options): those run through [`create_bam_table`].
+/// Executes and prints as datafusion-cli does, except `CREATE EXTERNAL TABLE ... STORED AS BAM`,
+/// which runs through [`create_bam_table`]: datafusion-cli rejects options of the format (it
+/// checks `OPTIONS` against the built-in formats' options) and parses locations itself, before
+/// the BAM table factory could report what is wrong with them.
 async fn execute(ctx: &SessionContext, sql: &str, print_options: &PrintOptions) -> Result<()> {
     let statements = match DFParser::parse_sql(sql) {
-        Ok(statements) if statements.iter().any(is_bam_table_with_format_options) => statements,
+        Ok(statements) if statements.iter().any(is_bam_table) => statements,
         // Unparsable SQL gets datafusion-cli's error.
         _ => return exec::exec_from_commands(ctx, vec![sql.to_string()], print_options).await,
     };
     for statement in statements {
-        if is_bam_table_with_format_options(&statement) {
-            create_bam_table(ctx, statement).await?;
+        if is_bam_table(&statement) {
+            create_bam_table(ctx, statement, print_options).await?;
         } else {
             exec::exec_from_commands(ctx, vec![statement.to_string()], print_options).await?;
         }
@@ -322,25 +323,25 @@ async fn convert(ctx: &SessionContext, inputs: &[PathBuf], output_dir: &std::pat
 
 /// Whether `statement` is `CREATE EXTERNAL TABLE ... STORED AS BAM` with options of the format
 /// (not only `aws.*`-style store options).
-fn is_bam_table_with_format_options(statement: &Statement) -> bool {
-    match statement {
-        Statement::CreateExternalTable(t) if t.file_type.eq_ignore_ascii_case("bam") => t.options.iter().any(|(key, _)| is_format_option(key)),
-        _ => false,
-    }
+fn is_bam_table(statement: &Statement) -> bool {
+    matches!(statement, Statement::CreateExternalTable(t) if t.file_type.eq_ignore_ascii_case("bam"))
 }
 
 /// Runs a `CREATE EXTERNAL TABLE ... STORED AS BAM` through the session, after registering the
 /// object store of a remote location as datafusion-cli would: from the statement's `aws.*` or
-/// `gcp.*` options and the environment.
-async fn create_bam_table(ctx: &SessionContext, statement: Statement) -> Result<()> {
+/// `gcp.*` options and the environment. Prints what datafusion-cli prints for it.
+async fn create_bam_table(ctx: &SessionContext, statement: Statement, print_options: &PrintOptions) -> Result<()> {
+    let start = Instant::now();
     let plan = ctx.state().statement_to_plan(statement).await?;
     if let LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) = &plan {
         for location in &cmd.locations {
             register_location_store(ctx, location, &cmd.options).await?;
         }
     }
-    ctx.execute_logical_plan(plan).await?.collect().await?;
-    Ok(())
+    let created = ctx.execute_logical_plan(plan).await?;
+    let schema = Arc::clone(created.schema().inner());
+    let batches = created.collect().await?;
+    print_options.print_batches(schema, &batches, start, 0, &ctx.copied_config().options().format)
 }
 
 async fn register_location_store(ctx: &SessionContext, location: &str, options: &HashMap<String, String>) -> Result<()> {
@@ -361,7 +362,13 @@ async fn register_location_store(ctx: &SessionContext, location: &str, options: 
             let gcp = table_options.extensions.get::<GcpOptions>().ok_or_else(missing)?;
             Arc::new(get_gcs_object_store_builder(url, gcp)?.build()?)
         }
-        "http" | "https" => Arc::new(HttpBuilder::new().with_url(url.origin().ascii_serialization()).build()?),
+        // As datafusion-cli builds it: plain http too (object_store refuses it by default).
+        "http" | "https" => Arc::new(
+            HttpBuilder::new()
+                .with_client_options(ClientOptions::new().with_allow_http(true))
+                .with_url(url.origin().ascii_serialization())
+                .build()?,
+        ),
         // Local files, and stores registered already.
         _ => return Ok(()),
     };

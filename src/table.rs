@@ -144,7 +144,8 @@ impl TableProviderFactory for BamTableFactory {
         let partition_columns = match partition_columns(cmd)? {
             Some(columns) => columns,
             None if remote_glob.is_none() && infers_partitions(state) => {
-                listing.infer_partitions(state, first).await?.into_iter().map(|name| (name, partition_type())).collect()
+                let names = listing.infer_partitions(state, first).await.map_err(|e| crate::listing_error(first, e))?;
+                names.into_iter().map(|name| (name, partition_type())).collect()
             }
             None => Vec::new(),
         };
@@ -156,7 +157,7 @@ impl TableProviderFactory for BamTableFactory {
         }
         listing = listing.with_table_partition_cols(partition_columns).with_file_sort_order(cmd.order_exprs.clone());
         for url in &urls {
-            listing.validate_partitions(state, url).await?;
+            listing.validate_partitions(state, url).await.map_err(|e| crate::listing_error(url, e))?;
         }
 
         let table = crate::listing_table(state, urls, listing).await?;

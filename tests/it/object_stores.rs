@@ -231,6 +231,14 @@ async fn cli_reads_http_locations() {
     let numbers: Vec<i64> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
     let expected = vec![samtools_count(&data("sample.bam"), &["-q", "30"]), samtools_count(&data("sample.bam"), &["chr1:40000-60000"])];
     assert_eq!(numbers, expected);
+
+    // Plain HTTP cannot list a directory: the error says so.
+    let directory = format!("{}/{BUCKET}/", server.endpoint);
+    let create = format!("CREATE EXTERNAL TABLE d STORED AS BAM LOCATION '{directory}'");
+    let out = Command::new(env!("CARGO_BIN_EXE_datafusion-bam")).args(["-q", "-c", &create]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&format!("BAM location {directory}: cannot list it")), "{err}");
+    assert!(err.contains("an http(s) location must name a file"), "{err}");
 }
 
 /// `gs://` locations through object_store's Google Cloud Storage client. That client speaks the
