@@ -177,6 +177,13 @@ async fn s3_partition_directories_become_columns() {
             .collect();
         assert_eq!(counts.join(", "), expected, "{name}");
     }
+    // Globs in URLs, two of them in one table; they cannot carry partition columns.
+    let globs = format!("LOCATION ('s3://{BUCKET}/runs/sample=a/*.bam', 's3://{BUCKET}/runs/sample=b/y*')");
+    query(&ctx, &format!("CREATE EXTERNAL TABLE globbed STORED AS BAM {globs}")).await.unwrap();
+    let both = samtools_count(&data("sample.bam"), &[]) + samtools_count(&data("name_sorted.bam"), &[]);
+    assert_eq!(count(&query(&ctx, "SELECT count(*) FROM globbed").await.unwrap()), both);
+    let err = query(&ctx, &format!("CREATE EXTERNAL TABLE bad STORED AS BAM PARTITIONED BY (sample) {globs}")).await.unwrap_err();
+    assert!(err.to_string().contains("a glob in a URL cannot be combined with partition columns"), "{err}");
 }
 
 /// The CLI reads `s3://` with the store's options in `OPTIONS`, with and without BAM options: a
