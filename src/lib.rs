@@ -139,11 +139,15 @@ pub async fn bam_listing_table_of(state: &dyn Session, locations: &[&str], optio
     Ok(Arc::new(listing_table(state, urls, listing).await?))
 }
 
+/// Whether `url` names one file, not a directory or a glob.
+fn names_a_file(url: &ListingTableUrl) -> bool {
+    !url.is_collection() && url.get_glob().is_none()
+}
+
 /// An error listing the files of `url`, with the likely reason when it is an http(s) directory
 /// or glob: plain HTTP servers cannot list (object_store lists through WebDAV).
 pub(crate) fn listing_error(url: &ListingTableUrl, e: DataFusionError) -> DataFusionError {
-    let named_file = !url.is_collection() && url.get_glob().is_none();
-    if named_file || !url.scheme().starts_with("http") {
+    if names_a_file(url) || !url.scheme().starts_with("http") {
         return e;
     }
     DataFusionError::Plan(format!(
@@ -155,8 +159,7 @@ pub(crate) fn listing_error(url: &ListingTableUrl, e: DataFusionError) -> DataFu
 /// Listing options for BAM files at `urls`: directories and globs give their `.bam` files only
 /// (indexes may sit beside them); files named one by one are read whatever their names.
 pub(crate) fn bam_listing_options(urls: &[ListingTableUrl], options: BamOptions) -> ListingOptions {
-    let named_files = urls.iter().all(|url| !url.is_collection() && url.get_glob().is_none());
-    let extension = if named_files { String::new() } else { format!(".{}", format::BAM_EXTENSION) };
+    let extension = if urls.iter().all(names_a_file) { String::new() } else { format!(".{}", format::BAM_EXTENSION) };
     ListingOptions::new(Arc::new(BamFormat::new(options))).with_file_extension(extension)
 }
 
@@ -180,7 +183,7 @@ pub(crate) async fn listing_table(state: &dyn Session, urls: Vec<ListingTableUrl
     let store = state.runtime_env().object_store(first)?;
     let mut files = Vec::new();
     for url in &urls {
-        let named_file = !url.is_collection() && url.get_glob().is_none();
+        let named_file = names_a_file(url);
         let found: Result<Vec<ObjectMeta>> = async { url.list_all_files(state, store.as_ref(), &listing.file_extension).await?.try_collect().await }.await;
         let found = found.map_err(|e| listing_error(url, e))?;
         let location = || location_string(url);

@@ -321,8 +321,7 @@ async fn convert(ctx: &SessionContext, inputs: &[PathBuf], output_dir: &std::pat
     .await
 }
 
-/// Whether `statement` is `CREATE EXTERNAL TABLE ... STORED AS BAM` with options of the format
-/// (not only `aws.*`-style store options).
+/// Whether `statement` is `CREATE EXTERNAL TABLE ... STORED AS BAM`.
 fn is_bam_table(statement: &Statement) -> bool {
     matches!(statement, Statement::CreateExternalTable(t) if t.file_type.eq_ignore_ascii_case("bam"))
 }

@@ -141,13 +141,14 @@ impl TableProviderFactory for BamTableFactory {
         let remote_glob = urls.iter().position(|url| url.scheme() != "file" && url.get_glob().is_some());
 
         let mut listing = crate::bam_listing_options(&urls, options);
-        let partition_columns = match partition_columns(cmd)? {
-            Some(columns) => columns,
+        // Columns inferred from the first location need checking against the others only.
+        let (partition_columns, unchecked) = match partition_columns(cmd)? {
+            Some(columns) => (columns, &urls[..]),
             None if remote_glob.is_none() && infers_partitions(state) => {
                 let names = listing.infer_partitions(state, first).await.map_err(|e| crate::listing_error(first, e))?;
-                names.into_iter().map(|name| (name, partition_type())).collect()
+                (names.into_iter().map(|name| (name, partition_type())).collect(), &urls[1..])
             }
-            None => Vec::new(),
+            None => (Vec::new(), &urls[..]),
         };
         if let (Some(i), false) = (remote_glob, partition_columns.is_empty()) {
             return plan_err!(
@@ -156,7 +157,7 @@ impl TableProviderFactory for BamTableFactory {
             );
         }
         listing = listing.with_table_partition_cols(partition_columns).with_file_sort_order(cmd.order_exprs.clone());
-        for url in &urls {
+        for url in unchecked {
             listing.validate_partitions(state, url).await.map_err(|e| crate::listing_error(url, e))?;
         }
 
