@@ -184,3 +184,26 @@ async fn partition_directories_become_columns() {
         assert!(err.contains(message), "{columns}: {err}");
     }
 }
+
+/// `WITH ORDER` declares the order the files are in (here coordinate order, whose reference
+/// names happen to sort as text): DataFusion then needs no sort for it.
+#[tokio::test]
+async fn with_order_declares_the_order_of_the_files() {
+    let ctx = context();
+    let path = data("sample.bam");
+    let create = |name: &str, order: &str| format!("CREATE EXTERNAL TABLE {name} STORED AS BAM WITH ORDER ({order}) LOCATION '{}'", path.display());
+    query(&ctx, &create("sorted", "rname ASC, pos ASC")).await.unwrap();
+    let sql = "SELECT rname, pos FROM sorted ORDER BY rname, pos";
+    let plan = text_rows(&query(&ctx, &format!("EXPLAIN {sql}")).await.unwrap()).concat().join("\n");
+    assert!(plan.contains("output_ordering=[rname@0 ASC NULLS LAST, pos@1 ASC NULLS LAST]") && !plan.contains("SortExec"), "{plan}");
+    let ours: Vec<String> = text_rows(&query(&ctx, sql).await.unwrap()).iter().map(|r| r[1].clone()).collect();
+    let expected: Vec<String> = samtools(&["view", path.to_str().unwrap()])
+        .lines()
+        .map(|l| l.split('\t').nth(3).unwrap())
+        .map(|pos| if pos == "0" { String::new() } else { pos.to_string() })
+        .collect();
+    assert_eq!(ours, expected);
+
+    let err = query(&ctx, &create("bad", "nosuch ASC")).await.unwrap_err();
+    assert!(err.to_string().contains("WITH ORDER: column nosuch is not in the BAM table"), "{err}");
+}
