@@ -70,6 +70,13 @@ pub fn indexed_copy(dir: &Path, name: &str, kind: IndexKind) -> PathBuf {
     path
 }
 
+/// `samtools view -c ARGS`: the number of records it counts.
+pub fn samtools_count(args: &[&str]) -> i64 {
+    let mut all = vec!["view", "-c"];
+    all.extend_from_slice(args);
+    samtools(&all).trim().parse().unwrap()
+}
+
 pub fn samtools(args: &[&str]) -> String {
     let out = Command::new("samtools")
         .args(args)

@@ -3,7 +3,7 @@
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
 
-use crate::oracle::{data, samtools, table_rows};
+use crate::oracle::{data, samtools, samtools_count, table_rows};
 use crate::{context, query};
 
 fn create(table: &str, file: &str, options: &str) -> String {
@@ -101,12 +101,6 @@ fn text_rows(batches: &[arrow::array::RecordBatch]) -> Vec<Vec<String>> {
         b.columns().iter().map(|c| arrow::util::display::array_value_to_string(c, row).unwrap()).collect()
     };
     batches.iter().flat_map(|b| (0..b.num_rows()).map(move |row| text(b, row))).collect()
-}
-
-fn samtools_count(args: &[&str]) -> i64 {
-    let mut all = vec!["view", "-c"];
-    all.extend_from_slice(args);
-    samtools(&all).trim().parse().unwrap()
 }
 
 /// Files named one by one share a table as a directory's files do: one schema over all their tags.

@@ -8,7 +8,7 @@ use arrow::datatypes::Int64Type;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_bam::{BamOptions, BamTable};
 
-use crate::oracle::{data, samtools};
+use crate::oracle::{data, samtools, samtools_count};
 use crate::query;
 
 async fn context(path: &str, partitions: usize) -> SessionContext {
@@ -26,12 +26,6 @@ async fn count_and_plan(ctx: &SessionContext, sql: &str) -> (i64, String) {
     let count = batches[0].column(0).as_primitive::<Int64Type>().value(0);
     let plan = query(ctx, &format!("EXPLAIN {sql}")).await.unwrap();
     (count, arrow::util::pretty::pretty_format_batches(&plan).unwrap().to_string())
-}
-
-fn samtools_count(args: &[&str]) -> i64 {
-    let mut all = vec!["view", "-c"];
-    all.extend_from_slice(args);
-    samtools(&all).trim().parse().unwrap()
 }
 
 #[tokio::test]
