@@ -28,8 +28,14 @@ fn run(cmd: &mut Command) {
     assert!(out.status.success(), "{cmd:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// `<target>/moto-venv/bin`, made once.
+/// `<target>/moto-venv/bin`, made once: the tests of this binary run on parallel threads, and
+/// the first makes it while the others wait (two makers would clear each other's venv).
 fn moto_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(make_moto_venv).clone()
+}
+
+fn make_moto_venv() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let target = exe.ancestors().nth(3).unwrap();
     let venv = target.join("moto-venv");
