@@ -15,9 +15,10 @@ use arrow::array::{
 };
 use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 
 use crate::record::{cigar_ops, reference_span, AuxField, RawRecord, RecordError};
-use crate::schema::{col, TagKind, TagLayout, TagName};
+use crate::schema::{col, column_id, TagKind, TagLayout, TagName};
 
 const FLAG_UNMAPPED: u16 = 0x4;
 const SEQ_CODES: &[u8; 16] = b"=ACMGRSVTWYHKDBN";
@@ -67,19 +68,26 @@ pub struct BatchDecoder {
 }
 
 impl BatchDecoder {
-    /// `table_schema` is the full BAM schema; `projection` lists the columns to produce, in
-    /// output order.
+    /// `table_schema` is the full BAM schema; `projection` lists the columns to produce (indices
+    /// into `table_schema`), in output order.
     pub fn new(
         table_schema: &SchemaRef,
         projection: &[usize],
         layout: &TagLayout,
         file: &FileContext,
-    ) -> Result<Self, arrow::error::ArrowError> {
+    ) -> Result<Self, ArrowError> {
         let schema = Arc::new(table_schema.project(projection)?);
+        let projection = projection
+            .iter()
+            .map(|&i| {
+                column_id(table_schema, i).ok_or_else(|| {
+                    ArrowError::SchemaError(format!("column {} is not a BAM column", table_schema.field(i).name()))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let wants = |c: usize| projection.contains(&c);
         Ok(Self {
             schema,
-            projection: projection.to_vec(),
             reference_names: Arc::clone(&file.reference_names),
             rows: 0,
             qname: wants(col::QNAME).then(StringBuilder::new),
@@ -97,6 +105,7 @@ impl BatchDecoder {
             tags: (wants(col::TAGS) || wants(col::TAGS_EXTRA)).then(|| TagColumns::new(layout)),
             tags_extra: wants(col::TAGS_EXTRA).then(StringBuilder::new),
             text: String::new(),
+            projection,
         })
     }
 
@@ -235,7 +244,7 @@ impl BatchDecoder {
     }
 
     /// Returns the rows appended since the last call as a batch, and starts a new one.
-    pub fn finish(&mut self) -> Result<RecordBatch, arrow::error::ArrowError> {
+    pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
         let columns: Vec<ArrayRef> = self
             .projection
             .iter()
@@ -255,7 +264,7 @@ impl BatchDecoder {
                     col::QUAL => Arc::new(self.qual.as_mut().unwrap().finish()),
                     col::TAGS => Arc::new(self.tags.as_mut().unwrap().finish(self.rows)),
                     col::TAGS_EXTRA => Arc::new(finish_text(self.tags_extra.as_mut().unwrap())),
-                    _ => unreachable!("projection index {c} checked against the schema in new()"),
+                    _ => unreachable!("column id {c} checked against the schema in new()"),
                 }
             })
             .collect();
@@ -613,7 +622,8 @@ mod tests {
     fn long_cigar_comes_from_cg_tag() {
         let layout = TagLayout::default();
         let schema = bam_schema(&layout);
-        let proj = [col::CIGAR, col::ENDPOS, col::TAGS_EXTRA];
+        // Without tag fields there is no `tags` column: tags_extra is the schema's last.
+        let proj = [col::CIGAR, col::ENDPOS, schema.index_of("tags_extra").unwrap()];
         let mut d = BatchDecoder::new(&schema, &proj, &layout, &chr1()).unwrap();
         // Placeholder 4S10N; CG holds 2M1I1M (span 3).
         let mut aux = b"CGBI\x03\0\0\0".to_vec();

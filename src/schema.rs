@@ -191,31 +191,48 @@ pub fn tag_str(name: TagName) -> String {
     String::from_utf8_lossy(&name).into_owned()
 }
 
-/// The table schema for a given tag layout.
+/// Column names, indexed by the ids in [`col`].
+pub const COLUMN_NAMES: [&str; col::COUNT] = [
+    "qname", "flag", "rname", "pos", "endpos", "mapq", "cigar", "rnext", "pnext", "tlen", "seq", "qual", "tags",
+    "tags_extra",
+];
+
+/// The table schema for a given tag layout. A layout without fields gives no `tags` column
+/// (Parquet cannot store a struct without fields), so every aux field is in `tags_extra`.
 pub fn bam_schema(layout: &TagLayout) -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("qname", DataType::Utf8, true),
-        Field::new("flag", DataType::UInt16, false),
-        Field::new("rname", DataType::Utf8, true),
-        Field::new("pos", DataType::Int64, true),
-        Field::new("endpos", DataType::Int64, true),
-        Field::new("mapq", DataType::UInt8, true),
-        Field::new("cigar", DataType::Utf8, true),
-        Field::new("rnext", DataType::Utf8, true),
-        Field::new("pnext", DataType::Int64, true),
-        Field::new("tlen", DataType::Int32, false),
-        Field::new("seq", DataType::Utf8, true),
-        Field::new("qual", DataType::Utf8, true),
-        Field::new("tags", DataType::Struct(layout.struct_fields()), false),
-        Field::new("tags_extra", DataType::Utf8, true),
-    ]))
+    let fields = COLUMN_NAMES.iter().enumerate().filter_map(|(id, &name)| {
+        let (data_type, nullable) = match id {
+            col::QNAME | col::RNAME | col::CIGAR | col::RNEXT | col::SEQ | col::QUAL | col::TAGS_EXTRA => {
+                (DataType::Utf8, true)
+            }
+            col::FLAG => (DataType::UInt16, false),
+            col::POS | col::ENDPOS | col::PNEXT => (DataType::Int64, true),
+            col::MAPQ => (DataType::UInt8, true),
+            col::TLEN => (DataType::Int32, false),
+            col::TAGS if layout.tags.is_empty() => return None,
+            col::TAGS => (DataType::Struct(layout.struct_fields()), false),
+            _ => unreachable!("COLUMN_NAMES has col::COUNT entries"),
+        };
+        Some(Field::new(name, data_type, nullable))
+    });
+    Arc::new(Schema::new(fields.collect::<Vec<_>>()))
+}
+
+/// The [`col`] id of field `index` of a table schema made by [`bam_schema`] (ids and indices
+/// differ after `tags` in a table without tag fields); `None` for other columns, such as
+/// partition columns.
+pub fn column_id(schema: &Schema, index: usize) -> Option<usize> {
+    let name = schema.fields().get(index)?.name();
+    COLUMN_NAMES.iter().position(|n| n == name)
 }
 
 /// Extracts the tag layout from a table schema made by [`bam_schema`].
 pub fn layout_of(schema: &Schema) -> Result<TagLayout> {
-    match schema.fields().get(col::TAGS).map(|f| f.data_type()) {
-        Some(DataType::Struct(fields)) => TagLayout::from_struct_fields(fields),
-        _ => plan_err!("not a BAM table schema: column {} is not the tags struct", col::TAGS),
+    match schema.field_with_name(COLUMN_NAMES[col::TAGS]).map(|f| f.data_type()) {
+        Ok(DataType::Struct(fields)) => TagLayout::from_struct_fields(fields),
+        Ok(other) => plan_err!("not a BAM table schema: column tags is {other}, not the tags struct"),
+        Err(_) if schema.field_with_name(COLUMN_NAMES[col::TAGS_EXTRA]).is_ok() => Ok(TagLayout::default()),
+        Err(_) => plan_err!("not a BAM table schema: it has neither tags nor tags_extra"),
     }
 }
 
@@ -239,6 +256,19 @@ mod tests {
         let schema = bam_schema(&layout);
         assert_eq!(schema.fields().len(), col::COUNT);
         assert_eq!(layout_of(&schema).unwrap(), layout);
+        assert_eq!(column_id(&schema, col::TAGS_EXTRA), Some(col::TAGS_EXTRA));
+    }
+
+    #[test]
+    fn a_layout_without_fields_has_no_tags_column() {
+        let schema = bam_schema(&TagLayout::default());
+        assert_eq!(schema.fields().len(), col::COUNT - 1);
+        assert!(schema.field_with_name("tags").is_err());
+        assert_eq!(schema.field(col::TAGS).name(), "tags_extra");
+        assert_eq!(column_id(&schema, col::TAGS), Some(col::TAGS_EXTRA));
+        assert_eq!(column_id(&schema, col::QUAL), Some(col::QUAL));
+        assert_eq!(column_id(&schema, col::TAGS_EXTRA), None);
+        assert_eq!(layout_of(&schema).unwrap(), TagLayout::default());
     }
 
     #[test]

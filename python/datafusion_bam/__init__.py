@@ -100,7 +100,9 @@ def table(
     """Opens BAM files (a path, a directory of ``.bam`` files or a glob, or a list of them) as one
     table. Its tag columns come from all the files, so files with different tags share it.
 
-    ``tags`` chooses the typed tag columns (``"NM,MD"``, ``"NM:i,MD:Z"``, ``"all"``, ``"none"``);
+    ``tags`` chooses the fields of the typed ``tags`` struct: ``"auto"`` (the default: the tags of
+    the first records), a list (``"NM,MD"``, ``"NM:i,MD:Z"``) or ``"none"``. A table without tag
+    fields has no ``tags`` column; ``tags_extra`` holds every aux field the struct does not.
     ``region`` keeps only records overlapping samtools-style regions (``"chr1:100-200"``);
     ``split=False`` reads each file as one partition; ``skip_damaged=True`` skips and counts
     damaged records and unreadable stretches (each reported as a :class:`BamWarning` by the

@@ -147,6 +147,22 @@ def test_files_with_different_tags_convert_together(tmp_path: Path, ctx: Session
         bam.table([SAMPLE, SAMPLE])
 
 
+@pytest.mark.parametrize("path", ["unaligned.bam", "long_ref.bam", "corpus/stripped.bam", "corpus/header_only.bam"])
+def test_files_without_aux_fields_convert(tmp_path: Path, path: str) -> None:
+    source = str(DATA / path)
+    assert all(len(line.split("\t")) == 11 for line in samtools("view", source).splitlines())
+    expected = samtools_count(source)
+    parquet, ipc = tmp_path / "x.parquet", tmp_path / "x.arrow"
+    assert bam.to_parquet(source, parquet) == expected
+    assert bam.to_ipc(source, ipc) == expected
+    with pa.ipc.open_file(ipc) as reader:
+        for table in (pq.read_table(parquet), reader.read_all()):
+            assert table.num_rows == expected
+            assert "tags" not in table.column_names and table.column_names[-1] == "tags_extra"
+            assert table.column("tags_extra").null_count == expected
+    assert "tags" not in pa.schema(bam.table(source)).names
+
+
 def test_bad_path_names_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "missing.bam"
     with pytest.raises(bam.BamError, match="missing.bam"):

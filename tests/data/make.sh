@@ -12,22 +12,17 @@ if [[ "${1:-}" == "--big" ]]; then
   big_out=$(realpath -m "${2:?usage: make.sh --big DIR}")
 fi
 cd "$(dirname "$0")"
+export PYTHONPATH="$PWD"   # fasta.py
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 # A random genome (4 chromosomes) and an unrelated "contaminant" sequence whose reads stay unmapped.
 python3 - "$work" <<'PY'
 import random, sys
+from fasta import random_seq, write_fasta as write
 out = sys.argv[1]
 rng = random.Random(20261124)
-def seq(n):
-    return "".join(rng.choice("ACGT") for _ in range(n))
-def write(path, records):
-    with open(path, "w") as f:
-        for name, s in records:
-            f.write(f">{name}\n")
-            for i in range(0, len(s), 80):
-                f.write(s[i:i + 80] + "\n")
+seq = lambda n: random_seq(rng, n)
 ref = [("chr1", seq(300_000)), ("chr2", seq(200_000)), ("chr3", seq(120_000)), ("chrM", seq(16_569))]
 write(f"{out}/ref.fa", ref)
 write(f"{out}/sim.fa", ref + [("contaminant", seq(20_000))])
@@ -133,3 +128,6 @@ if [[ -n "$big_out" ]]; then
   samtools index "$big_out/big.bam"
 fi
 ls -l *.bam
+
+# Files from other tools (aligners, samtools subcommands, Picard, ...): tests/data/corpus/.
+"$(pwd)/corpus.sh"

@@ -81,6 +81,30 @@ pub fn record_offsets(data: &[u8]) -> Vec<usize> {
     offsets
 }
 
+/// How many records of the BGZF file at `path` start in one block and end in another.
+pub fn records_crossing_blocks(path: &Path) -> usize {
+    let bytes = std::fs::read(path).unwrap();
+    // Each block's inflated size (ISIZE) is its last 4 bytes; the ends in uncompressed offsets.
+    let offsets = block_offsets(&bytes);
+    let mut ends = Vec::new();
+    let mut total = 0;
+    for next in offsets.iter().skip(1).copied().chain([bytes.len()]) {
+        total += u32::from_le_bytes(bytes[next - 4..next].try_into().unwrap()) as usize;
+        ends.push(total);
+    }
+    let data = inflate(&bytes);
+    let starts = record_offsets(&data);
+    let record_ends = starts.iter().skip(1).copied().chain([data.len()]);
+    starts
+        .iter()
+        .zip(record_ends)
+        .filter(|&(&start, end)| {
+            let block_end = ends[ends.partition_point(|&e| e <= start)];
+            end > block_end
+        })
+        .count()
+}
+
 /// The virtual position of uncompressed offset `offset` in the BGZF file `bytes`, as the scan
 /// names a record starting there (the block holding its first byte).
 fn virtual_offset_of(bytes: &[u8], offset: usize) -> String {

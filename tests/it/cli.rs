@@ -214,6 +214,30 @@ async fn parquet_rows(path: &Path) -> i64 {
     df.count().await.unwrap() as i64
 }
 
+/// The README's conversion of a file without aux fields (no `tags` column), to both formats,
+/// and `convert` of it.
+#[tokio::test]
+async fn file_without_aux_fields_converts() {
+    let dir = tempfile::tempdir().unwrap();
+    let unaligned = data("unaligned.bam");
+    let expected = samtools_count(&["view", "-c", unaligned.to_str().unwrap()]);
+    let create = format!("CREATE EXTERNAL TABLE t STORED AS BAM LOCATION '{}'", unaligned.display());
+    let copy = |stored: &str, target: &str| format!("COPY (SELECT * FROM t) TO '{target}' STORED AS {stored}");
+    let out = run_in(dir.path(), &["-q", "-c", &create, "-c", &copy("PARQUET", "u.parquet"), "-c", &copy("ARROW", "u.arrow")]);
+    stdout_ok(&out);
+    assert_eq!(parquet_rows(&dir.path().join("u.parquet")).await, expected);
+    let ctx = crate::context();
+    for file in ["u.parquet", "u.arrow"] {
+        let df = ctx.sql(&format!("SELECT * FROM '{}'", dir.path().join(file).display())).await.unwrap();
+        let names: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names.last().map(String::as_str), Some("tags_extra"), "{file}: {names:?}");
+        assert!(!names.iter().any(|n| n == "tags"), "{file}: {names:?}");
+        assert_eq!(df.count().await.unwrap() as i64, expected, "{file}");
+    }
+    stdout_ok(&run_in(dir.path(), &["convert", "-d", "out", unaligned.to_str().unwrap()]));
+    assert_eq!(parquet_rows(&dir.path().join("out/unaligned.parquet")).await, expected);
+}
+
 /// `convert` writes one complete file per input; after a failure, a rerun skips what was done
 /// and converts the rest.
 #[tokio::test]

@@ -2,7 +2,9 @@
 //! go through registration, partitioning and decoding, with and without `skip_damaged`.
 //!
 //! Every case must end, within a time limit, in rows or in an error naming the file; never a
-//! panic. With `skip_damaged`, no record-level error may escape. A short deterministic run is
+//! panic. With `skip_damaged`, no record-level error may escape. Rows read without error and
+//! without skipping must be the same at 1 and 3 partitions, and equal samtools' where samtools
+//! reads the file too. A short deterministic run is
 //! part of the suite; `tests/fuzz.sh` runs it for longer with fresh seeds and saves failing
 //! inputs to `tests/data/fuzz/`, which [`saved_findings_stay_fixed`] replays.
 
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 use datafusion_bam::{BamOptions, BamSessionExt};
 
 use crate::bad_input::{deflate, inflate, record_offsets, sample};
-use crate::oracle::{data, repo_root};
+use crate::oracle::{data, repo_root, table_rows, try_samtools_rows, Row};
 use crate::partitions::split_context;
 use crate::query;
 
@@ -97,6 +99,8 @@ fn case(seed: u64) -> Vec<u8> {
 async fn check(path: &Path) -> Result<(), String> {
     let name = path.file_name().unwrap().to_str().unwrap();
     let uncompressed_bound = 64 * std::fs::metadata(path).unwrap().len() as usize + (1 << 20);
+    // Rows read without error and without skipping, by partition count.
+    let mut clean_rows: Vec<(usize, Vec<Row>)> = Vec::new();
     for partitions in [1, 3] {
         for skip_damaged in [false, true] {
             let ctx = split_context(partitions);
@@ -113,6 +117,11 @@ async fn check(path: &Path) -> Result<(), String> {
                     if rows * 36 > uncompressed_bound {
                         return Err(format!("{how}: {rows} rows from a {uncompressed_bound}-byte bound"));
                     }
+                    if !skip_damaged {
+                        let mut rows = table_rows(&batches);
+                        rows.sort();
+                        clean_rows.push((partitions, rows));
+                    }
                 }
                 Ok(Err(e)) => {
                     let e = e.to_string();
@@ -126,6 +135,19 @@ async fn check(path: &Path) -> Result<(), String> {
                         return Err(format!("{how}: a damaged record was not skipped: {e}"));
                     }
                 }
+            }
+        }
+    }
+    // What is read without error is the same at every partition count, and what samtools reads
+    // too is what samtools reads.
+    if let [(_, first), rest @ ..] = clean_rows.as_slice() {
+        if let Some((n, _)) = rest.iter().find(|(_, rows)| rows != first) {
+            return Err(format!("rows at 1 and {n} partitions differ"));
+        }
+        if let Some(mut expected) = try_samtools_rows(path) {
+            expected.sort();
+            if &expected != first {
+                return Err(format!("{} rows read, samtools reads {} rows that differ", first.len(), expected.len()));
             }
         }
     }

@@ -3,6 +3,7 @@
 mod bad_input;
 mod cli;
 mod codec;
+mod corpus;
 mod fidelity;
 mod fuzz;
 mod load;

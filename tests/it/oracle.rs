@@ -9,29 +9,86 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float32Type, Int64Type};
 use datafusion_bam::schema::SAM_TYPE_KEY;
 
-/// A tag value, with integer widths and float formatting normalised as the issue asks:
-/// integers compare regardless of width, floats at the 6 significant digits samtools prints.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// A tag value. Integers compare regardless of their BAM width (`samtools view` prints every
+/// width as `i`); floats compare at the 6 significant digits samtools prints.
+#[derive(Debug, Clone)]
 pub enum TagValue {
     Char(String),
     Str(String),
     Hex(String),
     Int(i64),
     Float(String),
-    IntArray(Vec<i64>),
+    /// A `B` array of integers with its subtype letter; `None` for a value from the `tags`
+    /// struct, whose `List<Int64>` keeps no subtype (README): it matches any subtype there.
+    IntArray(Vec<i64>, Option<char>),
     FloatArray(Vec<String>),
+}
+
+impl TagValue {
+    /// Everything but an integer array's subtype, for ordering.
+    fn key(&self) -> (u8, &str, i64, &[i64], &[String]) {
+        match self {
+            Self::Char(s) => (0, s, 0, &[], &[]),
+            Self::Str(s) => (1, s, 0, &[], &[]),
+            Self::Hex(s) => (2, s, 0, &[], &[]),
+            Self::Int(v) => (3, "", *v, &[], &[]),
+            Self::Float(s) => (4, s, 0, &[], &[]),
+            Self::IntArray(v, _) => (5, "", 0, v, &[]),
+            Self::FloatArray(v) => (6, "", 0, &[], v),
+        }
+    }
+}
+
+impl PartialEq for TagValue {
+    fn eq(&self, other: &Self) -> bool {
+        let subtypes_agree = match (self, other) {
+            (Self::IntArray(_, Some(a)), Self::IntArray(_, Some(b))) => a == b,
+            _ => true,
+        };
+        self.key() == other.key() && subtypes_agree
+    }
+}
+
+impl Eq for TagValue {}
+
+impl PartialOrd for TagValue {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TagValue {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 fn float6(v: f32) -> String {
     format!("{:.5e}", v)
 }
 
+/// The SAM columns of a row, in SAM order, as the table's columns hold them.
+pub const SAM_COLUMNS: [&str; 11] = ["qname", "flag", "rname", "pos", "mapq", "cigar", "rnext", "pnext", "tlen", "seq", "qual"];
+
+/// What `samtools view` prints for a null in each of [`SAM_COLUMNS`] (`None`: never null).
+const SAM_PLACEHOLDERS: [Option<&str>; 11] =
+    [Some("*"), None, Some("*"), Some("0"), Some("255"), Some("*"), Some("*"), Some("0"), None, Some("*"), Some("*")];
+
 /// One record in canonical form.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Row {
-    /// QNAME FLAG RNAME POS MAPQ CIGAR RNEXT PNEXT TLEN SEQ QUAL, `=` in RNEXT resolved.
-    pub fields: Vec<String>,
+    /// QNAME FLAG RNAME POS MAPQ CIGAR RNEXT PNEXT TLEN SEQ QUAL as the README promises the
+    /// columns: `None` where samtools prints a placeholder (`*`, POS/PNEXT 0, MAPQ 255), and
+    /// RNEXT `=` resolved to RNAME.
+    pub fields: Vec<Option<String>>,
     pub tags: Vec<(String, TagValue)>,
+}
+
+impl Row {
+    /// Field `i` of [`SAM_COLUMNS`] as `samtools view` prints it.
+    pub fn sam_field(&self, i: usize) -> &str {
+        self.fields[i].as_deref().or(SAM_PLACEHOLDERS[i]).expect("a never-null column is null")
+    }
 }
 
 /// The checkout under test. Read at run time, not compile time: a build cache shared between
@@ -90,19 +147,21 @@ pub fn samtools(args: &[&str]) -> String {
 pub fn parse_sam_tag(field: &str) -> (String, TagValue) {
     let mut parts = field.splitn(3, ':');
     let (tag, ty, value) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap_or(""));
+    let float = |x: &str| float6(x.parse().unwrap_or_else(|e| panic!("{field}: float {x:?}: {e}")));
     let v = match ty {
         "A" => TagValue::Char(value.into()),
         "Z" => TagValue::Str(value.into()),
         "H" => TagValue::Hex(value.into()),
         "i" => TagValue::Int(value.parse().unwrap()),
-        "f" => TagValue::Float(float6(value.parse().unwrap())),
+        "f" => TagValue::Float(float(value)),
         "B" => {
             let mut items = value.split(',');
             let sub = items.next().unwrap();
             if sub == "f" {
-                TagValue::FloatArray(items.map(|x| float6(x.parse().unwrap())).collect())
+                TagValue::FloatArray(items.map(float).collect())
             } else {
-                TagValue::IntArray(items.map(|x| x.parse().unwrap()).collect())
+                assert!(matches!(sub, "c" | "C" | "s" | "S" | "i" | "I"), "{field}: B subtype {sub:?}");
+                TagValue::IntArray(items.map(|x| x.parse().unwrap()).collect(), sub.chars().next())
             }
         }
         other => panic!("unknown SAM tag type {other} in {field}"),
@@ -110,16 +169,50 @@ pub fn parse_sam_tag(field: &str) -> (String, TagValue) {
     (tag.to_string(), v)
 }
 
+/// Parses one field of `tags_extra`, which the README promises in samtools' syntax with floats
+/// in their shortest exact form (checked here) and `B` arrays with their own subtype.
+fn parse_extra_tag(field: &str) -> (String, TagValue) {
+    let mut parts = field.splitn(3, ':');
+    let (ty, value) = (parts.nth(1).unwrap_or(""), parts.next().unwrap_or(""));
+    let floats: Vec<&str> = match (ty, value.strip_prefix("f,")) {
+        ("f", _) => vec![value],
+        ("B", Some(items)) => items.split(',').collect(),
+        _ => vec![],
+    };
+    for text in floats {
+        let v: f32 = text.parse().unwrap_or_else(|e| panic!("tags_extra {field}: float {text:?}: {e}"));
+        assert_eq!(v.to_string(), text, "tags_extra {field}: a float not in its shortest exact form");
+    }
+    parse_sam_tag(field)
+}
+
 /// `samtools view` of a file (optionally a region or filter arguments), canonicalised.
 pub fn samtools_rows(path: &Path, extra: &[&str]) -> Vec<Row> {
     let mut args = vec!["view", path.to_str().unwrap()];
     args.extend_from_slice(extra);
-    samtools(&args)
-        .lines()
+    sam_rows(&samtools(&args))
+}
+
+/// `samtools view` of a file that may be damaged: `None` when samtools does not read it
+/// without error (or prints what is not UTF-8). A warning alone, such as a missing end-of-file
+/// block, still gives rows.
+pub fn try_samtools_rows(path: &Path) -> Option<Vec<Row>> {
+    let out = Command::new("samtools").arg("view").arg(path).output().expect("samtools must be installed");
+    let text = String::from_utf8(out.stdout).ok()?;
+    out.status.success().then(|| sam_rows(&text))
+}
+
+/// SAM records (no header) canonicalised.
+fn sam_rows(sam: &str) -> Vec<Row> {
+    sam.lines()
         .map(|line| {
             let cols: Vec<&str> = line.split('\t').collect();
-            let mut fields: Vec<String> = cols[..11].iter().map(|s| s.to_string()).collect();
-            if fields[6] == "=" {
+            let mut fields: Vec<Option<String>> = cols[..11]
+                .iter()
+                .zip(SAM_PLACEHOLDERS)
+                .map(|(text, null)| (Some(*text) != null).then(|| text.to_string()))
+                .collect();
+            if cols[6] == "=" {
                 fields[6] = fields[2].clone();
             }
             let mut tags: Vec<_> = cols[11..].iter().map(|t| parse_sam_tag(t)).collect();
@@ -134,9 +227,9 @@ fn utf8(col: &dyn Array) -> arrow::array::StringArray {
     cast(col, &DataType::Utf8).unwrap().as_string::<i32>().clone()
 }
 
-fn strings(batch: &RecordBatch, name: &str, null: &str) -> Vec<String> {
-    let col = utf8(batch.column_by_name(name).unwrap());
-    (0..col.len()).map(|i| if col.is_null(i) { null.to_string() } else { col.value(i).to_string() }).collect()
+fn strings(batch: &RecordBatch, name: &str) -> Vec<Option<String>> {
+    let col = utf8(batch.column_by_name(name).unwrap_or_else(|| panic!("no column {name}")));
+    col.iter().map(|v| v.map(str::to_string)).collect()
 }
 
 /// The tag fields of a `tags` struct: name, SAM type, and the column (text cast to Utf8 once).
@@ -164,7 +257,7 @@ fn tag_values(columns: &[(String, String, arrow::array::ArrayRef)], row: usize) 
             "H" => TagValue::Hex(col.as_string::<i32>().value(row).into()),
             "i" => TagValue::Int(col.as_primitive::<Int64Type>().value(row)),
             "f" => TagValue::Float(float6(col.as_primitive::<Float32Type>().value(row))),
-            "B:i" => TagValue::IntArray(col.as_list::<i32>().value(row).as_primitive::<Int64Type>().values().to_vec()),
+            "B:i" => TagValue::IntArray(col.as_list::<i32>().value(row).as_primitive::<Int64Type>().values().to_vec(), None),
             "B:f" => TagValue::FloatArray(
                 col.as_list::<i32>().value(row).as_primitive::<Float32Type>().values().iter().map(|v| float6(*v)).collect(),
             ),
@@ -175,33 +268,25 @@ fn tag_values(columns: &[(String, String, arrow::array::ArrayRef)], row: usize) 
     out
 }
 
-/// The provider's rows (all columns of `SELECT *`), canonicalised.
+/// The provider's rows (all columns of `SELECT *`), canonicalised. A table without tag fields
+/// has no `tags` column (README).
 pub fn table_rows(batches: &[RecordBatch]) -> Vec<Row> {
     let mut rows = Vec::new();
     for b in batches {
-        let cols: Vec<Vec<String>> = [
-            ("qname", "*"),
-            ("flag", ""),
-            ("rname", "*"),
-            ("pos", "0"),
-            ("mapq", "255"),
-            ("cigar", "*"),
-            ("rnext", "*"),
-            ("pnext", "0"),
-            ("tlen", ""),
-            ("seq", "*"),
-            ("qual", "*"),
-        ]
-        .iter()
-        .map(|(name, null)| strings(b, name, null))
-        .collect();
-        let tags = tag_columns(b.column_by_name("tags").unwrap().as_struct());
-        let extra = utf8(b.column_by_name("tags_extra").unwrap());
+        let cols: Vec<Vec<Option<String>>> = SAM_COLUMNS.iter().map(|name| strings(b, name)).collect();
+        for (i, null) in SAM_PLACEHOLDERS.iter().enumerate() {
+            assert!(null.is_some() || cols[i].iter().all(Option::is_some), "{} has a null", SAM_COLUMNS[i]);
+        }
+        let tags = b.column_by_name("tags").map(|c| tag_columns(c.as_struct())).unwrap_or_default();
+        if let Some(c) = b.column_by_name("tags") {
+            assert!(!c.as_struct().fields().is_empty(), "a tags struct without fields");
+        }
+        let extra = utf8(b.column_by_name("tags_extra").expect("every table has tags_extra"));
         for i in 0..b.num_rows() {
             let mut t = tag_values(&tags, i);
             if !extra.is_null(i) {
                 assert!(!extra.value(i).is_empty(), "tags_extra is null, never empty");
-                t.extend(extra.value(i).split('\t').map(parse_sam_tag));
+                t.extend(extra.value(i).split('\t').map(parse_extra_tag));
             }
             t.sort();
             rows.push(Row { fields: cols.iter().map(|c| c[i].clone()).collect(), tags: t });
@@ -214,12 +299,12 @@ pub fn table_rows(batches: &[RecordBatch]) -> Vec<Row> {
 /// (M, D, N, =, X), or POS when unmapped or without a CIGAR; none without a position. Computed
 /// from the text, apart from the provider's binary decoding.
 pub fn endpos_from_text(row: &Row) -> Option<i64> {
-    let flag: u16 = row.fields[1].parse().unwrap();
-    let pos: i64 = row.fields[3].parse().unwrap();
+    let flag: u16 = row.sam_field(1).parse().unwrap();
+    let pos: i64 = row.sam_field(3).parse().unwrap();
     if pos == 0 {
         return None;
     }
-    let cigar = &row.fields[5];
+    let cigar = row.sam_field(5);
     if flag & 4 != 0 || cigar == "*" {
         return Some(pos);
     }

@@ -75,7 +75,7 @@ async fn copy_to_parquet_and_arrow_round_trips() {
     let out = dir.path().join("names.arrow");
     query(&ctx, &format!("COPY (SELECT qname, seq, qual FROM reads) TO '{}' STORED AS ARROW", out.display())).await.unwrap();
     let b = query(&ctx, &format!("SELECT count(*) FROM '{}' WHERE seq IS NULL", out.display())).await.unwrap();
-    let expected = crate::oracle::samtools_rows(&data("edge.bam"), &[]).iter().filter(|r| r.fields[9] == "*").count();
+    let expected = crate::oracle::samtools_rows(&data("edge.bam"), &[]).iter().filter(|r| r.fields[9].is_none()).count();
     assert_eq!(count(&b) as usize, expected);
     assert!(expected > 0);
 }
