@@ -9,11 +9,8 @@ use std::io::Read;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use datafusion::physical_expr::expressions::{binary, col, lit};
 use datafusion::logical_expr::Operator;
-use datafusion_bam::decode::{BatchDecoder, FileContext};
-use datafusion_bam::pushdown::Prefilter;
-use datafusion_bam::record::RawRecord;
-use datafusion_bam::scan::{bgzf_reader, read_header, read_record_bytes};
-use datafusion_bam::schema::{bam_schema, col as c, TagKind, TagLayout};
+use datafusion_bam::bench::{bam_schema, bgzf_reader, col as c, read_header, read_record_bytes, BatchDecoder, FileContext, Prefilter, RawRecord, TagLayout};
+use datafusion_bam::TagKind;
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sample.bam");
 

@@ -30,7 +30,9 @@ use datafusion_proto::protobuf;
 use prost::Message;
 
 use crate::format::BamSource;
-use crate::options::{parse_regions, BamOptions};
+use crate::options::BamOptions;
+use crate::region::parse_regions;
+use crate::listing;
 use crate::table::BamTable;
 
 /// A BAM scan node: the scan config and what [`BamSource`] adds to it.
@@ -139,8 +141,8 @@ impl LogicalExtensionCodec for BamLogicalCodec {
     fn try_decode_table_provider(&self, buf: &[u8], _table_ref: &TableReference, schema: SchemaRef, _ctx: &TaskContext) -> Result<Arc<dyn TableProvider>> {
         let node = BamTableNode::decode(buf).map_err(|e| decode_error("BAM table", e))?;
         let options = node.options.unwrap_or_default().options()?;
-        let urls = node.paths.iter().map(|p| crate::table_url(p)).collect::<Result<Vec<_>>>()?;
-        let listing = crate::bam_listing_options(&urls, options);
+        let urls = node.paths.iter().map(|p| listing::table_url(p)).collect::<Result<Vec<_>>>()?;
+        let listing = listing::bam_listing_options(&urls, options);
         let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(listing).with_schema(schema);
         Ok(Arc::new(BamTable::from_listing(Arc::new(ListingTable::try_new(config)?))))
     }

@@ -17,6 +17,7 @@ use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 
+use crate::framing::FileContext;
 use crate::record::{cigar_ops, reference_span, AuxField, RawRecord, RecordError};
 use crate::schema::{col, column_id, TagKind, TagLayout, TagName};
 
@@ -34,14 +35,6 @@ const SEQ_PAIRS: [[u8; 2]; 256] = {
 };
 const CIGAR_OPS: &[u8; 9] = b"MIDNSHP=X";
 const NO_TAG_COLUMN: u16 = u16::MAX;
-
-/// What the decoder needs to know about the file being read.
-pub struct FileContext {
-    /// Reference names, indexed by refID.
-    pub reference_names: Arc<[String]>,
-    /// Reference lengths, indexed by refID.
-    pub reference_lengths: Arc<[u64]>,
-}
 
 /// Builds Arrow record batches from BAM records, for a fixed projection of the table schema.
 pub struct BatchDecoder {

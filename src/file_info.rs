@@ -13,11 +13,10 @@ use noodles_bgzf::VirtualPosition;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
-use crate::decode::FileContext;
 use crate::index::{BamIndex, IndexKind};
 use crate::io::ObjectBytes;
-use crate::partition::plausible_record;
-use crate::scan::{bgzf_reader, read_header, reader_at};
+use crate::framing::{bgzf_reader, read_header, reader_at, FileContext};
+use crate::resync::plausible_record;
 use crate::warnings;
 
 /// A BAM file's header facts and index.

@@ -34,9 +34,11 @@ use crate::file_info::Catalog;
 use crate::infer::infer_layout;
 use crate::io::{blocking_stream, ObjectBytes};
 use crate::options::BamOptions;
-use crate::partition::{plan_range, region_file_groups, select_pieces, MIN_REGION_PARTITION_BYTES};
-use crate::pushdown::{can_prefilter, region_predicate, regions, Prefilter, Region};
-use crate::scan::{BatchReader, DecodeSpec, Piece, ScanMetrics, BGZF_EOF};
+use crate::framing::BGZF_EOF;
+use crate::partition::{plan_range, region_file_groups, select_pieces, Piece, MIN_REGION_PARTITION_BYTES};
+use crate::pushdown::{can_prefilter, region_predicate, regions, Prefilter};
+use crate::region::Region;
+use crate::scan::{BatchReader, DecodeSpec, ScanMetrics};
 use crate::schema::{bam_schema, layout_of, TagLayout};
 use crate::warnings;
 
@@ -146,10 +148,7 @@ impl FileFormat for BamFormat {
         }
         // The region option is a predicate like any pushed-down filter.
         let predicate = region_predicate(&self.options.regions, source.table_schema.file_schema());
-        match predicate {
-            Ok(p) => Arc::new(source.with_predicates(vec![p])),
-            Err(_) => Arc::new(source),
-        }
+        Arc::new(source.with_predicates(vec![predicate]))
     }
 }
 

@@ -13,7 +13,7 @@ use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::io::open_blocking_reader;
-use crate::scan::{bgzf_reader, read_header};
+use crate::framing::{bgzf_reader, read_header};
 
 /// The `bam_header` table function.
 #[derive(Debug, Default)]

@@ -31,7 +31,6 @@ impl IndexKind {
 
 /// A parsed index and what the scan derives from it.
 pub struct BamIndex {
-    kind: IndexKind,
     index: Box<dyn RegionQuery>,
     unplaced_count: Option<u64>,
     /// Sorted, deduplicated virtual positions at which records start (or the data ends).
@@ -50,19 +49,19 @@ impl BamIndex {
             IndexKind::Bai => {
                 let index = noodles_bam::bai::io::Reader::new(bytes).read_index()?;
                 let offsets = index.reference_sequences().iter().flat_map(|r| r.index().iter().copied()).collect();
-                Ok(Self::new(kind, index, offsets))
+                Ok(Self::new(index, offsets))
             }
             IndexKind::Csi => {
                 let index = noodles_csi::io::Reader::new(bytes).read_index()?;
                 let offsets = index.reference_sequences().iter().flat_map(|r| r.index().values().copied()).collect();
-                Ok(Self::new(kind, index, offsets))
+                Ok(Self::new(index, offsets))
             }
         }
     }
 
     /// `offsets` are the linear (BAI) or bin (CSI) offsets: record starts too, and where region
     /// chunks may begin (see [`RegionQuery::chunks`]).
-    fn new<I>(kind: IndexKind, index: GenericIndex<I>, offsets: Vec<VirtualPosition>) -> Self
+    fn new<I>(index: GenericIndex<I>, offsets: Vec<VirtualPosition>) -> Self
     where
         I: ReferenceIndex + Send + Sync + 'static,
     {
@@ -89,11 +88,7 @@ impl BamIndex {
             .collect::<Vec<_>>();
         let reference_count = reference_counts.len();
         let unplaced_count = index.unplaced_unmapped_record_count();
-        Self { kind, index: Box::new(index), unplaced_count, record_starts, unplaced_start, reference_count, reference_counts }
-    }
-
-    pub fn kind(&self) -> IndexKind {
-        self.kind
+        Self { index: Box::new(index), unplaced_count, record_starts, unplaced_start, reference_count, reference_counts }
     }
 
     pub fn reference_count(&self) -> usize {

@@ -9,7 +9,7 @@ use object_store::{ObjectMeta, ObjectStore};
 use crate::io::open_blocking_reader;
 use crate::options::{BamOptions, TagSelection};
 use crate::record::RawRecord;
-use crate::scan::{bgzf_reader, error_at, read_header, read_record_bytes};
+use crate::framing::{bgzf_reader, error_at, read_header, read_record_bytes};
 use crate::schema::{is_tag_name, predefined_kind, TagKind, TagLayout, TagName};
 
 /// How often each (tag, kind) occurred, in order of first appearance. A record has a handful

@@ -23,7 +23,7 @@ use datafusion_cli::object_storage::{get_gcs_object_store_builder, get_s3_object
 use object_store::http::HttpBuilder;
 use object_store::{ClientOptions, ObjectStore};
 use datafusion_bam::convert::{convert_each, Outcome, OutputFormat};
-use datafusion_bam::options::is_format_option;
+use datafusion_bam::is_format_option;
 use datafusion_bam::output_guard::OutputGuard;
 use datafusion_bam::{progress, warnings, BamOptions, BamSessionExt};
 use datafusion_cli::catalog::DynamicObjectStoreCatalog;

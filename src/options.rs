@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use datafusion::common::{plan_err, Result};
 
-use crate::pushdown::{parse_region, Region};
+use crate::region::{parse_regions, Region};
 use crate::schema::{parse_tag_name, TagKind, TagName};
 
 /// Which aux tags become fields of the `tags` struct. Tags outside it go to `tags_extra`.
@@ -75,15 +75,6 @@ impl Default for BamOptions {
     fn default() -> Self {
         Self { tags: TagSelection::Auto, tag_sample_records: 10_000, split: true, regions: Vec::new(), skip_damaged: false }
     }
-}
-
-/// Parses the `region` option: regions in samtools syntax separated by white space.
-pub fn parse_regions(text: &str) -> Result<Vec<Region>> {
-    let regions = text.split_whitespace().map(parse_region).collect::<Result<Vec<_>>>()?;
-    if regions.is_empty() {
-        return plan_err!("option region is empty: give regions such as 'chr1:100-200 chr2', or leave the option out");
-    }
-    Ok(regions)
 }
 
 /// Whether an `OPTIONS` key belongs to the BAM format: `format.`-prefixed (as DataFusion passes

@@ -27,8 +27,6 @@
 //! region is decoded on every core too. A boundary inside a chunk with no index position near it
 //! is found by the record search and verified like any other.
 
-use std::io::{self, BufRead, Read};
-
 use std::sync::Arc;
 
 use datafusion::common::{DataFusionError, Result};
@@ -37,26 +35,24 @@ use datafusion::datasource::physical_plan::FileGroup;
 use object_store::ObjectMeta;
 use noodles_bgzf as bgzf;
 
-use crate::decode::FileContext;
 use crate::file_info::FileInfo;
 use crate::index::{merge_spans, Span, SPAN_GAP_BYTES};
 use crate::io::ObjectBytes;
-use crate::pushdown::{Region, RegionReference};
-use crate::record::{cigar_ops, RawRecord, FIXED_LEN};
-use crate::scan::{is_block_header, Piece, ReadUntil};
+use crate::region::{Region, RegionReference};
+use crate::resync::find_first_record;
 
 /// The pieces of file `bytes` that the byte range `[start, end)` decodes, and the number of index
 /// chunks among them. `regions`, when given, are the only records wanted.
 pub fn plan_range(path: &str, bytes: &ObjectBytes, info: &FileInfo, start: u64, end: u64, regions: Option<&[Region]>) -> Result<(Vec<Piece>, usize)> {
-    let boundary = |x: u64| -> Result<(Option<bgzf::VirtualPosition>, String)> {
+    let boundary = |x: u64| -> Result<(Option<bgzf::VirtualPosition>, BoundaryOrigin)> {
         // Region scans cut inside index chunks, where the index's next position may be far away.
         let reach = if regions.is_some() { INDEX_BOUNDARY_REACH } else { u64::MAX };
         if let Some(v) = info.index.as_ref().and_then(|i| i.boundary_at(x)).filter(|v| v.compressed() - x <= reach) {
-            return Ok((Some(v), format!("the index {}", info.index_note)));
+            return Ok((Some(v), BoundaryOrigin::Index(info.index_note.clone())));
         }
         let guess = find_first_record(bytes.open_at(x)?, x, bytes.size, &info.context)
             .map_err(|e| DataFusionError::Execution(format!("BAM file {path}: cannot find the first record after byte {x}: {e}")))?;
-        Ok((guess, format!("the record search from byte {x}")))
+        Ok((guess, BoundaryOrigin::RecordSearch(x)))
     };
     let from = if start == 0 { Some(info.header_end) } else { boundary(start)?.0 };
     let (to, origin) = if end >= bytes.size {
@@ -198,236 +194,95 @@ pub fn select_pieces(info: &FileInfo, whole: Piece, regions: Option<&[Region]>) 
     (pieces, count)
 }
 
-/// Records after a candidate that must chain by `block_size` and look valid.
-pub const CHAIN_LEN: usize = 10;
-
-/// Raw bytes searched for the first block header after a range start: a BGZF block is at most
-/// 64 KiB, so a real one starts within this distance unless the file ends first.
-const BLOCK_SEARCH_WINDOW: usize = 1 << 16;
-
-/// Inflated bytes searched for the first record start before giving up.
-const RECORD_SEARCH_LIMIT: usize = 512 << 20;
-
-fn block_size_at(b: &[u8]) -> usize {
-    usize::from(u16::from_le_bytes([b[16], b[17]])) + 1
+/// What placed a partition boundary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoundaryOrigin {
+    /// A record start named by the index (its location, for messages).
+    Index(String),
+    /// The record search from this byte offset.
+    RecordSearch(u64),
 }
 
-/// Whether `raw[p..]` holds a real BGZF block: its header, a successful CRC-checked inflate, and
-/// either the end of the file or another block header right after it. `complete` says whether
-/// `raw` reaches the end of the file.
-fn is_real_block(raw: &[u8], p: usize, complete: bool) -> bool {
-    if !is_block_header(&raw[p..]) {
-        return false;
+impl std::fmt::Display for BoundaryOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Index(location) => write!(f, "the index {location}"),
+            Self::RecordSearch(offset) => write!(f, "the record search from byte {offset}"),
+        }
     }
-    let size = block_size_at(&raw[p..]);
-    let next = p + size;
-    if next > raw.len() {
-        return false;
-    }
-    let followed = if next == raw.len() { complete } else { raw.len() - next >= 18 && is_block_header(&raw[next..]) };
-    if !followed {
-        return false;
-    }
-    let mut reader = bgzf::io::Reader::new(&raw[p..next]);
-    reader.fill_buf().is_ok()
 }
 
-/// Offset (relative to `raw`) of the first real BGZF block, if any. `raw` must hold at least
-/// [`BLOCK_SEARCH_WINDOW`] + 2 blocks of bytes unless it reaches the end of the file.
-pub fn find_block(raw: &[u8], complete: bool) -> Option<usize> {
-    (0..raw.len().min(BLOCK_SEARCH_WINDOW + 1)).find(|&p| is_real_block(raw, p, complete))
+/// A stretch of a file to decode: the records from `from` up to the one at `to`.
+#[derive(Debug, Clone)]
+pub struct Piece {
+    pub from: bgzf::VirtualPosition,
+    /// `None`: up to the end of the data.
+    pub to: Option<bgzf::VirtualPosition>,
+    /// When `to` is a partition boundary, what placed it: reading must then arrive exactly
+    /// there, or the boundary was wrong. Index chunk ends need no such check.
+    pub boundary_from: Option<BoundaryOrigin>,
+    /// For index chunks (coordinate-sorted data): no record sorting after this point is wanted,
+    /// so the piece ends at the first such record instead of at the end of its chunk.
+    pub read_until: Option<ReadUntil>,
 }
 
-/// Cheap structural checks of a candidate record at the start of `buf` (which begins with
-/// `block_size`). Returns the full length (with `block_size`) when plausible.
-pub fn plausible_record(buf: &[u8], refs: &FileContext) -> Option<usize> {
-    if buf.len() < 4 + FIXED_LEN {
-        return None;
+impl Piece {
+    /// Every record of a file, from the first after its header.
+    pub fn whole_file(header_end: bgzf::VirtualPosition) -> Self {
+        Self { from: header_end, to: None, boundary_from: None, read_until: None }
     }
-    let block_size = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    let total = 4 + block_size;
-    if block_size < FIXED_LEN || total > buf.len() {
-        return None;
-    }
-    let r = RawRecord::parse(&buf[4..total], refs.reference_lengths.len()).ok()?;
-    let within = |id: i32, pos: i32| {
-        pos >= -1 && (id < 0 && pos == -1 || id >= 0 && (pos as i64) < refs.reference_lengths[id as usize].max(1) as i64)
-    };
-    if !within(r.ref_id(), r.pos()) || !within(r.next_ref_id(), r.next_pos()) {
-        return None;
-    }
-    let name = r.name();
-    if name.is_empty() || !name.iter().all(|&c| (b'!'..=b'~').contains(&c) && c != b'@') {
-        return None;
-    }
-    let mut query_len = 0u64;
-    for (len, op) in cigar_ops(r.cigar_bytes()) {
-        match op {
-            0 | 1 | 4 | 7 | 8 => query_len += u64::from(len),
-            2 | 3 | 5 | 6 => {}
-            _ => return None,
-        }
-    }
-    let mapped = r.flag() & 0x4 == 0 && r.ref_id() >= 0;
-    if mapped && r.cigar_bytes().is_empty() {
-        return None;
-    }
-    // The CIGAR's query length equals the sequence length whenever both are present (the
-    // `kSmN` placeholder of a long CIGAR satisfies this too).
-    if r.l_seq() > 0 && !r.cigar_bytes().is_empty() && query_len != r.l_seq() as u64 {
-        return None;
-    }
-    if r.aux().any(|f| f.is_err()) {
-        return None;
-    }
-    Some(total)
 }
 
-/// Whether a record chain of [`CHAIN_LEN`] + 1 plausible records starts at `buf[at..]`.
-/// `complete` says whether `buf` holds all data to the end of the file. `None`: need more data.
-fn chain_starts_at(buf: &[u8], at: usize, complete: bool, refs: &FileContext) -> Option<bool> {
-    let mut p = at;
-    for i in 0..=CHAIN_LEN {
-        if p == buf.len() && complete {
-            return Some(i > 0);
-        }
-        if buf.len() - p < 4 + FIXED_LEN || {
-            let bs = u32::from_le_bytes([buf[p], buf[p + 1], buf[p + 2], buf[p + 3]]) as usize;
-            bs >= FIXED_LEN && 4 + bs > buf.len() - p && bs <= crate::scan::MAX_RECORD_BYTES
-        } {
-            // Not enough bytes to judge this record.
-            if complete {
-                return Some(false);
-            }
-            return None;
-        }
-        match plausible_record(&buf[p..], refs) {
-            Some(n) => p += n,
-            None => return Some(false),
-        }
-    }
-    Some(true)
+/// A point in coordinate order: reference `reference` (unmapped records, refID -1, sort last),
+/// up to the 1-based position `end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReadUntil {
+    pub reference: u32,
+    pub end: u64,
 }
 
-/// Where a range's first record is: the compressed offset of its block and the offset in the
-/// block's inflated data.
-pub type RecordStart = bgzf::VirtualPosition;
-
-/// Finds the first record starting in a block at or after `start`, reading the file's bytes
-/// from `start` through `reader`. `file_size` bounds the search. Returns `None` when no record
-/// starts at or after `start`.
-pub fn find_first_record<R: Read>(mut reader: R, start: u64, file_size: u64, refs: &FileContext) -> io::Result<Option<RecordStart>> {
-    // Raw bytes: enough for one full window plus the block found and its successor header.
-    let want = (BLOCK_SEARCH_WINDOW * 3) as u64;
-    let mut raw = Vec::new();
-    (&mut reader).take(want).read_to_end(&mut raw)?;
-    let complete = start + raw.len() as u64 >= file_size;
-    let Some(p) = find_block(&raw, complete) else {
-        if complete || raw.len() < BLOCK_SEARCH_WINDOW {
-            return Ok(None);
-        }
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("no BGZF block starts within 64 KiB after byte {start}")));
-    };
-    let first_block = start + p as u64;
-    let rest = io::Cursor::new(raw.split_off(p)).chain(reader);
-    let mut bgzf_reader = bgzf::io::Reader::new(rest);
-
-    // Inflated data, and where each block's data begins in it.
-    let mut data: Vec<u8> = Vec::new();
-    let mut blocks: Vec<(u64, usize)> = Vec::new();
-    let mut complete = false;
-    let mut candidate = 0usize;
-    loop {
-        // Try candidates in the data we have.
-        while candidate < data.len() {
-            match chain_starts_at(&data, candidate, complete, refs) {
-                Some(true) => {
-                    let i = blocks.partition_point(|&(_, begin)| begin <= candidate) - 1;
-                    let (cpos, begin) = blocks[i];
-                    let upos = u16::try_from(candidate - begin).expect("offset within one block");
-                    let vpos = bgzf::VirtualPosition::try_from((first_block + cpos, upos))
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                    return Ok(Some(vpos));
-                }
-                Some(false) => candidate += 1,
-                None => break,
-            }
-        }
-        if complete {
-            return Ok(None);
-        }
-        if data.len() > RECORD_SEARCH_LIMIT {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("no BAM record start found in the {} MiB of data after byte {start}", RECORD_SEARCH_LIMIT >> 20)));
-        }
-        // Load the next non-empty block; after fill_buf the position names that block.
-        if bgzf_reader.fill_buf()?.is_empty() {
-            complete = true;
-            continue;
-        }
-        blocks.push((bgzf_reader.virtual_position().compressed(), data.len()));
-        let chunk = bgzf_reader.fill_buf()?;
-        let n = chunk.len();
-        data.extend_from_slice(chunk);
-        bgzf_reader.consume(n);
+impl ReadUntil {
+    /// Whether the record `bytes` sorts after this point (it starts on a later reference, or
+    /// after `end` on this one): in sorted data, so does every record after it.
+    pub fn is_passed_by(&self, bytes: &[u8]) -> bool {
+        let (reference, pos) = crate::record::sort_position(bytes);
+        // Corrupt values (refID < -1, pos < -1) are left for the decoder to report.
+        let reference = match reference {
+            -1 => u32::MAX,
+            r => match u32::try_from(r) {
+                Ok(r) => r,
+                Err(_) => return false,
+            },
+        };
+        reference > self.reference || reference == self.reference && u64::try_from(i64::from(pos) + 1).is_ok_and(|p| p > self.end)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::scan::{bgzf_reader, next_record_start, read_header, read_record_bytes};
+    use super::ReadUntil;
 
-    fn sample() -> Vec<u8> {
-        // The run-time variable: a build cache shared between checkouts must not read another's file.
-        let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
-        std::fs::read(format!("{root}/tests/data/sample.bam")).unwrap()
-    }
-
-    /// Every record start of the file, by reading it sequentially from byte 0.
-    fn record_starts(bytes: &[u8]) -> (FileContext, Vec<bgzf::VirtualPosition>) {
-        let mut reader = bgzf_reader("sample.bam", bytes).unwrap();
-        let header = read_header("sample.bam", &mut reader).unwrap();
-        let mut starts = Vec::new();
-        let mut buf = Vec::new();
-        while let Some(at) = next_record_start("sample.bam", 0, &mut reader).unwrap() {
-            starts.push(at);
-            assert!(read_record_bytes("sample.bam", 0, &mut reader, &mut buf).unwrap());
-        }
-        (header.file, starts)
+    fn record(reference: i32, pos: i32) -> Vec<u8> {
+        let mut bytes = vec![0u8; crate::record::FIXED_LEN];
+        bytes[..4].copy_from_slice(&reference.to_le_bytes());
+        bytes[4..8].copy_from_slice(&pos.to_le_bytes());
+        bytes
     }
 
     #[test]
-    fn guesses_equal_the_sequential_record_chain() {
-        let bytes = sample();
-        let (file, starts) = record_starts(&bytes);
-        let size = bytes.len() as u64;
-        // Offsets all over the file, including the last block and the EOF block.
-        let mut offsets: Vec<u64> = (1..60).map(|i| size * i / 60).collect();
-        offsets.extend([1, size - 29, size - 28, size - 1]);
-        for offset in offsets {
-            let expected = starts.iter().copied().find(|v| v.compressed() >= offset);
-            let guess = find_first_record(&bytes[offset as usize..], offset, size, &file).unwrap();
-            assert_eq!(guess, expected, "first record at or after byte {offset}");
-        }
-    }
-
-    #[test]
-    fn a_fake_block_header_inside_data_is_skipped() {
-        let bytes = sample();
-        let real = block_size_at(&bytes);
-        // Garbage that starts with a valid-looking BGZF header, then a real block.
-        let mut data = bytes[..18].to_vec();
-        data.extend(std::iter::repeat_n(0xab, 300));
-        let fake_len = data.len();
-        data.extend_from_slice(&bytes[real..]);
-        assert!(is_block_header(&data));
-        assert_eq!(find_block(&data, true), Some(fake_len));
-    }
-
-    #[test]
-    fn garbage_is_not_a_record() {
-        let file = FileContext { reference_names: vec!["chr1".to_string()].into(), reference_lengths: vec![1000].into() };
-        assert_eq!(plausible_record(&[0xab; 200], &file), None);
-        assert_eq!(plausible_record(&[0; 200], &file), None);
+    fn read_until_follows_coordinate_order() {
+        let until = ReadUntil { reference: 1, end: 1000 };
+        // 0-based pos 999 is 1-based 1000: still wanted; 1000 is past.
+        assert!(!until.is_passed_by(&record(1, 999)));
+        assert!(until.is_passed_by(&record(1, 1000)));
+        assert!(!until.is_passed_by(&record(0, 5_000_000)));
+        assert!(until.is_passed_by(&record(2, 0)));
+        // Unmapped records without a reference sort last.
+        assert!(until.is_passed_by(&record(-1, -1)));
+        assert!(!ReadUntil { reference: u32::MAX, end: u64::MAX }.is_passed_by(&record(-1, -1)));
+        // A corrupt refID or position is not a reason to stop: the decoder reports it.
+        assert!(!until.is_passed_by(&record(-7, 0)));
+        assert!(!until.is_passed_by(&record(1, -9)));
+        assert!(!ReadUntil { reference: 1, end: u64::MAX }.is_passed_by(&record(1, i32::MAX)));
     }
 }

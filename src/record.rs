@@ -20,10 +20,6 @@ impl fmt::Display for RecordError {
     }
 }
 
-macro_rules! invalid {
-    ($($arg:tt)*) => { return Err(RecordError(format!($($arg)*))) };
-}
-
 #[inline]
 fn u16_at(b: &[u8], i: usize) -> u16 {
     u16::from_le_bytes([b[i], b[i + 1]])
@@ -60,18 +56,18 @@ impl<'a> RawRecord<'a> {
     /// with `n_ref` reference sequences.
     pub fn parse(buf: &'a [u8], n_ref: usize) -> Result<Self, RecordError> {
         if buf.len() < FIXED_LEN {
-            invalid!("record of {} bytes is shorter than the 32-byte fixed part", buf.len());
+            return Err(RecordError(format!("record of {} bytes is shorter than the 32-byte fixed part", buf.len())));
         }
         let ref_id = i32_at(buf, 0);
         let next_ref_id = i32_at(buf, 20);
         for (what, id) in [("refID", ref_id), ("next refID", next_ref_id)] {
             if id < -1 || (id >= 0 && id as usize >= n_ref) {
-                invalid!("{what} {id} is outside [-1, {n_ref})");
+                return Err(RecordError(format!("{what} {id} is outside [-1, {n_ref})")));
             }
         }
         let name_len = buf[8] as usize;
         if name_len == 0 {
-            invalid!("read name length is 0 (it includes the terminating NUL)");
+            return Err(RecordError("read name length is 0 (it includes the terminating NUL)".to_string()));
         }
         let n_cigar = u16_at(buf, 12) as usize;
         let l_seq = u32_at(buf, 16) as usize;
@@ -80,14 +76,14 @@ impl<'a> RawRecord<'a> {
         let qual_start = seq_start + l_seq.div_ceil(2);
         let aux_start = qual_start + l_seq;
         if aux_start > buf.len() {
-            invalid!(
+            return Err(RecordError(format!(
                 "record of {} bytes is too short for its read name ({name_len}), \
                  CIGAR ({n_cigar} ops) and sequence ({l_seq} bases)",
                 buf.len()
-            );
+            )));
         }
         if buf[cigar_start - 1] != 0 {
-            invalid!("read name is not NUL-terminated");
+            return Err(RecordError("read name is not NUL-terminated".to_string()));
         }
         Ok(Self { buf, cigar_start, seq_start, qual_start, aux_start })
     }
@@ -168,7 +164,7 @@ pub fn reference_span(bytes: &[u8]) -> Result<u64, RecordError> {
         match op {
             0 | 2 | 3 | 7 | 8 => span += u64::from(len),
             1 | 4 | 5 | 6 => {}
-            _ => invalid!("invalid CIGAR op code {op}"),
+            _ => return Err(RecordError(format!("invalid CIGAR op code {op}"))),
         }
     }
     Ok(span)
@@ -258,7 +254,7 @@ impl<'a> AuxFields<'a> {
     fn parse_one(&mut self) -> Result<AuxField<'a>, RecordError> {
         let b = self.buf;
         if b.len() < 3 {
-            invalid!("aux data ends inside a field header ({} bytes left)", b.len());
+            return Err(RecordError(format!("aux data ends inside a field header ({} bytes left)", b.len())));
         }
         let tag = [b[0], b[1]];
         let ty = b[2];
@@ -266,28 +262,28 @@ impl<'a> AuxFields<'a> {
         let (subtype, value, used) = match ty {
             b'Z' | b'H' => match rest.iter().position(|&c| c == 0) {
                 Some(n) => (0, &rest[..n], n + 1),
-                None => invalid!("aux field {} of type {} is not NUL-terminated", show_tag(tag), ty as char),
+                None => return Err(RecordError(format!("aux field {} of type {} is not NUL-terminated", show_tag(tag), ty as char))),
             },
             b'B' => {
                 if rest.len() < 5 {
-                    invalid!("aux field {} of type B ends inside its header", show_tag(tag));
+                    return Err(RecordError(format!("aux field {} of type B ends inside its header", show_tag(tag))));
                 }
                 let sub = rest[0];
                 let width = match elem_width(sub) {
                     Some(w) if sub != b'A' => w,
-                    _ => invalid!("aux field {} has invalid B array subtype {:?}", show_tag(tag), sub as char),
+                    _ => return Err(RecordError(format!("aux field {} has invalid B array subtype {:?}", show_tag(tag), sub as char))),
                 };
                 let n = u32_at(rest, 1) as usize;
                 let len = n.checked_mul(width).filter(|&l| l <= rest.len() - 5);
                 match len {
                     Some(len) => (sub, &rest[5..5 + len], 5 + len),
-                    None => invalid!("aux field {} B array of {n} elements overruns the record", show_tag(tag)),
+                    None => return Err(RecordError(format!("aux field {} B array of {n} elements overruns the record", show_tag(tag)))),
                 }
             }
             _ => match elem_width(ty) {
                 Some(w) if rest.len() >= w => (0, &rest[..w], w),
-                Some(_) => invalid!("aux field {} of type {} overruns the record", show_tag(tag), ty as char),
-                None => invalid!("aux field {} has invalid type byte 0x{ty:02x}", show_tag(tag)),
+                Some(_) => return Err(RecordError(format!("aux field {} of type {} overruns the record", show_tag(tag), ty as char))),
+                None => return Err(RecordError(format!("aux field {} has invalid type byte 0x{ty:02x}", show_tag(tag)))),
             },
         };
         self.buf = &rest[used..];

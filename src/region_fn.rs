@@ -11,7 +11,8 @@ use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{plan_err, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::Expr;
 
-use crate::options::{parse_regions, BamOptions};
+use crate::options::BamOptions;
+use crate::region::parse_regions;
 use crate::table::BamTable;
 
 /// The `bam_region` table function.

@@ -5,7 +5,6 @@
 //! an error naming the file and the virtual offset (`compressed:uncompressed`) of the record.
 
 use std::collections::VecDeque;
-use std::io::{self, BufRead, Read};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,235 +14,21 @@ use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, Time};
 use noodles_bgzf as bgzf;
-use noodles_sam as sam;
 
-use crate::decode::{BatchDecoder, FileContext};
+use crate::decode::BatchDecoder;
+use crate::framing::{absolute, append_record_at, error_at, positions_before_record, reader_at, FileContext, FileReader};
 use crate::io::ObjectBytes;
-use crate::partition::find_first_record;
+use crate::partition::{BoundaryOrigin, Piece};
+use crate::resync::find_first_record;
 use crate::progress;
 use crate::warnings;
 use crate::pushdown::Prefilter;
 use crate::record::RawRecord;
 use crate::schema::TagLayout;
 
-/// Largest `block_size` accepted (the longest reads are a few Mbp; 256 MiB leaves headroom
-/// while stopping a corrupt length from allocating gigabytes).
-pub const MAX_RECORD_BYTES: usize = 256 << 20;
-
 /// A batch is emitted at `batch_size` rows or at this many record bytes, whichever comes first,
 /// so batches of long reads stay bounded in memory.
 pub const BATCH_BYTE_BUDGET: usize = 32 << 20;
-
-/// The bytes of the BGZF end-of-file marker block.
-pub const BGZF_EOF: [u8; 28] = [
-    0x1f, 0x8b, 0x08, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0x06, 0x00, 0x42, 0x43, 0x02,
-    0x00, 0x1b, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-];
-
-/// An error about `path`, at a virtual position.
-pub fn error_at(path: &str, pos: bgzf::VirtualPosition, what: impl std::fmt::Display) -> DataFusionError {
-    DataFusionError::Execution(format!(
-        "BAM file {path}: {what} (at virtual offset {}:{}, i.e. BGZF block at byte {})",
-        pos.compressed(),
-        pos.uncompressed(),
-        pos.compressed()
-    ))
-}
-
-fn describe_io(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::UnexpectedEof => "file ends inside a BGZF block or record: it is truncated".into(),
-        _ => format!("corrupt BGZF data: {e}"),
-    }
-}
-
-/// Whether `b` starts with a BGZF block header (gzip magic, FEXTRA, and the `BC` subfield).
-pub fn is_block_header(b: &[u8]) -> bool {
-    b.len() >= 18 && b[..4] == [0x1f, 0x8b, 0x08, 0x04] && b[10..16] == [6, 0, b'B', b'C', 2, 0]
-}
-
-/// A BGZF reader over a whole file, once its first bytes are known to be a BGZF block header:
-/// text, SAM, CRAM or plain gzip are then told apart from truncation.
-pub fn bgzf_reader<R: Read>(path: &str, mut inner: R) -> Result<bgzf::io::Reader<io::Chain<io::Cursor<Vec<u8>>, R>>> {
-    let mut head = Vec::with_capacity(18);
-    (&mut inner)
-        .take(18)
-        .read_to_end(&mut head)
-        .map_err(|e| DataFusionError::Execution(format!("cannot read BAM file {path}: {e}")))?;
-    let origin = bgzf::VirtualPosition::default();
-    if head.is_empty() {
-        return Err(error_at(path, origin, "the file is empty: not a BAM file"));
-    }
-    if !is_block_header(&head) {
-        let what = if head.starts_with(b"CRAM") {
-            "not a BAM file: it is CRAM"
-        } else if head.starts_with(&[0x1f, 0x8b]) {
-            "not a BAM file: gzip-compressed, but not BGZF"
-        } else {
-            "not a BAM file: it does not start with a BGZF block (is it SAM text?)"
-        };
-        return Err(error_at(path, origin, what));
-    }
-    Ok(bgzf::io::Reader::new(io::Cursor::new(head).chain(inner)))
-}
-
-/// The parsed header and what decoding needs of it.
-pub struct BamHeader {
-    pub header: sam::Header,
-    pub file: FileContext,
-}
-
-/// Reads the BAM header from the start of a BGZF stream, leaving `reader` at the first record.
-pub fn read_header<R: Read>(path: &str, reader: &mut bgzf::io::Reader<R>) -> Result<BamHeader> {
-    let mut magic = [0u8; 4];
-    match reader.read_exact(&mut magic) {
-        Ok(()) if &magic == b"BAM\x01" => {}
-        Ok(()) => {
-            return Err(error_at(path, bgzf::VirtualPosition::default(), "not a BAM file: the BGZF data does not start with the BAM magic number"))
-        }
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-            return Err(error_at(path, reader.virtual_position(), format!("not a BAM file (not BGZF-compressed): {e}")))
-        }
-        Err(e) => return Err(error_at(path, reader.virtual_position(), describe_io(&e))),
-    }
-    // noodles parses the text header and the binary reference list (and checks they agree).
-    let chained = io::Cursor::new(magic).chain(&mut *reader);
-    let header = noodles_bam::io::Reader::from(chained)
-        .read_header()
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => error_at(path, bgzf::VirtualPosition::default(), "file ends inside the BAM header: it is truncated"),
-            _ => error_at(path, bgzf::VirtualPosition::default(), format!("invalid BAM header: {e}")),
-        })?;
-    let refs = header.reference_sequences();
-    let names: Vec<String> = refs.keys().map(|name| String::from_utf8_lossy(name).into_owned()).collect();
-    let lengths: Vec<u64> = refs.values().map(|r| usize::from(r.length()) as u64).collect();
-    Ok(BamHeader { header, file: FileContext { reference_names: Arc::from(names), reference_lengths: Arc::from(lengths) } })
-}
-
-/// The absolute virtual position of `reader`'s position, for a reader started at byte `base`.
-pub fn absolute(base: u64, pos: bgzf::VirtualPosition) -> bgzf::VirtualPosition {
-    bgzf::VirtualPosition::try_from((base + pos.compressed(), pos.uncompressed())).unwrap_or(pos)
-}
-
-/// Where the next record starts (its block is loaded first, so the position names the block
-/// that holds the record's first byte), or `None` at a clean end of data.
-pub fn next_record_start<R: Read>(path: &str, base: u64, reader: &mut bgzf::io::Reader<R>) -> Result<Option<bgzf::VirtualPosition>> {
-    Ok(positions_before_record(path, base, reader)?.1)
-}
-
-/// The reader's position before loading the next block (`(block, block length)` when the last
-/// record ended a block; an index may name a record start that way), and the next record's start
-/// as [`next_record_start`] gives it.
-fn positions_before_record<R: Read>(
-    path: &str,
-    base: u64,
-    reader: &mut bgzf::io::Reader<R>,
-) -> Result<(bgzf::VirtualPosition, Option<bgzf::VirtualPosition>)> {
-    let at = absolute(base, reader.virtual_position());
-    if reader.fill_buf().map_err(|e| error_at(path, at, describe_io(&e)))?.is_empty() {
-        return Ok((at, None));
-    }
-    Ok((at, Some(absolute(base, reader.virtual_position()))))
-}
-
-/// Reads the next record's bytes into `buf`. Returns `Ok(false)` at a clean end of data.
-pub fn read_record_bytes<R: Read>(path: &str, base: u64, reader: &mut bgzf::io::Reader<R>, buf: &mut Vec<u8>) -> Result<bool> {
-    let Some(start) = next_record_start(path, base, reader)? else { return Ok(false) };
-    buf.clear();
-    append_record_at(path, start, reader, buf)?;
-    Ok(true)
-}
-
-/// Records up to this size are read in one go; a longer `block_size` (rare, and what a corrupt
-/// length looks like) is read in steps, so memory follows the data actually present.
-const DIRECT_READ_BYTES: usize = 1 << 20;
-
-/// Appends the bytes of the record starting at `start` (where `reader` is) to `buf`. On error,
-/// `buf` may hold part of the record.
-fn append_record_at<R: Read>(path: &str, start: bgzf::VirtualPosition, reader: &mut bgzf::io::Reader<R>, buf: &mut Vec<u8>) -> Result<()> {
-    let mut size = [0u8; 4];
-    reader.read_exact(&mut size).map_err(|e| error_at(path, start, describe_io(&e)))?;
-    let block_size = u32::from_le_bytes(size) as usize;
-    if !(crate::record::FIXED_LEN..=MAX_RECORD_BYTES).contains(&block_size) {
-        return Err(error_at(path, start, format!("invalid record length {block_size}: the data is corrupt")));
-    }
-    let from = buf.len();
-    if block_size <= DIRECT_READ_BYTES {
-        buf.resize(from + block_size, 0);
-        return reader.read_exact(&mut buf[from..]).map_err(|e| error_at(path, start, describe_io(&e)));
-    }
-    let read = reader.take(block_size as u64).read_to_end(buf).map_err(|e| error_at(path, start, describe_io(&e)))?;
-    if read < block_size {
-        return Err(error_at(path, start, "file ends inside a BGZF block or record: it is truncated"));
-    }
-    Ok(())
-}
-
-/// A BGZF reader of `bytes` positioned at the virtual position `at`, and the file offset its
-/// positions are relative to.
-pub fn reader_at(path: &str, bytes: &ObjectBytes, at: bgzf::VirtualPosition) -> Result<(FileReader, u64)> {
-    let mut reader = bgzf::io::Reader::new(bytes.open_at(at.compressed())?);
-    let mut skip = usize::from(at.uncompressed());
-    while skip > 0 {
-        let available = reader.fill_buf().map_err(|e| error_at(path, at, describe_io(&e)))?.len();
-        if available == 0 {
-            return Err(error_at(path, at, "the file ends before this position"));
-        }
-        let n = available.min(skip);
-        reader.consume(n);
-        skip -= n;
-    }
-    Ok((reader, at.compressed()))
-}
-
-pub type FileReader = bgzf::io::Reader<Box<dyn Read + Send>>;
-
-/// A stretch of a file to decode: the records from `from` up to the one at `to`.
-#[derive(Debug, Clone)]
-pub struct Piece {
-    pub from: bgzf::VirtualPosition,
-    /// `None`: up to the end of the data.
-    pub to: Option<bgzf::VirtualPosition>,
-    /// When `to` is a partition boundary, what placed it: reading must then arrive exactly
-    /// there, or the boundary was wrong. Index chunk ends need no such check.
-    pub boundary_from: Option<String>,
-    /// For index chunks (coordinate-sorted data): no record sorting after this point is wanted,
-    /// so the piece ends at the first such record instead of at the end of its chunk.
-    pub read_until: Option<ReadUntil>,
-}
-
-impl Piece {
-    /// Every record of a file, from the first after its header.
-    pub fn whole_file(header_end: bgzf::VirtualPosition) -> Self {
-        Self { from: header_end, to: None, boundary_from: None, read_until: None }
-    }
-}
-
-/// A point in coordinate order: reference `reference` (unmapped records, refID -1, sort last),
-/// up to the 1-based position `end`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ReadUntil {
-    pub reference: u32,
-    pub end: u64,
-}
-
-impl ReadUntil {
-    /// Whether the record `bytes` sorts after this point (it starts on a later reference, or
-    /// after `end` on this one): in sorted data, so does every record after it.
-    pub fn is_passed_by(&self, bytes: &[u8]) -> bool {
-        let (reference, pos) = crate::record::sort_position(bytes);
-        // Corrupt values (refID < -1, pos < -1) are left for the decoder to report.
-        let reference = match reference {
-            -1 => u32::MAX,
-            r => match u32::try_from(r) {
-                Ok(r) => r,
-                Err(_) => return false,
-            },
-        };
-        reference > self.reference || reference == self.reference && u64::try_from(i64::from(pos) + 1).is_ok_and(|p| p > self.end)
-    }
-}
-
 /// Per-partition counters for `EXPLAIN ANALYZE`.
 #[derive(Clone)]
 pub struct ScanMetrics {
@@ -392,10 +177,6 @@ impl BatchReader {
     pub fn with_memory(mut self, memory: MemoryReservation) -> Self {
         self.memory = Some(memory);
         self
-    }
-
-    pub fn schema(&self) -> &SchemaRef {
-        self.decoder.schema()
     }
 
     /// Reads the records of the next batch into `self.raw`; sets `done` after the last piece.
@@ -611,14 +392,13 @@ impl Current {
     }
 }
 
-fn misplaced_boundary(path: &str, to: bgzf::VirtualPosition, stop: Option<bgzf::VirtualPosition>, origin: &str) -> DataFusionError {
+fn misplaced_boundary(path: &str, to: bgzf::VirtualPosition, stop: Option<bgzf::VirtualPosition>, origin: &BoundaryOrigin) -> DataFusionError {
     let show = |v: Option<bgzf::VirtualPosition>| {
         v.map_or("the end of the file".to_string(), |v| format!("virtual offset {}:{}", v.compressed(), v.uncompressed()))
     };
-    let advice = if origin.starts_with("the index") {
-        "The index does not fit this file: rebuild it (samtools index) or remove it."
-    } else {
-        "Disable splitting for this table (OPTIONS ('split' 'false')) and report the file."
+    let advice = match origin {
+        BoundaryOrigin::Index(_) => "The index does not fit this file: rebuild it (samtools index) or remove it.",
+        BoundaryOrigin::RecordSearch(_) => "Disable splitting for this table (OPTIONS ('split' 'false')) and report the file.",
     };
     DataFusionError::Execution(format!(
         "BAM file {path}: a partition boundary was misplaced: reading on from the previous partition reaches {}, \
@@ -643,34 +423,5 @@ impl Iterator for BatchReader {
                 Some(Err(e))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ReadUntil;
-
-    fn record(reference: i32, pos: i32) -> Vec<u8> {
-        let mut bytes = vec![0u8; crate::record::FIXED_LEN];
-        bytes[..4].copy_from_slice(&reference.to_le_bytes());
-        bytes[4..8].copy_from_slice(&pos.to_le_bytes());
-        bytes
-    }
-
-    #[test]
-    fn read_until_follows_coordinate_order() {
-        let until = ReadUntil { reference: 1, end: 1000 };
-        // 0-based pos 999 is 1-based 1000: still wanted; 1000 is past.
-        assert!(!until.is_passed_by(&record(1, 999)));
-        assert!(until.is_passed_by(&record(1, 1000)));
-        assert!(!until.is_passed_by(&record(0, 5_000_000)));
-        assert!(until.is_passed_by(&record(2, 0)));
-        // Unmapped records without a reference sort last.
-        assert!(until.is_passed_by(&record(-1, -1)));
-        assert!(!ReadUntil { reference: u32::MAX, end: u64::MAX }.is_passed_by(&record(-1, -1)));
-        // A corrupt refID or position is not a reason to stop: the decoder reports it.
-        assert!(!until.is_passed_by(&record(-7, 0)));
-        assert!(!until.is_passed_by(&record(1, -9)));
-        assert!(!ReadUntil { reference: 1, end: u64::MAX }.is_passed_by(&record(1, i32::MAX)));
     }
 }

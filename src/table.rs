@@ -25,7 +25,8 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use crate::format::{BamFormat, BamSource};
 use crate::pushdown::can_prefilter;
-use crate::{bam_listing_table_of, BamOptions};
+use crate::listing::{self, bam_listing_table_of};
+use crate::options::BamOptions;
 use arrow::datatypes::DataType;
 
 /// BAM files (a file, directory or glob) as one table, with filter pushdown at planning time.
@@ -40,7 +41,7 @@ impl BamTable {
         Self::open_all(state, &[path], options).await
     }
 
-    /// Opens the files at several locations as one table (see [`crate::bam_listing_table_of`]).
+    /// Opens the files at several locations as one table (see [`bam_listing_table_of`]).
     pub async fn open_all(state: &dyn Session, locations: &[&str], options: BamOptions) -> Result<Self> {
         Ok(Self { listing: bam_listing_table_of(state, locations, options).await? })
     }
@@ -55,7 +56,7 @@ impl BamTable {
         let Some(format) = self.listing.options().format.downcast_ref::<BamFormat>() else {
             return internal_err!("a BAM table over another file format");
         };
-        let locations = self.listing.table_paths().iter().map(crate::location_string).collect();
+        let locations = self.listing.table_paths().iter().map(listing::location_string).collect();
         Ok((locations, format.options().clone()))
     }
 
@@ -119,7 +120,7 @@ impl TableProvider for BamTable {
 /// The factory of `CREATE EXTERNAL TABLE ... STORED AS BAM`. Unlike DataFusion's listing factory
 /// it reads only the `.bam` files of every directory (local or remote), infers one schema over
 /// all files of all locations (files with different tags share a table), and takes globs in
-/// URLs (`s3://bucket/runs/*.bam`, see [`crate::table_url`]); such a table is a [`BamTable`], so
+/// URLs (`s3://bucket/runs/*.bam`, see [`crate::listing::table_url`]); such a table is a [`BamTable`], so
 /// that a plan sent to another process keeps its glob. Hive-style partition directories
 /// (`sample=a/`) become columns as in DataFusion: inferred, named by `PARTITIONED BY`, or typed in
 /// a column list that holds only partition columns (the other columns come from the files).
@@ -133,19 +134,19 @@ impl TableProviderFactory for BamTableFactory {
         let urls = cmd
             .locations
             .iter()
-            .map(|location| Ok(crate::table_url(location)?.with_table_ref(cmd.name.clone())))
+            .map(|location| Ok(listing::table_url(location)?.with_table_ref(cmd.name.clone())))
             .collect::<Result<Vec<_>>>()?;
         let Some(first) = urls.first() else {
             return plan_err!("CREATE EXTERNAL TABLE ... STORED AS BAM needs a LOCATION");
         };
         let remote_glob = urls.iter().position(|url| url.scheme() != "file" && url.get_glob().is_some());
 
-        let mut listing = crate::bam_listing_options(&urls, options);
+        let mut listing = listing::bam_listing_options(&urls, options);
         // Columns inferred from the first location need checking against the others only.
         let (partition_columns, unchecked) = match partition_columns(cmd)? {
             Some(columns) => (columns, &urls[..]),
             None if remote_glob.is_none() && infers_partitions(state) => {
-                let names = listing.infer_partitions(state, first).await.map_err(|e| crate::listing_error(first, e))?;
+                let names = listing.infer_partitions(state, first).await.map_err(|e| listing::listing_error(first, e))?;
                 (names.into_iter().map(|name| (name, partition_type())).collect(), &urls[1..])
             }
             None => (Vec::new(), &urls[..]),
@@ -158,10 +159,10 @@ impl TableProviderFactory for BamTableFactory {
         }
         listing = listing.with_table_partition_cols(partition_columns).with_file_sort_order(cmd.order_exprs.clone());
         for url in unchecked {
-            listing.validate_partitions(state, url).await.map_err(|e| crate::listing_error(url, e))?;
+            listing.validate_partitions(state, url).await.map_err(|e| listing::listing_error(url, e))?;
         }
 
-        let table = crate::listing_table(state, urls, listing).await?;
+        let table = listing::listing_table(state, urls, listing).await?;
         let schema = DFSchema::try_from(table.schema())?;
         for column in cmd.order_exprs.iter().flatten().flat_map(|sort| sort.expr.column_refs()) {
             if !schema.has_column(column) {

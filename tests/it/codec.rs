@@ -80,7 +80,7 @@ async fn logical_plans_keep_globs_and_options() {
     std::fs::write(dir.path().join("notes.txt"), "not a BAM file").unwrap();
     let glob = format!("{}/*.bam", dir.path().display());
     let ctx = SessionContext::new();
-    let options = BamOptions::default().with_regions(datafusion_bam::options::parse_regions("chr1:400-600").unwrap());
+    let options = BamOptions::default().with_regions(datafusion_bam::parse_regions("chr1:400-600").unwrap());
     ctx.register_table("t", Arc::new(BamTable::open(&ctx.state(), &glob, options).await.unwrap())).unwrap();
     let plan = ctx.sql("SELECT count(*) FROM t").await.unwrap().into_optimized_plan().unwrap();
     let bytes = logical_plan_to_bytes_with_extension_codec(&plan, &BamLogicalCodec).unwrap();

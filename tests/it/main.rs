@@ -6,6 +6,7 @@ mod codec;
 mod corpus;
 mod fidelity;
 mod fuzz;
+mod layout;
 mod load;
 mod object_stores;
 mod oracle;

@@ -7,7 +7,7 @@ use std::process::Command;
 use arrow::array::{Array, AsArray, RecordBatch, StructArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float32Type, Int64Type};
-use datafusion_bam::schema::SAM_TYPE_KEY;
+use datafusion_bam::SAM_TYPE_KEY;
 
 /// A tag value. Integers compare regardless of their BAM width (`samtools view` prints every
 /// width as `i`); floats compare at the 6 significant digits samtools prints.
