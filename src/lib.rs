@@ -73,7 +73,7 @@ const STORED_AS: &str = "BAM";
 /// works in any session built from it.
 pub fn register_bam_format(state: &mut SessionState) -> Result<()> {
     state.register_file_format(Arc::new(BamFormatFactory::default()), false)?;
-    state.table_factories_mut().insert(STORED_AS.to_string(), Arc::new(table::BamTableFactory::default()));
+    state.table_factories_mut().insert(STORED_AS.to_string(), Arc::new(table::BamTableFactory));
     Ok(())
 }
 

@@ -115,9 +115,7 @@ async fn every_shipped_test_file_equals_samtools_and_converts() {
 async fn corpus_converts_without_tag_columns_and_with_a_tiny_tag_sample() {
     let files = corpus();
     check_all(&files, BamOptions::default().with_tags(TagSelection::parse("").unwrap())).await;
-    let mut tiny = BamOptions::default();
-    tiny.tag_sample_records = 1;
-    check_all(&files, tiny).await;
+    check_all(&files, BamOptions { tag_sample_records: 1, ..BamOptions::default() }).await;
 }
 
 /// The corpus holds what it is for: records crossing BGZF blocks (written by bgzip, Picard,
