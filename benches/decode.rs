@@ -7,9 +7,12 @@
 use std::io::Read;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use datafusion::physical_expr::expressions::{binary, col, lit};
 use datafusion::logical_expr::Operator;
-use datafusion_bam::bench::{bam_schema, bgzf_reader, col as c, read_header, read_record_bytes, BatchDecoder, FileContext, Prefilter, RawRecord, TagLayout};
+use datafusion::physical_expr::expressions::{binary, col, lit};
+use datafusion_bam::bench::{
+    bam_schema, bgzf_reader, col as c, read_header, read_record_bytes, BatchDecoder, FileContext, Prefilter, RawRecord,
+    TagLayout,
+};
 use datafusion_bam::TagKind;
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sample.bam");

@@ -23,16 +23,20 @@ use datafusion::logical_expr::Extension;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
-use datafusion_proto::physical_plan::from_proto::{parse_physical_expr_with_converter, parse_protobuf_file_scan_config, parse_table_schema_from_proto};
+use datafusion_proto::physical_plan::from_proto::{
+    parse_physical_expr_with_converter, parse_protobuf_file_scan_config, parse_table_schema_from_proto,
+};
 use datafusion_proto::physical_plan::to_proto::serialize_file_scan_config;
-use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension};
+use datafusion_proto::physical_plan::{
+    PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
+};
 use datafusion_proto::protobuf;
 use prost::Message;
 
 use crate::format::BamSource;
+use crate::listing;
 use crate::options::BamOptions;
 use crate::region::parse_regions;
-use crate::listing;
 use crate::table::BamTable;
 
 /// A BAM scan node: the scan config and what [`BamSource`] adds to it.
@@ -61,7 +65,11 @@ struct BamOptionsNode {
 
 impl BamOptionsNode {
     fn new(options: &BamOptions) -> Self {
-        Self { split: options.split, skip_damaged: options.skip_damaged, regions: options.regions.iter().map(|r| r.to_string()).collect() }
+        Self {
+            split: options.split,
+            skip_damaged: options.skip_damaged,
+            regions: options.regions.iter().map(|r| r.to_string()).collect(),
+        }
     }
 
     fn options(&self) -> Result<BamOptions> {
@@ -96,7 +104,8 @@ impl PhysicalExtensionCodec for BamPhysicalCodec {
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let node = BamScanNode::decode(buf).map_err(|e| decode_error("BAM scan", e))?;
-        let conf = node.conf.ok_or_else(|| DataFusionError::Internal("a serialized BAM scan has no scan config".into()))?;
+        let conf =
+            node.conf.ok_or_else(|| DataFusionError::Internal("a serialized BAM scan has no scan config".into()))?;
         let options = node.options.unwrap_or_default().options()?;
         let table_schema = parse_table_schema_from_proto(&conf)?;
         let file_schema = Arc::clone(table_schema.file_schema());
@@ -112,8 +121,15 @@ impl PhysicalExtensionCodec for BamPhysicalCodec {
         Ok(DataSourceExec::from_data_source(config))
     }
 
-    fn try_encode(&self, node: Arc<dyn ExecutionPlan>, buf: &mut Vec<u8>, proto_converter: &dyn PhysicalProtoConverterExtension) -> Result<()> {
-        let Some((config, source)) = node.downcast_ref::<DataSourceExec>().and_then(|e| e.downcast_to_file_source::<BamSource>()) else {
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let Some((config, source)) =
+            node.downcast_ref::<DataSourceExec>().and_then(|e| e.downcast_to_file_source::<BamSource>())
+        else {
             return not_impl_err!("BamPhysicalCodec serializes BAM scans only, not {}", node.name());
         };
         let scan = BamScanNode {
@@ -138,7 +154,13 @@ impl LogicalExtensionCodec for BamLogicalCodec {
         not_impl_err!("BamLogicalCodec has no extension nodes")
     }
 
-    fn try_decode_table_provider(&self, buf: &[u8], _table_ref: &TableReference, schema: SchemaRef, _ctx: &TaskContext) -> Result<Arc<dyn TableProvider>> {
+    fn try_decode_table_provider(
+        &self,
+        buf: &[u8],
+        _table_ref: &TableReference,
+        schema: SchemaRef,
+        _ctx: &TaskContext,
+    ) -> Result<Arc<dyn TableProvider>> {
         let node = BamTableNode::decode(buf).map_err(|e| decode_error("BAM table", e))?;
         let options = node.options.unwrap_or_default().options()?;
         let urls = node.paths.iter().map(|p| listing::table_url(p)).collect::<Result<Vec<_>>>()?;
@@ -147,7 +169,12 @@ impl LogicalExtensionCodec for BamLogicalCodec {
         Ok(Arc::new(BamTable::from_listing(Arc::new(ListingTable::try_new(config)?))))
     }
 
-    fn try_encode_table_provider(&self, _table_ref: &TableReference, node: Arc<dyn TableProvider>, buf: &mut Vec<u8>) -> Result<()> {
+    fn try_encode_table_provider(
+        &self,
+        _table_ref: &TableReference,
+        node: Arc<dyn TableProvider>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
         let Some(table) = node.downcast_ref::<BamTable>() else {
             return not_impl_err!("BamLogicalCodec serializes BamTable only");
         };
@@ -169,6 +196,9 @@ mod tests {
             .with_regions(parse_regions("chr1:100-200 chr2 chr3:5- *").unwrap());
         let bytes = BamOptionsNode::new(&options).encode_to_vec();
         let back = BamOptionsNode::decode(bytes.as_slice()).unwrap().options().unwrap();
-        assert_eq!((back.split, back.skip_damaged, back.regions), (options.split, options.skip_damaged, options.regions));
+        assert_eq!(
+            (back.split, back.skip_damaged, back.regions),
+            (options.split, options.skip_damaged, options.regions)
+        );
     }
 }

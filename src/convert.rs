@@ -77,8 +77,9 @@ pub async fn convert_each(
             twice[0].display()
         )));
     }
-    std::fs::create_dir_all(output_dir)
-        .map_err(|e| DataFusionError::Execution(format!("cannot create output directory {}: {e}", output_dir.display())))?;
+    std::fs::create_dir_all(output_dir).map_err(|e| {
+        DataFusionError::Execution(format!("cannot create output directory {}: {e}", output_dir.display()))
+    })?;
     for input in inputs {
         let output = output_path(input, output_dir, format);
         if output.exists() {
@@ -93,12 +94,20 @@ pub async fn convert_each(
 }
 
 /// Converts one file through a temporary name; removes it on failure.
-async fn convert_one(ctx: &SessionContext, input: &Path, output: &Path, format: OutputFormat, options: &BamOptions) -> Result<u64> {
+async fn convert_one(
+    ctx: &SessionContext,
+    input: &Path,
+    output: &Path,
+    format: OutputFormat,
+    options: &BamOptions,
+) -> Result<u64> {
     let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     // Hidden, and with the format's extension so DataFusion writes one file, not a directory.
     let partial = output.with_file_name(format!(".{name}.partial.{}", format.extension()));
     let _ = std::fs::remove_file(&partial);
-    let path = input.to_str().ok_or_else(|| DataFusionError::Execution(format!("BAM file {}: the path is not UTF-8", input.display())))?;
+    let path = input
+        .to_str()
+        .ok_or_else(|| DataFusionError::Execution(format!("BAM file {}: the path is not UTF-8", input.display())))?;
     let table = format!("__bam_convert_{}", std::process::id());
     ctx.register_bam(&table, path, options.clone()).await?;
     let written = async {
@@ -109,8 +118,9 @@ async fn convert_one(ctx: &SessionContext, input: &Path, output: &Path, format: 
             .first()
             .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::UInt64Array>())
             .map_or(0, |c| c.value(0));
-        std::fs::rename(&partial, output)
-            .map_err(|e| DataFusionError::Execution(format!("cannot rename {} to {}: {e}", partial.display(), output.display())))?;
+        std::fs::rename(&partial, output).map_err(|e| {
+            DataFusionError::Execution(format!("cannot rename {} to {}: {e}", partial.display(), output.display()))
+        })?;
         Ok(rows)
     }
     .await;

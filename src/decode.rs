@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayBuilder, ArrayRef, ArrowPrimitiveType, Float32Builder, Int32Builder, Int64Builder, ListBuilder,
-    NullBufferBuilder, PrimitiveArray, PrimitiveBuilder, RecordBatch, RecordBatchOptions,
-    StringArray, StringBuilder, StructArray, UInt16Builder, UInt8Builder,
+    NullBufferBuilder, PrimitiveArray, PrimitiveBuilder, RecordBatch, RecordBatchOptions, StringArray, StringBuilder,
+    StructArray, UInt16Builder, UInt8Builder,
 };
 use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::SchemaRef;

@@ -13,9 +13,9 @@ use noodles_bgzf::VirtualPosition;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
+use crate::framing::{bgzf_reader, read_header, reader_at, FileContext};
 use crate::index::{BamIndex, IndexKind};
 use crate::io::ObjectBytes;
-use crate::framing::{bgzf_reader, read_header, reader_at, FileContext};
 use crate::resync::plausible_record;
 use crate::warnings;
 
@@ -47,8 +47,9 @@ impl FileInfo {
                 let data = bytes
                     .wait(async move { store.get(&at).await?.bytes().await })?
                     .map_err(|e| DataFusionError::Execution(format!("cannot read BAM index {location}: {e}")))?;
-                let index = BamIndex::parse(kind, &data)
-                    .map_err(|e| DataFusionError::Execution(format!("BAM index {location}: invalid {} index: {e}", kind.extension())))?;
+                let index = BamIndex::parse(kind, &data).map_err(|e| {
+                    DataFusionError::Execution(format!("BAM index {location}: invalid {} index: {e}", kind.extension()))
+                })?;
                 match mismatch(&index, &context, meta.size).or_else(|| unplausible_start(&index, bytes, &context)) {
                     // An index of another file is not trusted: the file is read without it.
                     Some(why) => {
@@ -56,7 +57,9 @@ impl FileInfo {
                         warnings::warn(format!("BAM file {path}: index {note}; the file is read without it"));
                         (None, note, false)
                     }
-                    None => (Some(Arc::new(index)), location.to_string(), index_meta.last_modified >= meta.last_modified),
+                    None => {
+                        (Some(Arc::new(index)), location.to_string(), index_meta.last_modified >= meta.last_modified)
+                    }
                 }
             }
         };
@@ -90,10 +93,9 @@ fn mismatch(index: &BamIndex, context: &FileContext, size: u64) -> Option<String
         return Some(format!("it indexes {} references, the BAM header has {references}", index.reference_count()));
     }
     match index.last_position() {
-        Some(last) if last.compressed() >= size => Some(format!(
-            "it points at byte {}, beyond the end of the {size}-byte BAM file",
-            last.compressed()
-        )),
+        Some(last) if last.compressed() >= size => {
+            Some(format!("it points at byte {}, beyond the end of the {size}-byte BAM file", last.compressed()))
+        }
         _ => None,
     }
 }
@@ -162,7 +164,8 @@ impl Catalog {
     /// Every loaded file: location, size and facts.
     pub fn files(&self) -> Vec<(Path, u64, Arc<FileInfo>)> {
         let Ok(files) = self.files.lock() else { return vec![] };
-        let mut all: Vec<_> = files.iter().map(|((path, size, _), info)| (path.clone(), *size, Arc::clone(info))).collect();
+        let mut all: Vec<_> =
+            files.iter().map(|((path, size, _), info)| (path.clone(), *size, Arc::clone(info))).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
@@ -188,7 +191,12 @@ impl Catalog {
         let handle = tokio::runtime::Handle::current();
         let loads = metas.into_iter().map(|meta| {
             let catalog = Arc::clone(self);
-            let bytes = ObjectBytes { store: Arc::clone(store), location: meta.location.clone(), size: meta.size, handle: handle.clone() };
+            let bytes = ObjectBytes {
+                store: Arc::clone(store),
+                location: meta.location.clone(),
+                size: meta.size,
+                handle: handle.clone(),
+            };
             async move {
                 tokio::task::spawn_blocking(move || catalog.get_or_load(&bytes, &meta).map(|_| ()))
                     .await

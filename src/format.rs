@@ -14,8 +14,9 @@ use datafusion::common::{not_impl_err, GetExt, Result, Statistics};
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::file_format::{FileFormat, FileFormatFactory};
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileGroupPartitioner, FileOpenFuture, FileOpener, FileScanConfig, FileSource};
-use datafusion::physical_expr::LexOrdering;
+use datafusion::datasource::physical_plan::{
+    FileGroupPartitioner, FileOpenFuture, FileOpener, FileScanConfig, FileSource,
+};
 use datafusion::datasource::projection::{ProjectionOpener, SplitProjection};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
@@ -23,6 +24,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
 use datafusion::physical_expr::projection::ProjectionExprs;
 use datafusion::physical_expr::utils::conjunction;
+use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::filter_pushdown::{FilterPushdownPropagation, PushedDown};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
@@ -31,10 +33,10 @@ use futures::StreamExt;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::file_info::Catalog;
+use crate::framing::BGZF_EOF;
 use crate::infer::infer_layout;
 use crate::io::{blocking_stream, ObjectBytes};
 use crate::options::BamOptions;
-use crate::framing::BGZF_EOF;
 use crate::partition::{plan_range, region_file_groups, select_pieces, Piece, MIN_REGION_PARTITION_BYTES};
 use crate::pushdown::{can_prefilter, region_predicate, regions, Prefilter};
 use crate::region::Region;
@@ -65,7 +67,8 @@ impl GetExt for BamFormatFactory {
 
 impl FileFormatFactory for BamFormatFactory {
     fn create(&self, _state: &dyn Session, format_options: &HashMap<String, String>) -> Result<Arc<dyn FileFormat>> {
-        let options = if format_options.is_empty() { self.options.clone() } else { BamOptions::from_map(format_options)? };
+        let options =
+            if format_options.is_empty() { self.options.clone() } else { BamOptions::from_map(format_options)? };
         Ok(Arc::new(BamFormat::new(options)))
     }
 
@@ -109,19 +112,34 @@ impl FileFormat for BamFormat {
         None
     }
 
-    async fn infer_schema(&self, _state: &dyn Session, store: &Arc<dyn ObjectStore>, objects: &[ObjectMeta]) -> Result<SchemaRef> {
+    async fn infer_schema(
+        &self,
+        _state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        objects: &[ObjectMeta],
+    ) -> Result<SchemaRef> {
         let layout = infer_layout(store, objects, &self.options).await?;
         Ok(bam_schema(&layout))
     }
 
     /// The record count from a current index, so `count(*)` needs no scan.
-    async fn infer_stats(&self, _state: &dyn Session, store: &Arc<dyn ObjectStore>, table_schema: SchemaRef, object: &ObjectMeta) -> Result<Statistics> {
+    async fn infer_stats(
+        &self,
+        _state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        table_schema: SchemaRef,
+        object: &ObjectMeta,
+    ) -> Result<Statistics> {
         let unknown = Statistics::new_unknown(&table_schema);
         if !self.options.regions.is_empty() {
             return Ok(unknown);
         }
         self.catalog.load_all(store, vec![object.clone()]).await?;
-        let count = self.catalog.get(object).filter(|info| info.index_is_current).and_then(|info| info.index.as_ref()?.record_count());
+        let count = self
+            .catalog
+            .get(object)
+            .filter(|info| info.index_is_current)
+            .and_then(|info| info.index.as_ref()?.record_count());
         Ok(match count {
             Some(n) => unknown.with_num_rows(Precision::Exact(n as usize)),
             None => unknown,
@@ -130,7 +148,11 @@ impl FileFormat for BamFormat {
 
     /// Reads every file's header and index once, before the partitions need them, and has the
     /// scan account for its buffers in the session's memory pool.
-    async fn create_physical_plan(&self, state: &dyn Session, mut conf: FileScanConfig) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn create_physical_plan(
+        &self,
+        state: &dyn Session,
+        mut conf: FileScanConfig,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let store = state.runtime_env().object_store(&conf.object_store_url)?;
         let metas = conf.file_groups.iter().flat_map(|g| g.iter()).map(|f| f.object_meta.clone()).collect();
         self.catalog.load_all(&store, metas).await?;
@@ -142,7 +164,8 @@ impl FileFormat for BamFormat {
     }
 
     fn file_source(&self, table_schema: TableSchema) -> Arc<dyn FileSource> {
-        let source = BamSource { catalog: Arc::clone(&self.catalog), ..BamSource::new(table_schema) }.with_options(&self.options);
+        let source = BamSource { catalog: Arc::clone(&self.catalog), ..BamSource::new(table_schema) }
+            .with_options(&self.options);
         if self.options.regions.is_empty() {
             return Arc::new(source);
         }
@@ -229,7 +252,10 @@ impl BamSource {
                 }
                 let whole = Piece::whole_file(info.header_end);
                 let (pieces, chunks) = select_pieces(&info, whole, Some(regions));
-                let span: u64 = pieces.iter().map(|p| p.to.map_or(size, |t| t.compressed()).saturating_sub(p.from.compressed())).sum();
+                let span: u64 = pieces
+                    .iter()
+                    .map(|p| p.to.map_or(size, |t| t.compressed()).saturating_sub(p.from.compressed()))
+                    .sum();
                 format!("{path}: {chunks} chunks, about {span} of {size} bytes ({})", info.index_note)
             })
             .collect()
@@ -246,7 +272,12 @@ impl fmt::Debug for BamSource {
 }
 
 impl FileSource for BamSource {
-    fn create_file_opener(&self, store: Arc<dyn ObjectStore>, _config: &FileScanConfig, partition: usize) -> Result<Arc<dyn FileOpener>> {
+    fn create_file_opener(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        _config: &FileScanConfig,
+        partition: usize,
+    ) -> Result<Arc<dyn FileOpener>> {
         let file_schema = Arc::clone(self.table_schema.file_schema());
         let opener = Arc::new(BamOpener {
             store,
@@ -288,11 +319,18 @@ impl FileSource for BamSource {
 
     /// Takes over the filters the decoder can evaluate exactly on fixed-size record fields
     /// (see [`crate::pushdown`]); DataFusion then runs no filter of its own for them.
-    fn try_pushdown_filters(&self, filters: Vec<Arc<dyn PhysicalExpr>>, _config: &ConfigOptions) -> Result<FilterPushdownPropagation<Arc<dyn FileSource>>> {
+    fn try_pushdown_filters(
+        &self,
+        filters: Vec<Arc<dyn PhysicalExpr>>,
+        _config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn FileSource>>> {
         let file_schema = self.table_schema.file_schema();
-        let verdicts: Vec<PushedDown> =
-            filters.iter().map(|f| if can_prefilter(f, file_schema) { PushedDown::Yes } else { PushedDown::No }).collect();
-        let accepted: Vec<_> = filters.into_iter().zip(&verdicts).filter(|(_, v)| matches!(v, PushedDown::Yes)).map(|(f, _)| f).collect();
+        let verdicts: Vec<PushedDown> = filters
+            .iter()
+            .map(|f| if can_prefilter(f, file_schema) { PushedDown::Yes } else { PushedDown::No })
+            .collect();
+        let accepted: Vec<_> =
+            filters.into_iter().zip(&verdicts).filter(|(_, v)| matches!(v, PushedDown::Yes)).map(|(f, _)| f).collect();
         let propagation = FilterPushdownPropagation::with_parent_pushdown_result(verdicts);
         if accepted.is_empty() {
             return Ok(propagation);
@@ -373,7 +411,9 @@ impl FileSource for BamSource {
 
     fn apply_expressions(
         &self,
-        f: &mut dyn FnMut(&Arc<dyn datafusion::physical_plan::PhysicalExpr>) -> Result<datafusion::common::tree_node::TreeNodeRecursion>,
+        f: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_plan::PhysicalExpr>,
+        ) -> Result<datafusion::common::tree_node::TreeNodeRecursion>,
     ) -> Result<datafusion::common::tree_node::TreeNodeRecursion> {
         use datafusion::common::tree_node::TreeNodeRecursion;
         let recursion = datafusion::physical_plan::apply_expression_roots(self.projection.source.iter(), &mut *f)?;
@@ -421,17 +461,30 @@ impl FileOpener for BamOpener {
             if end >= meta.size {
                 check_eof_marker(&store, &meta).await?;
             }
-            let bytes = ObjectBytes { store, location: meta.location.clone(), size: meta.size, handle: tokio::runtime::Handle::current() };
+            let bytes = ObjectBytes {
+                store,
+                location: meta.location.clone(),
+                size: meta.size,
+                handle: tokio::runtime::Handle::current(),
+            };
             let stream = blocking_stream(move || {
                 let path = meta.location.to_string();
                 let info = catalog.get_or_load(&bytes, &meta)?;
                 let (pieces, chunks) = plan_range(&path, &bytes, &info, start, end, regions.as_deref())?;
                 metrics.index_chunks.add(chunks);
                 let prefilter = predicate.map(|p| Prefilter::new(&p, &schema, &layout, &info.context)).transpose()?;
-                let spec = DecodeSpec { table_schema: &schema, projection: &projection, layout: &layout, batch_size, skip_damaged };
+                let spec = DecodeSpec {
+                    table_schema: &schema,
+                    projection: &projection,
+                    layout: &layout,
+                    batch_size,
+                    skip_damaged,
+                };
                 let reader = BatchReader::new(&path, bytes, pieces, &info.context, spec, prefilter, metrics)?;
                 Ok(match memory_pool {
-                    Some(pool) => reader.with_memory(MemoryConsumer::new(format!("BAM scan of {path}")).register(&pool)),
+                    Some(pool) => {
+                        reader.with_memory(MemoryConsumer::new(format!("BAM scan of {path}")).register(&pool))
+                    }
                     None => reader,
                 })
             });

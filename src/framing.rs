@@ -27,8 +27,8 @@ pub const MAX_RECORD_BYTES: usize = 256 << 20;
 
 /// The bytes of the BGZF end-of-file marker block.
 pub const BGZF_EOF: [u8; 28] = [
-    0x1f, 0x8b, 0x08, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0x06, 0x00, 0x42, 0x43, 0x02,
-    0x00, 0x1b, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x1f, 0x8b, 0x08, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0x06, 0x00, 0x42, 0x43, 0x02, 0x00, 0x1b, 0x00, 0x03,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
 ];
 
 /// An error about `path`, at a virtual position.
@@ -90,7 +90,11 @@ pub fn read_header<R: Read>(path: &str, reader: &mut bgzf::io::Reader<R>) -> Res
     match reader.read_exact(&mut magic) {
         Ok(()) if &magic == b"BAM\x01" => {}
         Ok(()) => {
-            return Err(error_at(path, bgzf::VirtualPosition::default(), "not a BAM file: the BGZF data does not start with the BAM magic number"))
+            return Err(error_at(
+                path,
+                bgzf::VirtualPosition::default(),
+                "not a BAM file: the BGZF data does not start with the BAM magic number",
+            ))
         }
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {
             return Err(error_at(path, reader.virtual_position(), format!("not a BAM file (not BGZF-compressed): {e}")))
@@ -99,16 +103,19 @@ pub fn read_header<R: Read>(path: &str, reader: &mut bgzf::io::Reader<R>) -> Res
     }
     // noodles parses the text header and the binary reference list (and checks they agree).
     let chained = io::Cursor::new(magic).chain(&mut *reader);
-    let header = noodles_bam::io::Reader::from(chained)
-        .read_header()
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => error_at(path, bgzf::VirtualPosition::default(), "file ends inside the BAM header: it is truncated"),
-            _ => error_at(path, bgzf::VirtualPosition::default(), format!("invalid BAM header: {e}")),
-        })?;
+    let header = noodles_bam::io::Reader::from(chained).read_header().map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => {
+            error_at(path, bgzf::VirtualPosition::default(), "file ends inside the BAM header: it is truncated")
+        }
+        _ => error_at(path, bgzf::VirtualPosition::default(), format!("invalid BAM header: {e}")),
+    })?;
     let refs = header.reference_sequences();
     let names: Vec<String> = refs.keys().map(|name| String::from_utf8_lossy(name).into_owned()).collect();
     let lengths: Vec<u64> = refs.values().map(|r| usize::from(r.length()) as u64).collect();
-    Ok(BamHeader { header, file: FileContext { reference_names: Arc::from(names), reference_lengths: Arc::from(lengths) } })
+    Ok(BamHeader {
+        header,
+        file: FileContext { reference_names: Arc::from(names), reference_lengths: Arc::from(lengths) },
+    })
 }
 
 /// The absolute virtual position of `reader`'s position, for a reader started at byte `base`.
@@ -118,7 +125,11 @@ pub fn absolute(base: u64, pos: bgzf::VirtualPosition) -> bgzf::VirtualPosition 
 
 /// Where the next record starts (its block is loaded first, so the position names the block
 /// that holds the record's first byte), or `None` at a clean end of data.
-pub fn next_record_start<R: Read>(path: &str, base: u64, reader: &mut bgzf::io::Reader<R>) -> Result<Option<bgzf::VirtualPosition>> {
+pub fn next_record_start<R: Read>(
+    path: &str,
+    base: u64,
+    reader: &mut bgzf::io::Reader<R>,
+) -> Result<Option<bgzf::VirtualPosition>> {
     Ok(positions_before_record(path, base, reader)?.1)
 }
 
@@ -138,7 +149,12 @@ pub fn positions_before_record<R: Read>(
 }
 
 /// Reads the next record's bytes into `buf`. Returns `Ok(false)` at a clean end of data.
-pub fn read_record_bytes<R: Read>(path: &str, base: u64, reader: &mut bgzf::io::Reader<R>, buf: &mut Vec<u8>) -> Result<bool> {
+pub fn read_record_bytes<R: Read>(
+    path: &str,
+    base: u64,
+    reader: &mut bgzf::io::Reader<R>,
+    buf: &mut Vec<u8>,
+) -> Result<bool> {
     let Some(start) = next_record_start(path, base, reader)? else { return Ok(false) };
     buf.clear();
     append_record_at(path, start, reader, buf)?;
@@ -151,7 +167,12 @@ const DIRECT_READ_BYTES: usize = 1 << 20;
 
 /// Appends the bytes of the record starting at `start` (where `reader` is) to `buf`. On error,
 /// `buf` may hold part of the record.
-pub fn append_record_at<R: Read>(path: &str, start: bgzf::VirtualPosition, reader: &mut bgzf::io::Reader<R>, buf: &mut Vec<u8>) -> Result<()> {
+pub fn append_record_at<R: Read>(
+    path: &str,
+    start: bgzf::VirtualPosition,
+    reader: &mut bgzf::io::Reader<R>,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
     let mut size = [0u8; 4];
     reader.read_exact(&mut size).map_err(|e| error_at(path, start, describe_io(&e)))?;
     let block_size = u32::from_le_bytes(size) as usize;

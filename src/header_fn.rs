@@ -12,8 +12,8 @@ use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::io::open_blocking_reader;
 use crate::framing::{bgzf_reader, read_header};
+use crate::io::open_blocking_reader;
 
 /// The `bam_header` table function.
 #[derive(Debug, Default)]
@@ -22,9 +22,10 @@ pub struct BamHeaderFunction;
 impl TableFunctionImpl for BamHeaderFunction {
     fn call(&self, args: &[Expr]) -> Result<Arc<dyn TableProvider>> {
         match args {
-            [Expr::Literal(ScalarValue::Utf8(Some(path)) | ScalarValue::LargeUtf8(Some(path)) | ScalarValue::Utf8View(Some(path)), _)] => {
-                Ok(Arc::new(BamHeaderTable { path: path.clone() }))
-            }
+            [Expr::Literal(
+                ScalarValue::Utf8(Some(path)) | ScalarValue::LargeUtf8(Some(path)) | ScalarValue::Utf8View(Some(path)),
+                _,
+            )] => Ok(Arc::new(BamHeaderTable { path: path.clone() })),
             _ => plan_err!("bam_header takes one argument, the path of a BAM file as a string literal"),
         }
     }

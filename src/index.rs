@@ -66,7 +66,8 @@ impl BamIndex {
         I: ReferenceIndex + Send + Sync + 'static,
     {
         // 0:0 marks windows without records in a BAI: not a record start.
-        let mut record_starts: Vec<VirtualPosition> = offsets.into_iter().filter(|v| *v != VirtualPosition::default()).collect();
+        let mut record_starts: Vec<VirtualPosition> =
+            offsets.into_iter().filter(|v| *v != VirtualPosition::default()).collect();
         for reference in index.reference_sequences() {
             for bin in reference.bins().values() {
                 for chunk in bin.chunks() {
@@ -88,7 +89,14 @@ impl BamIndex {
             .collect::<Vec<_>>();
         let reference_count = reference_counts.len();
         let unplaced_count = index.unplaced_unmapped_record_count();
-        Self { index: Box::new(index), unplaced_count, record_starts, unplaced_start, reference_count, reference_counts }
+        Self {
+            index: Box::new(index),
+            unplaced_count,
+            record_starts,
+            unplaced_start,
+            reference_count,
+            reference_counts,
+        }
     }
 
     pub fn reference_count(&self) -> usize {
@@ -104,7 +112,8 @@ impl BamIndex {
     /// the index fits its BAM file (a chunk end may be the end of the data instead).
     pub fn sample_record_starts(&self, n: usize) -> Vec<VirtualPosition> {
         let len = self.record_starts.len();
-        let mut picks: Vec<VirtualPosition> = (0..n.min(len)).map(|i| self.record_starts[i * len / n.min(len)]).collect();
+        let mut picks: Vec<VirtualPosition> =
+            (0..n.min(len)).map(|i| self.record_starts[i * len / n.min(len)]).collect();
         picks.dedup();
         picks
     }
@@ -204,7 +213,11 @@ pub fn merge_spans(mut spans: Vec<Span>, gap: u64) -> Vec<Span> {
     let mut merged: Vec<Span> = Vec::with_capacity(spans.len());
     for span in spans {
         match merged.last_mut() {
-            Some(last) if last.1.is_none_or(|end| span.0 <= end || span.0.compressed() < end.compressed().saturating_add(gap)) => {
+            Some(last)
+                if last
+                    .1
+                    .is_none_or(|end| span.0 <= end || span.0.compressed() < end.compressed().saturating_add(gap)) =>
+            {
                 last.1 = match (last.1, span.1) {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     _ => None,
@@ -226,7 +239,12 @@ mod tests {
 
     #[test]
     fn merge_joins_overlapping_and_touching_spans() {
-        let spans = vec![(vp(50, 0), Some(vp(60, 0))), (vp(10, 5), Some(vp(20, 0))), (vp(20, 0), Some(vp(30, 1))), (vp(12, 0), Some(vp(15, 0)))];
+        let spans = vec![
+            (vp(50, 0), Some(vp(60, 0))),
+            (vp(10, 5), Some(vp(20, 0))),
+            (vp(20, 0), Some(vp(30, 1))),
+            (vp(12, 0), Some(vp(15, 0))),
+        ];
         assert_eq!(merge_spans(spans.clone(), 0), vec![(vp(10, 5), Some(vp(30, 1))), (vp(50, 0), Some(vp(60, 0)))]);
         let open_ended = vec![(vp(40, 0), None), (vp(10, 0), Some(vp(20, 0))), (vp(45, 0), Some(vp(90, 0)))];
         assert_eq!(merge_spans(open_ended, 0), vec![(vp(10, 0), Some(vp(20, 0))), (vp(40, 0), None)]);

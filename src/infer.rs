@@ -6,10 +6,10 @@ use std::sync::Arc;
 use datafusion::common::{DataFusionError, Result};
 use object_store::{ObjectMeta, ObjectStore};
 
+use crate::framing::{bgzf_reader, error_at, read_header, read_record_bytes};
 use crate::io::open_blocking_reader;
 use crate::options::{BamOptions, TagSelection};
 use crate::record::RawRecord;
-use crate::framing::{bgzf_reader, error_at, read_header, read_record_bytes};
 use crate::schema::{is_tag_name, predefined_kind, TagKind, TagLayout, TagName};
 
 /// How often each (tag, kind) occurred, in order of first appearance. A record has a handful
@@ -48,7 +48,13 @@ impl TagCounts {
 /// Counts the tags of up to `limit` records of one BAM stream; returns how many were read.
 /// Damage is an error, unless `skip_damaged`: then damaged records are passed over and damaged
 /// framing ends the sample (the scan reports both).
-pub fn sample_tags<R: Read>(path: &str, inner: R, limit: usize, skip_damaged: bool, counts: &mut TagCounts) -> Result<usize> {
+pub fn sample_tags<R: Read>(
+    path: &str,
+    inner: R,
+    limit: usize,
+    skip_damaged: bool,
+    counts: &mut TagCounts,
+) -> Result<usize> {
     let mut reader = bgzf_reader(path, inner)?;
     let header = read_header(path, &mut reader)?;
     let n_ref = header.file.reference_names.len();
@@ -132,7 +138,9 @@ pub fn resolve(selection: &TagSelection, counts: &TagCounts) -> TagLayout {
             .collect(),
         TagSelection::List(list) => list
             .iter()
-            .map(|&(t, k)| (t, k.or_else(|| predefined_kind(t)).or_else(|| counts.observed(t)).unwrap_or(TagKind::String)))
+            .map(|&(t, k)| {
+                (t, k.or_else(|| predefined_kind(t)).or_else(|| counts.observed(t)).unwrap_or(TagKind::String))
+            })
             .collect(),
     };
     TagLayout { tags }
@@ -157,7 +165,12 @@ mod tests {
         let list = TagSelection::parse("MD,ZZ,QQ,XS:Z").unwrap();
         assert_eq!(
             resolve(&list, &counts).tags,
-            vec![(*b"MD", TagKind::String), (*b"ZZ", TagKind::Float), (*b"QQ", TagKind::String), (*b"XS", TagKind::String)]
+            vec![
+                (*b"MD", TagKind::String),
+                (*b"ZZ", TagKind::Float),
+                (*b"QQ", TagKind::String),
+                (*b"XS", TagKind::String)
+            ]
         );
     }
 }

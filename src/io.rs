@@ -22,10 +22,7 @@ const CHANNEL_BATCHES: usize = 2;
 
 /// A blocking reader over a whole object. Local files are read directly; other stores stream
 /// through a bridge, which must then be read on a blocking thread, never on the async runtime.
-pub async fn open_blocking_reader(
-    store: &Arc<dyn ObjectStore>,
-    location: &Path,
-) -> Result<Box<dyn Read + Send>> {
+pub async fn open_blocking_reader(store: &Arc<dyn ObjectStore>, location: &Path) -> Result<Box<dyn Read + Send>> {
     let result = store
         .get_opts(location, GetOptions::default())
         .await
@@ -41,8 +38,9 @@ fn blocking_reader(result: GetResult, location: &Path, offset: u64, handle: &Han
         GetResultPayload::File(mut file, _) => {
             // Local files come back unpositioned; the requested range is only advisory. The buffer
             // is a few BGZF blocks: region reads open many short stretches.
-            file.seek(SeekFrom::Start(offset))
-                .map_err(|e| DataFusionError::Execution(format!("cannot seek BAM file {location} to byte {offset}: {e}")))?;
+            file.seek(SeekFrom::Start(offset)).map_err(|e| {
+                DataFusionError::Execution(format!("cannot seek BAM file {location} to byte {offset}: {e}"))
+            })?;
             Box::new(std::io::BufReader::with_capacity(256 << 10, file))
         }
         GetResultPayload::Stream(stream) => Box::new(StreamedBytes::start(stream, expected, handle)),
@@ -90,7 +88,10 @@ impl Read for StreamedBytes {
                 None => {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
-                        format!("the object store download stopped {} bytes before the end of the requested range", self.remaining),
+                        format!(
+                            "the object store download stopped {} bytes before the end of the requested range",
+                            self.remaining
+                        ),
                     ))
                 }
             };
@@ -153,9 +154,9 @@ impl ObjectBytes {
     pub fn open_at(&self, offset: u64) -> Result<Box<dyn Read + Send>> {
         let options = GetOptions { range: Some(GetRange::Offset(offset)), ..Default::default() };
         let (store, location) = (Arc::clone(&self.store), self.location.clone());
-        let result = self
-            .wait(async move { store.get_opts(&location, options).await })?
-            .map_err(|e| DataFusionError::Execution(format!("cannot read BAM file {} from byte {offset}: {e}", self.location)))?;
+        let result = self.wait(async move { store.get_opts(&location, options).await })?.map_err(|e| {
+            DataFusionError::Execution(format!("cannot read BAM file {} from byte {offset}: {e}", self.location))
+        })?;
         blocking_reader(result, &self.location, offset, &self.handle)
     }
 
@@ -204,7 +205,11 @@ mod tests {
         assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
         assert!(err.to_string().contains("6 bytes before the end"), "{err}");
 
-        let failing = futures::stream::iter(vec![Ok(Bytes::from_static(b"BA")), Err(object_store::Error::Generic { store: "test", source: "connection reset".into() })]).boxed();
+        let failing = futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"BA")),
+            Err(object_store::Error::Generic { store: "test", source: "connection reset".into() }),
+        ])
+        .boxed();
         assert!(read_all(StreamedBytes::start(failing, 10, runtime.handle())).is_err());
     }
 
@@ -228,7 +233,8 @@ mod tests {
         let requesting = std::thread::spawn(move || bytes.wait(futures::future::pending::<()>()));
         std::thread::sleep(std::time::Duration::from_millis(200));
         runtime.shutdown_background();
-        let (err, out) = reading.join().expect("no panic while reading").expect_err("the stalled download must fail the read");
+        let (err, out) =
+            reading.join().expect("no panic while reading").expect_err("the stalled download must fail the read");
         assert_eq!(out, b"BAM");
         assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
         let request = requesting.join().expect("no panic while waiting for a request");

@@ -24,8 +24,10 @@ pub fn table_url(location: &str) -> Result<ListingTableUrl> {
     if let Some(glob_start) = location.find(['*', '[']).filter(|_| remote) {
         let split = location[..glob_start].rfind('/').map_or(0, |i| i + 1);
         let (base, pattern) = location.split_at(split);
-        let base = url::Url::parse(base).map_err(|e| DataFusionError::Plan(format!("invalid location {location}: {e}")))?;
-        let glob = glob::Pattern::new(pattern).map_err(|e| DataFusionError::Plan(format!("invalid glob in {location}: {e}")))?;
+        let base =
+            url::Url::parse(base).map_err(|e| DataFusionError::Plan(format!("invalid location {location}: {e}")))?;
+        let glob = glob::Pattern::new(pattern)
+            .map_err(|e| DataFusionError::Plan(format!("invalid glob in {location}: {e}")))?;
         return ListingTableUrl::try_new(base, Some(glob));
     }
     ListingTableUrl::parse(location)
@@ -49,7 +51,11 @@ pub async fn bam_listing_table(state: &dyn Session, path: &str, options: BamOpti
 
 /// A listing table of the BAM files at several locations (files, directories, globs; on one
 /// object store), with one schema over all their files.
-pub async fn bam_listing_table_of(state: &dyn Session, locations: &[&str], options: BamOptions) -> Result<Arc<ListingTable>> {
+pub async fn bam_listing_table_of(
+    state: &dyn Session,
+    locations: &[&str],
+    options: BamOptions,
+) -> Result<Arc<ListingTable>> {
     let urls = locations.iter().map(|location| table_url(location)).collect::<Result<Vec<_>>>()?;
     let listing = bam_listing_options(&urls, options);
     Ok(Arc::new(listing_table(state, urls, listing).await?))
@@ -82,7 +88,11 @@ pub fn bam_listing_options(urls: &[ListingTableUrl], options: BamOptions) -> Lis
 /// A listing table of the BAM files at `urls` (files, directories, globs; one object store),
 /// its schema inferred from the headers of all of them together, so that files with different
 /// tags share one table whether they are named one by one, in a directory or by a glob.
-pub(crate) async fn listing_table(state: &dyn Session, urls: Vec<ListingTableUrl>, listing: ListingOptions) -> Result<ListingTable> {
+pub(crate) async fn listing_table(
+    state: &dyn Session,
+    urls: Vec<ListingTableUrl>,
+    listing: ListingOptions,
+) -> Result<ListingTable> {
     let Some(first) = urls.first() else {
         return plan_err!("a BAM table needs at least one location");
     };
@@ -100,11 +110,15 @@ pub(crate) async fn listing_table(state: &dyn Session, urls: Vec<ListingTableUrl
     let mut files = Vec::new();
     for url in &urls {
         let named_file = names_a_file(url);
-        let found: Result<Vec<ObjectMeta>> = async { url.list_all_files(state, store.as_ref(), &listing.file_extension).await?.try_collect().await }.await;
+        let found: Result<Vec<ObjectMeta>> =
+            async { url.list_all_files(state, store.as_ref(), &listing.file_extension).await?.try_collect().await }
+                .await;
         let found = found.map_err(|e| listing_error(url, e))?;
         let location = || location_string(url);
         match found.as_slice() {
-            [] if named_file && listing.file_extension.is_empty() => return plan_err!("BAM location {}: not found", location()),
+            [] if named_file && listing.file_extension.is_empty() => {
+                return plan_err!("BAM location {}: not found", location())
+            }
             [] if named_file => {
                 return plan_err!(
                     "BAM location {}: not found, or its name does not end in .bam (needed beside directories or globs)",
@@ -114,7 +128,10 @@ pub(crate) async fn listing_table(state: &dyn Session, urls: Vec<ListingTableUrl
             [] => return plan_err!("BAM location {}: no .bam files there", location()),
             // DataFusion's listing skips zero-byte files; one named explicitly is an error instead.
             [file] if named_file && file.size == 0 => {
-                return Err(DataFusionError::Execution(format!("BAM file {}: the file is empty: not a BAM file", location())))
+                return Err(DataFusionError::Execution(format!(
+                    "BAM file {}: the file is empty: not a BAM file",
+                    location()
+                )))
             }
             _ => {}
         }
@@ -132,7 +149,10 @@ mod tests {
     #[test]
     fn globs_in_urls_are_split_off() {
         let url = table_url("s3://bucket/runs/2024/*.bam").unwrap();
-        assert_eq!((url.scheme(), url.prefix().as_ref(), url.get_glob().as_ref().map(|g| g.as_str())), ("s3", "runs/2024", Some("*.bam")));
+        assert_eq!(
+            (url.scheme(), url.prefix().as_ref(), url.get_glob().as_ref().map(|g| g.as_str())),
+            ("s3", "runs/2024", Some("*.bam"))
+        );
         assert!(url.is_collection());
         let url = table_url("gs://bucket/lane[12]/x.bam").unwrap();
         assert_eq!((url.prefix().as_ref(), url.get_glob().as_ref().map(|g| g.as_str())), ("", Some("lane[12]/x.bam")));

@@ -18,21 +18,23 @@ use std::collections::HashMap;
 
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::sql::parser::{DFParser, Statement};
-use datafusion_cli::cli_context::CliSessionContext;
-use datafusion_cli::object_storage::{get_gcs_object_store_builder, get_s3_object_store_builder, AwsOptions, GcpOptions};
-use object_store::http::HttpBuilder;
-use object_store::{ClientOptions, ObjectStore};
 use datafusion_bam::convert::{convert_each, Outcome, OutputFormat};
 use datafusion_bam::is_format_option;
 use datafusion_bam::output_guard::OutputGuard;
 use datafusion_bam::{progress, warnings, BamOptions, BamSessionExt};
 use datafusion_cli::catalog::DynamicObjectStoreCatalog;
+use datafusion_cli::cli_context::CliSessionContext;
+use datafusion_cli::command::{Command, OutputFormat as FormatCommand};
 use datafusion_cli::exec;
+use datafusion_cli::helper::CliHelper;
 use datafusion_cli::object_storage::instrumented::InstrumentedObjectStoreRegistry;
+use datafusion_cli::object_storage::{
+    get_gcs_object_store_builder, get_s3_object_store_builder, AwsOptions, GcpOptions,
+};
 use datafusion_cli::print_format::PrintFormat;
 use datafusion_cli::print_options::{MaxRows, PrintOptions};
-use datafusion_cli::command::{Command, OutputFormat as FormatCommand};
-use datafusion_cli::helper::CliHelper;
+use object_store::http::HttpBuilder;
+use object_store::{ClientOptions, ObjectStore};
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::Editor;
@@ -142,7 +144,10 @@ async fn run(args: Args) -> Result<()> {
     let ctx = SessionContext::new_with_config_rt(config, runtime).enable_url_table();
     ctx.enable_bam()?;
     // As in datafusion-cli: `s3://...` and `https://...` locations register their stores on use.
-    ctx.register_catalog_list(Arc::new(DynamicObjectStoreCatalog::new(ctx.state().catalog_list().clone(), ctx.state_weak_ref())));
+    ctx.register_catalog_list(Arc::new(DynamicObjectStoreCatalog::new(
+        ctx.state().catalog_list().clone(),
+        ctx.state_weak_ref(),
+    )));
 
     let mut print_options = PrintOptions {
         format: args.format,
@@ -297,7 +302,14 @@ async fn include(ctx: &SessionContext, path: &str, print_options: &PrintOptions)
 }
 
 /// The `convert` subcommand: one output per input, resumable.
-async fn convert(ctx: &SessionContext, inputs: &[PathBuf], output_dir: &std::path::Path, to: &str, options: &[String], quiet: bool) -> Result<()> {
+async fn convert(
+    ctx: &SessionContext,
+    inputs: &[PathBuf],
+    output_dir: &std::path::Path,
+    to: &str,
+    options: &[String],
+    quiet: bool,
+) -> Result<()> {
     let format = OutputFormat::parse(to)?;
     let mut map = HashMap::new();
     for option in options {
@@ -343,7 +355,11 @@ async fn create_bam_table(ctx: &SessionContext, statement: Statement, print_opti
     print_options.print_batches(schema, &batches, start, 0, &ctx.copied_config().options().format)
 }
 
-async fn register_location_store(ctx: &SessionContext, location: &str, options: &HashMap<String, String>) -> Result<()> {
+async fn register_location_store(
+    ctx: &SessionContext,
+    location: &str,
+    options: &HashMap<String, String>,
+) -> Result<()> {
     let table_url = datafusion_bam::table_url(location)?;
     let (scheme, url) = (table_url.scheme(), table_url.as_ref());
     ctx.register_table_options_extension_from_scheme(scheme);
@@ -351,7 +367,8 @@ async fn register_location_store(ctx: &SessionContext, location: &str, options: 
     let store_options: HashMap<String, String> =
         options.iter().filter(|(key, _)| !is_format_option(key)).map(|(k, v)| (k.clone(), v.clone())).collect();
     table_options.alter_with_string_hash_map(&store_options)?;
-    let missing = || DataFusionError::Configuration(format!("the options of {location} do not fit its scheme {scheme}"));
+    let missing =
+        || DataFusionError::Configuration(format!("the options of {location} do not fit its scheme {scheme}"));
     let store: Arc<dyn ObjectStore> = match scheme {
         "s3" => {
             let aws = table_options.extensions.get::<AwsOptions>().ok_or_else(missing)?;

@@ -36,11 +36,7 @@ impl TagSelection {
             let (name, kind) = match entry.split_once(':') {
                 Some((name, ty)) => match TagKind::from_sam_type(ty) {
                     Some(kind) => (name, Some(kind)),
-                    None => {
-                        return plan_err!(
-                            "invalid tag type in {entry:?}: expected one of A, Z, H, i, f, B:i, B:f"
-                        )
-                    }
+                    None => return plan_err!("invalid tag type in {entry:?}: expected one of A, Z, H, i, f, B:i, B:f"),
                 },
                 None => (entry, None),
             };
@@ -73,7 +69,13 @@ pub struct BamOptions {
 
 impl Default for BamOptions {
     fn default() -> Self {
-        Self { tags: TagSelection::Auto, tag_sample_records: 10_000, split: true, regions: Vec::new(), skip_damaged: false }
+        Self {
+            tags: TagSelection::Auto,
+            tag_sample_records: 10_000,
+            split: true,
+            regions: Vec::new(),
+            skip_damaged: false,
+        }
     }
 }
 
@@ -153,11 +155,9 @@ mod tests {
         assert_eq!(TagSelection::parse("none").unwrap(), TagSelection::None);
         assert_eq!(
             TagSelection::parse("NM, XS:i,ZB:B:f").unwrap(),
-            TagSelection::List(vec![
-                (*b"NM", None),
-                (*b"XS", Some(TagKind::Int)),
-                (*b"ZB", Some(TagKind::FloatArray)),
-            ])
+            TagSelection::List(
+                vec![(*b"NM", None), (*b"XS", Some(TagKind::Int)), (*b"ZB", Some(TagKind::FloatArray)),]
+            )
         );
         assert!(TagSelection::parse("NM,NM").is_err());
         assert!(TagSelection::parse("NM:q").is_err());
@@ -174,7 +174,11 @@ mod tests {
         assert_eq!(o.tags, TagSelection::List(vec![(*b"NM", None)]));
         assert_eq!(o.tag_sample_records, 5);
         let store = HashMap::from([("aws.region".to_string(), "us-east-1".to_string())]);
-        assert_eq!(BamOptions::from_map(&store).unwrap(), BamOptions::default(), "object-store keys are not the format's");
+        assert_eq!(
+            BamOptions::from_map(&store).unwrap(),
+            BamOptions::default(),
+            "object-store keys are not the format's"
+        );
         let bad = HashMap::from([("format.tagz".to_string(), "NM".to_string())]);
         let err = BamOptions::from_map(&bad).unwrap_err().to_string();
         assert!(err.contains("tagz"), "{err}");

@@ -32,8 +32,8 @@ use std::sync::Arc;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::FileGroup;
-use object_store::ObjectMeta;
 use noodles_bgzf as bgzf;
+use object_store::ObjectMeta;
 
 use crate::file_info::FileInfo;
 use crate::index::{merge_spans, Span, SPAN_GAP_BYTES};
@@ -43,15 +43,23 @@ use crate::resync::find_first_record;
 
 /// The pieces of file `bytes` that the byte range `[start, end)` decodes, and the number of index
 /// chunks among them. `regions`, when given, are the only records wanted.
-pub fn plan_range(path: &str, bytes: &ObjectBytes, info: &FileInfo, start: u64, end: u64, regions: Option<&[Region]>) -> Result<(Vec<Piece>, usize)> {
+pub fn plan_range(
+    path: &str,
+    bytes: &ObjectBytes,
+    info: &FileInfo,
+    start: u64,
+    end: u64,
+    regions: Option<&[Region]>,
+) -> Result<(Vec<Piece>, usize)> {
     let boundary = |x: u64| -> Result<(Option<bgzf::VirtualPosition>, BoundaryOrigin)> {
         // Region scans cut inside index chunks, where the index's next position may be far away.
         let reach = if regions.is_some() { INDEX_BOUNDARY_REACH } else { u64::MAX };
         if let Some(v) = info.index.as_ref().and_then(|i| i.boundary_at(x)).filter(|v| v.compressed() - x <= reach) {
             return Ok((Some(v), BoundaryOrigin::Index(info.index_note.clone())));
         }
-        let guess = find_first_record(bytes.open_at(x)?, x, bytes.size, &info.context)
-            .map_err(|e| DataFusionError::Execution(format!("BAM file {path}: cannot find the first record after byte {x}: {e}")))?;
+        let guess = find_first_record(bytes.open_at(x)?, x, bytes.size, &info.context).map_err(|e| {
+            DataFusionError::Execution(format!("BAM file {path}: cannot find the first record after byte {x}: {e}"))
+        })?;
         Ok((guess, BoundaryOrigin::RecordSearch(x)))
     };
     let from = if start == 0 { Some(info.header_end) } else { boundary(start)?.0 };
@@ -65,7 +73,11 @@ pub fn plan_range(path: &str, bytes: &ObjectBytes, info: &FileInfo, start: u64, 
     if to.is_some_and(|to| from >= to) {
         return Ok((vec![], 0));
     }
-    Ok(select_pieces(info, Piece { from, to, boundary_from: origin.filter(|_| to.is_some()), read_until: None }, regions))
+    Ok(select_pieces(
+        info,
+        Piece { from, to, boundary_from: origin.filter(|_| to.is_some()), read_until: None },
+        regions,
+    ))
 }
 
 /// In region scans, an index position at most this many bytes after a range boundary places it;
@@ -106,8 +118,12 @@ pub fn region_file_groups(
         for piece in select_pieces(&info, whole, Some(regions)).0 {
             // The blocks in which the piece's records start, and how far reading is expected
             // to go before the records pass the region's end (the rest weighs nothing).
-            let (start, end) = (piece.from.compressed(), piece.to.map_or(size, |t| t.compressed() + u64::from(t.uncompressed() > 0)));
-            let expected = piece.read_until.and_then(|u| index.offset_estimate(u.reference as usize, u.end)).map_or(end, |e| e.clamp(start, end));
+            let (start, end) =
+                (piece.from.compressed(), piece.to.map_or(size, |t| t.compressed() + u64::from(t.uncompressed() > 0)));
+            let expected = piece
+                .read_until
+                .and_then(|u| index.offset_estimate(u.reference as usize, u.end))
+                .map_or(end, |e| e.clamp(start, end));
             stretches.push((i, start, expected, end));
         }
     }
@@ -188,7 +204,12 @@ pub fn select_pieces(info: &FileInfo, whole: Piece, regions: Option<&[Region]>) 
                 .map(|(_, until)| *until)
                 .reduce(|a, b| a.zip(b).map(|(a, b)| a.max(b)))
                 .flatten();
-            piece_to.is_none_or(|t| piece_from < t).then_some(Piece { from: piece_from, to: piece_to, boundary_from, read_until })
+            piece_to.is_none_or(|t| piece_from < t).then_some(Piece {
+                from: piece_from,
+                to: piece_to,
+                boundary_from,
+                read_until,
+            })
         })
         .collect();
     (pieces, count)
@@ -254,7 +275,8 @@ impl ReadUntil {
                 Err(_) => return false,
             },
         };
-        reference > self.reference || reference == self.reference && u64::try_from(i64::from(pos) + 1).is_ok_and(|p| p > self.end)
+        reference > self.reference
+            || reference == self.reference && u64::try_from(i64::from(pos) + 1).is_ok_and(|p| p > self.end)
     }
 }
 

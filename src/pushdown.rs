@@ -21,18 +21,19 @@ use datafusion::physical_plan::ColumnarValue;
 
 use crate::decode::BatchDecoder;
 use crate::framing::FileContext;
-use crate::region::{Region, RegionReference};
 use crate::record::{RawRecord, RecordError};
+use crate::region::{Region, RegionReference};
 use crate::schema::{col, TagLayout};
 
 /// Columns the prefilter can produce without decoding variable-length fields (besides CIGAR).
-const PREFILTER_COLUMNS: [usize; 8] = [col::FLAG, col::RNAME, col::POS, col::ENDPOS, col::MAPQ, col::RNEXT, col::PNEXT, col::TLEN];
+const PREFILTER_COLUMNS: [usize; 8] =
+    [col::FLAG, col::RNAME, col::POS, col::ENDPOS, col::MAPQ, col::RNEXT, col::PNEXT, col::TLEN];
 
 /// Whether the decoder evaluates `expr` (over the file schema) exactly.
 pub fn can_prefilter(expr: &Arc<dyn PhysicalExpr>, file_schema: &SchemaRef) -> bool {
-    let columns_ok = collect_columns(expr).iter().all(|c| {
-        file_schema.index_of(c.name()).is_ok_and(|i| i == c.index() && PREFILTER_COLUMNS.contains(&i))
-    });
+    let columns_ok = collect_columns(expr)
+        .iter()
+        .all(|c| file_schema.index_of(c.name()).is_ok_and(|i| i == c.index() && PREFILTER_COLUMNS.contains(&i)));
     columns_ok && only_plain_nodes(expr)
 }
 
@@ -56,7 +57,12 @@ pub struct Prefilter {
 }
 
 impl Prefilter {
-    pub fn new(predicate: &Arc<dyn PhysicalExpr>, table_schema: &SchemaRef, layout: &TagLayout, file: &FileContext) -> Result<Self> {
+    pub fn new(
+        predicate: &Arc<dyn PhysicalExpr>,
+        table_schema: &SchemaRef,
+        layout: &TagLayout,
+        file: &FileContext,
+    ) -> Result<Self> {
         let mut projection: Vec<usize> = collect_columns(predicate).iter().map(|c| c.index()).collect();
         projection.sort_unstable();
         let decoder = BatchDecoder::new(table_schema, &projection, layout, file)?;
@@ -76,10 +82,9 @@ impl Prefilter {
             ColumnarValue::Array(a) => a,
             ColumnarValue::Scalar(s) => s.to_array_of_size(rows)?,
         };
-        let mask = values
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .ok_or_else(|| DataFusionError::Internal(format!("BAM prefilter returned {} instead of booleans", values.data_type())))?;
+        let mask = values.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| {
+            DataFusionError::Internal(format!("BAM prefilter returned {} instead of booleans", values.data_type()))
+        })?;
         // Null means "not true": keep only the definite trues.
         Ok(match mask.nulls() {
             Some(nulls) => BooleanArray::new(mask.values() & nulls.inner(), None),
@@ -132,17 +137,14 @@ fn region_list(expr: &Arc<dyn PhysicalExpr>) -> Option<Vec<Region>> {
 fn leaf_regions(expr: &Arc<dyn PhysicalExpr>) -> Option<Vec<Region>> {
     let any = expr;
     if let Some(is_null) = any.downcast_ref::<IsNullExpr>() {
-        return (column_index(is_null.arg()) == Some(col::RNAME)).then(|| vec![Region::whole(RegionReference::Unplaced)]);
+        return (column_index(is_null.arg()) == Some(col::RNAME))
+            .then(|| vec![Region::whole(RegionReference::Unplaced)]);
     }
     if let Some(list) = any.downcast_ref::<InListExpr>() {
         if list.negated() || column_index(list.expr()) != Some(col::RNAME) {
             return None;
         }
-        return list
-            .list()
-            .iter()
-            .map(|e| literal_str(e).map(|s| Region::whole(RegionReference::Named(s))))
-            .collect();
+        return list.list().iter().map(|e| literal_str(e).map(|s| Region::whole(RegionReference::Named(s)))).collect();
     }
     let binary = any.downcast_ref::<BinaryExpr>()?;
     let (column, op, value) = match (column_index(binary.left()), column_index(binary.right())) {
@@ -151,10 +153,12 @@ fn leaf_regions(expr: &Arc<dyn PhysicalExpr>) -> Option<Vec<Region>> {
         _ => return None,
     };
     if column == col::RNAME {
-        return (op == Operator::Eq).then(|| literal_str(value).map(|s| vec![Region::whole(RegionReference::Named(s))]))?;
+        return (op == Operator::Eq)
+            .then(|| literal_str(value).map(|s| vec![Region::whole(RegionReference::Named(s))]))?;
     }
     let n = literal_i64(value)?;
-    let at_least = |v: i64| Some(vec![Region { reference: RegionReference::Any, start: v.max(1) as u64, end: u64::MAX }]);
+    let at_least =
+        |v: i64| Some(vec![Region { reference: RegionReference::Any, start: v.max(1) as u64, end: u64::MAX }]);
     let at_most = |v: i64| {
         if v < 1 {
             Some(vec![])
@@ -170,7 +174,9 @@ fn leaf_regions(expr: &Arc<dyn PhysicalExpr>) -> Option<Vec<Region>> {
         (col::POS | col::ENDPOS, Operator::LtEq) => at_most(n),
         (col::POS | col::ENDPOS, Operator::Lt) => at_most(n.saturating_sub(1)),
         (col::POS, Operator::Eq) if n < 1 => Some(vec![]),
-        (col::POS, Operator::Eq) => Some(vec![Region { reference: RegionReference::Any, start: n as u64, end: n as u64 }]),
+        (col::POS, Operator::Eq) => {
+            Some(vec![Region { reference: RegionReference::Any, start: n as u64, end: n as u64 }])
+        }
         _ => None,
     }
 }
@@ -221,7 +227,8 @@ pub fn region_predicate(regions: &[Region], file_schema: &SchemaRef) -> Arc<dyn 
         if region.start > 1 {
             parts.push(compare(col::ENDPOS, Operator::GtEq, lit(region.start as i64)));
         }
-        let all = parts.into_iter().reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::And, b)) as Arc<dyn PhysicalExpr>);
+        let all =
+            parts.into_iter().reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::And, b)) as Arc<dyn PhysicalExpr>);
         disjuncts.push(all.unwrap_or_else(|| lit(true)));
     }
     disjuncts

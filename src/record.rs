@@ -262,7 +262,13 @@ impl<'a> AuxFields<'a> {
         let (subtype, value, used) = match ty {
             b'Z' | b'H' => match rest.iter().position(|&c| c == 0) {
                 Some(n) => (0, &rest[..n], n + 1),
-                None => return Err(RecordError(format!("aux field {} of type {} is not NUL-terminated", show_tag(tag), ty as char))),
+                None => {
+                    return Err(RecordError(format!(
+                        "aux field {} of type {} is not NUL-terminated",
+                        show_tag(tag),
+                        ty as char
+                    )))
+                }
             },
             b'B' => {
                 if rest.len() < 5 {
@@ -271,19 +277,38 @@ impl<'a> AuxFields<'a> {
                 let sub = rest[0];
                 let width = match elem_width(sub) {
                     Some(w) if sub != b'A' => w,
-                    _ => return Err(RecordError(format!("aux field {} has invalid B array subtype {:?}", show_tag(tag), sub as char))),
+                    _ => {
+                        return Err(RecordError(format!(
+                            "aux field {} has invalid B array subtype {:?}",
+                            show_tag(tag),
+                            sub as char
+                        )))
+                    }
                 };
                 let n = u32_at(rest, 1) as usize;
                 let len = n.checked_mul(width).filter(|&l| l <= rest.len() - 5);
                 match len {
                     Some(len) => (sub, &rest[5..5 + len], 5 + len),
-                    None => return Err(RecordError(format!("aux field {} B array of {n} elements overruns the record", show_tag(tag)))),
+                    None => {
+                        return Err(RecordError(format!(
+                            "aux field {} B array of {n} elements overruns the record",
+                            show_tag(tag)
+                        )))
+                    }
                 }
             }
             _ => match elem_width(ty) {
                 Some(w) if rest.len() >= w => (0, &rest[..w], w),
-                Some(_) => return Err(RecordError(format!("aux field {} of type {} overruns the record", show_tag(tag), ty as char))),
-                None => return Err(RecordError(format!("aux field {} has invalid type byte 0x{ty:02x}", show_tag(tag)))),
+                Some(_) => {
+                    return Err(RecordError(format!(
+                        "aux field {} of type {} overruns the record",
+                        show_tag(tag),
+                        ty as char
+                    )))
+                }
+                None => {
+                    return Err(RecordError(format!("aux field {} has invalid type byte 0x{ty:02x}", show_tag(tag))))
+                }
             },
         };
         self.buf = &rest[used..];

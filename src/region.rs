@@ -74,7 +74,11 @@ pub fn parse_region(text: &str) -> Result<Region> {
         (&rest[..close], range)
     } else {
         match text.rsplit_once(':') {
-            Some((name, range)) if !range.is_empty() && range.chars().all(|c| c.is_ascii_digit() || c == ',' || c == '-') => (name, Some(range)),
+            Some((name, range))
+                if !range.is_empty() && range.chars().all(|c| c.is_ascii_digit() || c == ',' || c == '-') =>
+            {
+                (name, Some(range))
+            }
             _ => (text, None),
         }
     };

@@ -66,7 +66,8 @@ pub fn plausible_record(buf: &[u8], refs: &FileContext) -> Option<usize> {
     }
     let r = RawRecord::parse(&buf[4..total], refs.reference_lengths.len()).ok()?;
     let within = |id: i32, pos: i32| {
-        pos >= -1 && (id < 0 && pos == -1 || id >= 0 && (pos as i64) < refs.reference_lengths[id as usize].max(1) as i64)
+        pos >= -1
+            && (id < 0 && pos == -1 || id >= 0 && (pos as i64) < refs.reference_lengths[id as usize].max(1) as i64)
     };
     if !within(r.ref_id(), r.pos()) || !within(r.next_ref_id(), r.next_pos()) {
         return None;
@@ -131,7 +132,12 @@ pub type RecordStart = bgzf::VirtualPosition;
 /// Finds the first record starting in a block at or after `start`, reading the file's bytes
 /// from `start` through `reader`. `file_size` bounds the search. Returns `None` when no record
 /// starts at or after `start`.
-pub fn find_first_record<R: Read>(mut reader: R, start: u64, file_size: u64, refs: &FileContext) -> io::Result<Option<RecordStart>> {
+pub fn find_first_record<R: Read>(
+    mut reader: R,
+    start: u64,
+    file_size: u64,
+    refs: &FileContext,
+) -> io::Result<Option<RecordStart>> {
     // Raw bytes: enough for one full window plus the block found and its successor header.
     let want = (BLOCK_SEARCH_WINDOW * 3) as u64;
     let mut raw = Vec::new();
@@ -141,7 +147,10 @@ pub fn find_first_record<R: Read>(mut reader: R, start: u64, file_size: u64, ref
         if complete || raw.len() < BLOCK_SEARCH_WINDOW {
             return Ok(None);
         }
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("no BGZF block starts within 64 KiB after byte {start}")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("no BGZF block starts within 64 KiB after byte {start}"),
+        ));
     };
     let first_block = start + p as u64;
     let rest = io::Cursor::new(raw.split_off(p)).chain(reader);
@@ -172,7 +181,13 @@ pub fn find_first_record<R: Read>(mut reader: R, start: u64, file_size: u64, ref
             return Ok(None);
         }
         if data.len() > RECORD_SEARCH_LIMIT {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("no BAM record start found in the {} MiB of data after byte {start}", RECORD_SEARCH_LIMIT >> 20)));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "no BAM record start found in the {} MiB of data after byte {start}",
+                    RECORD_SEARCH_LIMIT >> 20
+                ),
+            ));
         }
         // Load the next non-empty block; after fill_buf the position names that block.
         if bgzf_reader.fill_buf()?.is_empty() {
@@ -241,7 +256,8 @@ mod tests {
 
     #[test]
     fn garbage_is_not_a_record() {
-        let file = FileContext { reference_names: vec!["chr1".to_string()].into(), reference_lengths: vec![1000].into() };
+        let file =
+            FileContext { reference_names: vec!["chr1".to_string()].into(), reference_lengths: vec![1000].into() };
         assert_eq!(plausible_record(&[0xab; 200], &file), None);
         assert_eq!(plausible_record(&[0; 200], &file), None);
     }

@@ -16,15 +16,17 @@ use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricB
 use noodles_bgzf as bgzf;
 
 use crate::decode::BatchDecoder;
-use crate::framing::{absolute, append_record_at, error_at, positions_before_record, reader_at, FileContext, FileReader};
+use crate::framing::{
+    absolute, append_record_at, error_at, positions_before_record, reader_at, FileContext, FileReader,
+};
 use crate::io::ObjectBytes;
 use crate::partition::{BoundaryOrigin, Piece};
-use crate::resync::find_first_record;
 use crate::progress;
-use crate::warnings;
 use crate::pushdown::Prefilter;
 use crate::record::RawRecord;
+use crate::resync::find_first_record;
 use crate::schema::TagLayout;
+use crate::warnings;
 
 /// A batch is emitted at `batch_size` rows or at this many record bytes, whichever comes first,
 /// so batches of long reads stay bounded in memory.
@@ -109,7 +111,11 @@ enum Step {
     Record,
     /// The current piece ended: `at` is the position before the next block was loaded, `next`
     /// the record start after it.
-    PieceEnded { piece: Piece, at: bgzf::VirtualPosition, next: Option<bgzf::VirtualPosition> },
+    PieceEnded {
+        piece: Piece,
+        at: bgzf::VirtualPosition,
+        next: Option<bgzf::VirtualPosition>,
+    },
     NoMorePieces,
 }
 
@@ -293,7 +299,11 @@ impl BatchReader {
 
     /// The first record starting in a sound block at or after byte `from`, if one comes before
     /// `to`. A search that runs into more damage looks again one block-size further on.
-    fn first_record_between(&self, mut from: u64, to: Option<bgzf::VirtualPosition>) -> Result<Option<bgzf::VirtualPosition>> {
+    fn first_record_between(
+        &self,
+        mut from: u64,
+        to: Option<bgzf::VirtualPosition>,
+    ) -> Result<Option<bgzf::VirtualPosition>> {
         let limit = to.map_or(self.bytes.size, |t| t.compressed() + 1);
         while from < limit {
             if let Ok(found) = find_first_record(self.bytes.open_at(from)?, from, self.bytes.size, &self.file) {
@@ -332,7 +342,8 @@ impl BatchReader {
                 Some(prefilter.evaluate()?)
             }
         };
-        for (j, (start, bytes)) in self.raw.records().enumerate().filter(|(i, _)| sound(i)).map(|(_, r)| r).enumerate() {
+        for (j, (start, bytes)) in self.raw.records().enumerate().filter(|(i, _)| sound(i)).map(|(_, r)| r).enumerate()
+        {
             if keep.as_ref().is_some_and(|k| !k.value(j)) {
                 self.metrics.records_filtered.add(1);
                 continue;
@@ -392,13 +403,22 @@ impl Current {
     }
 }
 
-fn misplaced_boundary(path: &str, to: bgzf::VirtualPosition, stop: Option<bgzf::VirtualPosition>, origin: &BoundaryOrigin) -> DataFusionError {
+fn misplaced_boundary(
+    path: &str,
+    to: bgzf::VirtualPosition,
+    stop: Option<bgzf::VirtualPosition>,
+    origin: &BoundaryOrigin,
+) -> DataFusionError {
     let show = |v: Option<bgzf::VirtualPosition>| {
-        v.map_or("the end of the file".to_string(), |v| format!("virtual offset {}:{}", v.compressed(), v.uncompressed()))
+        v.map_or("the end of the file".to_string(), |v| {
+            format!("virtual offset {}:{}", v.compressed(), v.uncompressed())
+        })
     };
     let advice = match origin {
         BoundaryOrigin::Index(_) => "The index does not fit this file: rebuild it (samtools index) or remove it.",
-        BoundaryOrigin::RecordSearch(_) => "Disable splitting for this table (OPTIONS ('split' 'false')) and report the file.",
+        BoundaryOrigin::RecordSearch(_) => {
+            "Disable splitting for this table (OPTIONS ('split' 'false')) and report the file."
+        }
     };
     DataFusionError::Execution(format!(
         "BAM file {path}: a partition boundary was misplaced: reading on from the previous partition reaches {}, \

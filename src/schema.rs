@@ -102,12 +102,8 @@ impl TagKind {
             Self::Char | Self::String | Self::Hex => DataType::Utf8,
             Self::Int => DataType::Int64,
             Self::Float => DataType::Float32,
-            Self::IntArray => {
-                DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true)))
-            }
-            Self::FloatArray => {
-                DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true)))
-            }
+            Self::IntArray => DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true))),
+            Self::FloatArray => DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true))),
         }
     }
 }
@@ -132,12 +128,11 @@ pub fn is_tag_name(tag: TagName) -> bool {
 pub fn predefined_kind(tag: TagName) -> Option<TagKind> {
     use TagKind::*;
     Some(match &tag {
-        b"AM" | b"AS" | b"CM" | b"CP" | b"FI" | b"H0" | b"H1" | b"H2" | b"HI" | b"IP" | b"MN"
-        | b"MQ" | b"NH" | b"NM" | b"OP" | b"PQ" | b"SM" | b"TC" | b"UQ" => Int,
-        b"BC" | b"BQ" | b"BZ" | b"CB" | b"CC" | b"CO" | b"CQ" | b"CR" | b"CS" | b"CT" | b"CY"
-        | b"E2" | b"FS" | b"LB" | b"MC" | b"MD" | b"MI" | b"MM" | b"OA" | b"OC" | b"OQ"
-        | b"OX" | b"PG" | b"PT" | b"PU" | b"Q2" | b"QT" | b"QX" | b"R2" | b"RG" | b"RX"
-        | b"SA" | b"U2" => String,
+        b"AM" | b"AS" | b"CM" | b"CP" | b"FI" | b"H0" | b"H1" | b"H2" | b"HI" | b"IP" | b"MN" | b"MQ" | b"NH"
+        | b"NM" | b"OP" | b"PQ" | b"SM" | b"TC" | b"UQ" => Int,
+        b"BC" | b"BQ" | b"BZ" | b"CB" | b"CC" | b"CO" | b"CQ" | b"CR" | b"CS" | b"CT" | b"CY" | b"E2" | b"FS"
+        | b"LB" | b"MC" | b"MD" | b"MI" | b"MM" | b"OA" | b"OC" | b"OQ" | b"OX" | b"PG" | b"PT" | b"PU" | b"Q2"
+        | b"QT" | b"QX" | b"R2" | b"RG" | b"RX" | b"SA" | b"U2" => String,
         b"TS" => Char,
         b"CG" | b"FZ" | b"ML" => IntArray,
         _ => return None,
@@ -155,10 +150,8 @@ impl TagLayout {
         self.tags
             .iter()
             .map(|(name, kind)| {
-                Field::new(tag_str(*name), kind.data_type(), true).with_metadata(HashMap::from([(
-                    SAM_TYPE_KEY.to_string(),
-                    kind.sam_type().to_string(),
-                )]))
+                Field::new(tag_str(*name), kind.data_type(), true)
+                    .with_metadata(HashMap::from([(SAM_TYPE_KEY.to_string(), kind.sam_type().to_string())]))
             })
             .collect()
     }
@@ -176,10 +169,7 @@ impl TagLayout {
                     .filter(|k| k.data_type() == *f.data_type());
                 match kind {
                     Some(kind) => Ok((name, kind)),
-                    None => plan_err!(
-                        "tags field {} lacks a valid {SAM_TYPE_KEY:?} metadata entry",
-                        f.name()
-                    ),
+                    None => plan_err!("tags field {} lacks a valid {SAM_TYPE_KEY:?} metadata entry", f.name()),
                 }
             })
             .collect::<Result<_>>()?;
@@ -193,7 +183,19 @@ pub fn tag_str(name: TagName) -> String {
 
 /// Column names, indexed by the ids in [`col`].
 pub const COLUMN_NAMES: [&str; col::COUNT] = [
-    "qname", "flag", "rname", "pos", "endpos", "mapq", "cigar", "rnext", "pnext", "tlen", "seq", "qual", "tags",
+    "qname",
+    "flag",
+    "rname",
+    "pos",
+    "endpos",
+    "mapq",
+    "cigar",
+    "rnext",
+    "pnext",
+    "tlen",
+    "seq",
+    "qual",
+    "tags",
     "tags_extra",
 ];
 

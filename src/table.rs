@@ -11,22 +11,22 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
-use datafusion::logical_expr::CreateExternalTable;
 use datafusion::common::{internal_err, plan_err, DFSchema, Result};
 use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::physical_plan::FileScanConfigBuilder;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::CreateExternalTable;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::format::{BamFormat, BamSource};
-use crate::pushdown::can_prefilter;
 use crate::listing::{self, bam_listing_table_of};
 use crate::options::BamOptions;
+use crate::pushdown::can_prefilter;
 use arrow::datatypes::DataType;
 
 /// BAM files (a file, directory or glob) as one table, with filter pushdown at planning time.
@@ -103,7 +103,8 @@ impl TableProvider for BamTable {
             return Ok(plan);
         }
         let predicates = filters.iter().map(|f| self.physical(f, Some(state))).collect::<Result<Vec<_>>>()?;
-        let Some((config, source)) = plan.downcast_ref::<DataSourceExec>().and_then(|e| e.downcast_to_file_source::<BamSource>())
+        let Some((config, source)) =
+            plan.downcast_ref::<DataSourceExec>().and_then(|e| e.downcast_to_file_source::<BamSource>())
         else {
             // No files: an empty plan, nothing to filter.
             if plan.is::<EmptyExec>() {
@@ -146,7 +147,8 @@ impl TableProviderFactory for BamTableFactory {
         let (partition_columns, unchecked) = match partition_columns(cmd)? {
             Some(columns) => (columns, &urls[..]),
             None if remote_glob.is_none() && infers_partitions(state) => {
-                let names = listing.infer_partitions(state, first).await.map_err(|e| listing::listing_error(first, e))?;
+                let names =
+                    listing.infer_partitions(state, first).await.map_err(|e| listing::listing_error(first, e))?;
                 (names.into_iter().map(|name| (name, partition_type())).collect(), &urls[1..])
             }
             None => (Vec::new(), &urls[..]),

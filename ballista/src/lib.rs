@@ -40,11 +40,22 @@ impl LogicalExtensionCodec for BamBallistaLogicalCodec {
     }
 
     /// Ballista serializes no table providers of its own: every one here is a [`BamTable`].
-    fn try_decode_table_provider(&self, buf: &[u8], table_ref: &TableReference, schema: SchemaRef, ctx: &TaskContext) -> Result<Arc<dyn TableProvider>> {
+    fn try_decode_table_provider(
+        &self,
+        buf: &[u8],
+        table_ref: &TableReference,
+        schema: SchemaRef,
+        ctx: &TaskContext,
+    ) -> Result<Arc<dyn TableProvider>> {
         self.bam.try_decode_table_provider(buf, table_ref, schema, ctx)
     }
 
-    fn try_encode_table_provider(&self, table_ref: &TableReference, node: Arc<dyn TableProvider>, buf: &mut Vec<u8>) -> Result<()> {
+    fn try_encode_table_provider(
+        &self,
+        table_ref: &TableReference,
+        node: Arc<dyn TableProvider>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
         if node.downcast_ref::<BamTable>().is_some() {
             return self.bam.try_encode_table_provider(table_ref, node, buf);
         }
@@ -91,12 +102,17 @@ pub fn logical_codec() -> Arc<dyn LogicalExtensionCodec> {
 /// Ballista's physical codec, then BAM scans (datafusion-proto's composition records which of
 /// the two encoded a node).
 pub fn physical_codec() -> Arc<dyn PhysicalExtensionCodec> {
-    Arc::new(ComposedPhysicalExtensionCodec::new(vec![Arc::new(BallistaPhysicalExtensionCodec::default()), Arc::new(BamPhysicalCodec)]))
+    Arc::new(ComposedPhysicalExtensionCodec::new(vec![
+        Arc::new(BallistaPhysicalExtensionCodec::default()),
+        Arc::new(BamPhysicalCodec),
+    ]))
 }
 
 /// Adds the BAM codecs to a Ballista session configuration.
 pub fn with_bam_codecs(config: SessionConfig) -> SessionConfig {
-    config.with_ballista_logical_extension_codec(logical_codec()).with_ballista_physical_extension_codec(physical_codec())
+    config
+        .with_ballista_logical_extension_codec(logical_codec())
+        .with_ballista_physical_extension_codec(physical_codec())
 }
 
 /// A session state for Ballista with the BAM codecs and `STORED AS BAM`.

@@ -50,7 +50,9 @@ async fn copy_on_a_cluster_equals_a_local_run() {
         };
         new_standalone_executor_from_state(client, 2, &state).await.unwrap();
     }
-    let cluster = SessionContext::remote_with_state(&format!("df://localhost:{}", scheduler.port()), state.clone()).await.unwrap();
+    let cluster = SessionContext::remote_with_state(&format!("df://localhost:{}", scheduler.port()), state.clone())
+        .await
+        .unwrap();
     let table = BamTable::open(&cluster.state(), &inputs, BamOptions::default()).await.unwrap();
     cluster.register_table("reads", Arc::new(table)).unwrap();
 
@@ -59,7 +61,10 @@ async fn copy_on_a_cluster_equals_a_local_run() {
     let plan = datafusion::arrow::util::pretty::pretty_format_batches(&plan).unwrap().to_string();
     // The scheduler's stages, with the files split into byte ranges and the filter in the scan.
     assert!(
-        plan.contains("distributed_plan") && plan.contains("ShuffleWriterExec") && plan.contains("sample.bam:0..") && plan.contains("predicate=mapq"),
+        plan.contains("distributed_plan")
+            && plan.contains("ShuffleWriterExec")
+            && plan.contains("sample.bam:0..")
+            && plan.contains("predicate=mapq"),
         "the query is planned by the scheduler:\n{plan}"
     );
     let out = dir.path().join("out");
@@ -69,7 +74,8 @@ async fn copy_on_a_cluster_equals_a_local_run() {
     let local = SessionContext::new();
     local.register_bam("reads", &inputs, BamOptions::default()).await.unwrap();
     let expected = local.sql(query).await.unwrap().collect().await.unwrap();
-    let written = local.read_parquet(format!("{}/", out.display()), Default::default()).await.unwrap().collect().await.unwrap();
+    let written =
+        local.read_parquet(format!("{}/", out.display()), Default::default()).await.unwrap().collect().await.unwrap();
     let rows: usize = written.iter().map(|b| b.num_rows()).sum();
     assert!(rows > 40_000, "{rows} rows written");
     assert_eq!(sorted_lines(&written), sorted_lines(&expected));
@@ -126,7 +132,8 @@ async fn shipped_binaries_run_a_cluster() {
     let started = std::time::Instant::now();
     let answer = loop {
         let attempt = async {
-            let cluster = SessionContext::remote_with_state(&format!("df://127.0.0.1:{scheduler_port}"), state.clone()).await?;
+            let cluster =
+                SessionContext::remote_with_state(&format!("df://127.0.0.1:{scheduler_port}"), state.clone()).await?;
             let table = BamTable::open(&cluster.state(), sample.to_str().unwrap(), BamOptions::default()).await?;
             cluster.register_table("reads", Arc::new(table))?;
             cluster.sql(query).await?.collect().await

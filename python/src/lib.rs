@@ -112,7 +112,11 @@ impl TableProvider for InRuntimeTable {
     }
 }
 
-fn provider_capsule<'py>(py: Python<'py>, table: Arc<dyn TableProvider>, session: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyCapsule>> {
+fn provider_capsule<'py>(
+    py: Python<'py>,
+    table: Arc<dyn TableProvider>,
+    session: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyCapsule>> {
     let codec = logical_codec(session)?;
     let table = Arc::new(InRuntimeTable(table));
     let provider = FFI_TableProvider::new_with_ffi_codec(table, true, Some(runtime().handle().clone()), codec);
@@ -160,7 +164,11 @@ impl PyBamTable {
         PyCapsule::new_with_value(py, schema, c"arrow_schema")
     }
 
-    fn __datafusion_table_provider__<'py>(&self, py: Python<'py>, session: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyCapsule>> {
+    fn __datafusion_table_provider__<'py>(
+        &self,
+        py: Python<'py>,
+        session: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
         provider_capsule(py, Arc::clone(&self.table) as Arc<dyn TableProvider>, &session)
     }
 
@@ -193,9 +201,17 @@ impl PyBamRegionFunction {
         Self
     }
 
-    fn __datafusion_table_function__<'py>(&self, py: Python<'py>, session: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyCapsule>> {
+    fn __datafusion_table_function__<'py>(
+        &self,
+        py: Python<'py>,
+        session: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
         let codec = logical_codec(&session)?;
-        let function = FFI_TableFunction::new_with_ffi_codec(Arc::new(InRuntimeRegionFunction), Some(runtime().handle().clone()), codec);
+        let function = FFI_TableFunction::new_with_ffi_codec(
+            Arc::new(InRuntimeRegionFunction),
+            Some(runtime().handle().clone()),
+            codec,
+        );
         PyCapsule::new_with_value(py, function, FUNCTION_CAPSULE)
     }
 }

@@ -35,7 +35,9 @@ fn venv(target: &Path) -> PathBuf {
     }
     let system = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
     run(Command::new(system).args(["-m", "venv", "--clear"]).arg(&venv));
-    run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(REQUIREMENTS));
+    run(Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args(REQUIREMENTS));
     std::fs::write(&marker, wanted).unwrap();
     python
 }

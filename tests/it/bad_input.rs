@@ -186,7 +186,10 @@ async fn file_cut_at_a_block_boundary_is_read_with_a_warning() {
     assert!(expected > 0 && expected < 21_882, "the cut keeps some records: {expected}");
     assert_eq!(rows, expected);
     let shown = warnings_about(cursor, &p);
-    assert!(shown.iter().any(|w| w.contains("end-of-file block is missing") && w.contains(&format!("byte {}", cut - 28))), "{shown:?}");
+    assert!(
+        shown.iter().any(|w| w.contains("end-of-file block is missing") && w.contains(&format!("byte {}", cut - 28))),
+        "{shown:?}"
+    );
 }
 
 #[tokio::test]
@@ -265,16 +268,28 @@ async fn damaged_records_are_errors_or_skipped_one_by_one() {
     type Damage = fn(&mut [u8]);
     let cases: [(&str, Damage, &str); 5] = [
         ("cigar_overrun", |r| r[16..18].copy_from_slice(&0xfff0u16.to_le_bytes()), "too short for its read name"),
-        ("sequence_overrun", |r| r[20..24].copy_from_slice(&0x00ff_ffffu32.to_le_bytes()), "too short for its read name"),
-        ("bad_tag_type", |r| {
-            let aux = aux_offset(r);
-            r[aux + 2] = b'Q';
-        }, "invalid type byte 0x51"),
+        (
+            "sequence_overrun",
+            |r| r[20..24].copy_from_slice(&0x00ff_ffffu32.to_le_bytes()),
+            "too short for its read name",
+        ),
+        (
+            "bad_tag_type",
+            |r| {
+                let aux = aux_offset(r);
+                r[aux + 2] = b'Q';
+            },
+            "invalid type byte 0x51",
+        ),
         ("bad_reference", |r| r[4..8].copy_from_slice(&7i32.to_le_bytes()), "refID 7 is outside [-1, 4)"),
-        ("bad_quality", |r| {
-            let aux = aux_offset(r);
-            r[aux - 1] = 120;
-        }, "base quality 120 is above 93"),
+        (
+            "bad_quality",
+            |r| {
+                let aux = aux_offset(r);
+                r[aux - 1] = 120;
+            },
+            "base quality 120 is above 93",
+        ),
     ];
     let whole = sample_rows();
     let dir = tempfile::tempdir().unwrap();
@@ -289,7 +304,10 @@ async fn damaged_records_are_errors_or_skipped_one_by_one() {
         assert_eq!(rows.len(), whole.len() - 1, "{name}");
         assert!(is_subset(&rows, &whole), "{name}: skipping returned rows samtools does not have");
         let shown = warnings_about(cursor, &p);
-        assert!(shown.len() == 1 && shown[0].contains(what) && shown[0].contains("record skipped"), "{name}: {shown:?}");
+        assert!(
+            shown.len() == 1 && shown[0].contains(what) && shown[0].contains("record skipped"),
+            "{name}: {shown:?}"
+        );
     }
 }
 
@@ -320,11 +338,18 @@ async fn damaged_framing_and_blocks_are_errors_or_skipped_to_the_next_block() {
     let mut wrong_crc = bytes.clone();
     wrong_crc[end - 8] ^= 0xff;
     for (name, b) in [("wrong_isize", wrong_isize), ("wrong_crc", wrong_crc)] {
-        cases.push((write(dir.path(), &format!("{name}.bam"), &b), format!("virtual offset {target}:"), "corrupt BGZF data"));
+        cases.push((
+            write(dir.path(), &format!("{name}.bam"), &b),
+            format!("virtual offset {target}:"),
+            "corrupt BGZF data",
+        ));
     }
     for (p, at, what) in cases {
         let err = scan_error(&p).await;
-        assert!(err.contains(p.file_name().unwrap().to_str().unwrap()) && err.contains(what) && err.contains(&at), "{err}");
+        assert!(
+            err.contains(p.file_name().unwrap().to_str().unwrap()) && err.contains(what) && err.contains(&at),
+            "{err}"
+        );
 
         for partitions in [1, 3] {
             let ctx = crate::partitions::split_context(partitions);
@@ -334,7 +359,10 @@ async fn damaged_framing_and_blocks_are_errors_or_skipped_to_the_next_block() {
             assert!(rows.len() < whole.len() && rows.len() > whole.len() - 1000, "{p:?}: {} rows", rows.len());
             assert!(is_subset(&rows, &whole), "{p:?}: skipping returned rows samtools does not have");
             let shown = warnings_about(cursor, &p);
-            assert!(shown.iter().any(|w| w.contains(what) && w.contains("skipped damaged data up to")), "{p:?}: {shown:?}");
+            assert!(
+                shown.iter().any(|w| w.contains(what) && w.contains("skipped damaged data up to")),
+                "{p:?}: {shown:?}"
+            );
             let analyzed = query(&ctx, "EXPLAIN ANALYZE SELECT count(qname) FROM t").await.unwrap();
             let analyzed = arrow::util::pretty::pretty_format_batches(&analyzed).unwrap().to_string();
             assert!(analyzed.contains("damaged_stretches=1"), "{analyzed}");
@@ -373,7 +401,8 @@ async fn an_index_of_another_layout_of_the_file_is_not_trusted() {
     let sql = "SELECT count(*) FROM t WHERE rname = 'chr1' AND pos <= 9000 AND endpos >= 2000";
     let batches = query(&ctx, sql).await.unwrap();
     let n = batches[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0);
-    let expected: i64 = samtools(&["view", "-c", data("sample.bam").to_str().unwrap(), "chr1:2000-9000"]).trim().parse().unwrap();
+    let expected: i64 =
+        samtools(&["view", "-c", data("sample.bam").to_str().unwrap(), "chr1:2000-9000"]).trim().parse().unwrap();
     assert_eq!(n, expected);
     let shown = warnings_about(cursor, &p);
     assert!(shown.iter().any(|w| w.contains("relaid.bam.bai ignored")), "{shown:?}");

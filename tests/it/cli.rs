@@ -18,7 +18,12 @@ fn run_in(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn stdout_ok(out: &Output) -> String {
-    assert!(out.status.success(), "CLI failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "CLI failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
@@ -39,18 +44,27 @@ fn sample() -> String {
 fn commands_run_in_order_and_print_csv() {
     let dir = tempfile::tempdir().unwrap();
     let create = format!("CREATE EXTERNAL TABLE reads STORED AS BAM LOCATION '{}'", sample());
-    let out = run_in(dir.path(), &["-q", "--format", "csv", "-c", &create, "-c", "SELECT count(*) AS n FROM reads WHERE mapq >= 30"]);
+    let out = run_in(
+        dir.path(),
+        &["-q", "--format", "csv", "-c", &create, "-c", "SELECT count(*) AS n FROM reads WHERE mapq >= 30"],
+    );
     let text = stdout_ok(&out);
     assert_eq!(last_number(&text), samtools_count(&["view", "-c", "-q", "30", &sample()]));
     assert!(text.contains("n\n"), "CSV header expected:\n{text}");
-    let json = stdout_ok(&run_in(dir.path(), &["-q", "--format", "json", "-c", &create, "-c", "SELECT flag FROM reads LIMIT 1"]));
+    let json = stdout_ok(&run_in(
+        dir.path(),
+        &["-q", "--format", "json", "-c", &create, "-c", "SELECT flag FROM reads LIMIT 1"],
+    ));
     assert!(json.contains("{\"flag\":"), "{json}");
 }
 
 #[test]
 fn failing_statement_stops_with_an_error_status() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run_in(dir.path(), &["-q", "-c", "CREATE EXTERNAL TABLE r STORED AS BAM LOCATION 'no/such/file.bam'", "-c", "SELECT 42"]);
+    let out = run_in(
+        dir.path(),
+        &["-q", "-c", "CREATE EXTERNAL TABLE r STORED AS BAM LOCATION 'no/such/file.bam'", "-c", "SELECT 42"],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no/such/file.bam"), "{err}");
@@ -130,7 +144,10 @@ fn late_corrupt_sample(dir: &Path) -> (std::path::PathBuf, usize) {
 
 /// A `COPY` of sample.bam joined with itself 4000 times (87M rows): it runs for minutes.
 fn long_copy(target: &str) -> String {
-    format!("COPY (SELECT r.* FROM '{}' r CROSS JOIN generate_series(1, 4000)) TO '{target}' STORED AS PARQUET", sample())
+    format!(
+        "COPY (SELECT r.* FROM '{}' r CROSS JOIN generate_series(1, 4000)) TO '{target}' STORED AS PARQUET",
+        sample()
+    )
 }
 
 #[test]
@@ -158,7 +175,10 @@ fn parquet_compression_defaults_to_zstd_level_1_unless_set() {
     let out = Command::new(BIN).args(show).env("DATAFUSION_EXECUTION_PARQUET_COMPRESSION", "snappy").output().unwrap();
     let out = stdout_ok(&out);
     assert!(out.contains("snappy") && !out.contains("zstd(1)"), "{out}");
-    let out = stdout_ok(&run_in(dir.path(), &["-c", "SET datafusion.execution.parquet.compression = 'lz4_raw'", "-c", show[1]]));
+    let out = stdout_ok(&run_in(
+        dir.path(),
+        &["-c", "SET datafusion.execution.parquet.compression = 'lz4_raw'", "-c", show[1]],
+    ));
     assert!(out.contains("lz4_raw"), "{out}");
 }
 
@@ -198,7 +218,10 @@ fn warnings_are_shown_after_the_statement() {
     }
     let damaged = dir.path().join("damaged.bam");
     std::fs::write(&damaged, crate::bad_input::deflate(&data)).unwrap();
-    let create = format!("CREATE EXTERNAL TABLE reads STORED AS BAM LOCATION '{}' OPTIONS ('skip_damaged' 'true')", damaged.display());
+    let create = format!(
+        "CREATE EXTERNAL TABLE reads STORED AS BAM LOCATION '{}' OPTIONS ('skip_damaged' 'true')",
+        damaged.display()
+    );
     let out = run_in(dir.path(), &["-q", "--format", "csv", "-c", &create, "-c", "SELECT count(*) FROM reads"]);
     assert_eq!(last_number(&stdout_ok(&out)), 21_882 - 30);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -223,7 +246,10 @@ async fn file_without_aux_fields_converts() {
     let expected = samtools_count(&["view", "-c", unaligned.to_str().unwrap()]);
     let create = format!("CREATE EXTERNAL TABLE t STORED AS BAM LOCATION '{}'", unaligned.display());
     let copy = |stored: &str, target: &str| format!("COPY (SELECT * FROM t) TO '{target}' STORED AS {stored}");
-    let out = run_in(dir.path(), &["-q", "-c", &create, "-c", &copy("PARQUET", "u.parquet"), "-c", &copy("ARROW", "u.arrow")]);
+    let out = run_in(
+        dir.path(),
+        &["-q", "-c", &create, "-c", &copy("PARQUET", "u.parquet"), "-c", &copy("ARROW", "u.arrow")],
+    );
     stdout_ok(&out);
     assert_eq!(parquet_rows(&dir.path().join("u.parquet")).await, expected);
     let ctx = crate::context();
@@ -264,7 +290,8 @@ async fn convert_each_file_and_resume_after_a_failure() {
     let err = String::from_utf8_lossy(&first.stderr);
     assert!(err.contains("b.bam") && err.contains("truncated"), "{err}");
     let listing = |d: &Path| {
-        let mut names: Vec<String> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         names
     };
@@ -366,6 +393,7 @@ fn shell_interrupt_stops_the_statement_not_the_shell() {
     let out = shell(dir.path(), &input, Some(std::time::Duration::from_millis(1500)));
     let text = stdout_ok(&out);
     assert!(text.contains("^C") && text.lines().any(|l| l.trim() == "42"), "{text}");
-    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != ".history").collect();
+    let left: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != ".history").collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -38,7 +38,8 @@ async fn physical_plans_with_pushdown_run_elsewhere() {
 
     let bytes = physical_plan_to_bytes_with_extension_codec(plan, &BamPhysicalCodec).unwrap();
     let elsewhere = SessionContext::new();
-    let decoded = physical_plan_from_bytes_with_extension_codec(&bytes, &elsewhere.task_ctx(), &BamPhysicalCodec).unwrap();
+    let decoded =
+        physical_plan_from_bytes_with_extension_codec(&bytes, &elsewhere.task_ctx(), &BamPhysicalCodec).unwrap();
     let shown = displayable(decoded.as_ref()).indent(true).to_string();
     assert!(
         shown.contains("predicate=") && shown.contains("regions=[chr1:") && shown.contains("file_groups={3 groups"),
@@ -58,11 +59,13 @@ async fn logical_plans_of_bam_tables_run_elsewhere() {
     let sample = data("sample.bam");
     let table = BamTable::open(&ctx.state(), sample.to_str().unwrap(), BamOptions::default()).await.unwrap();
     ctx.register_table("t", Arc::new(table)).unwrap();
-    let plan = ctx.sql("SELECT * FROM t WHERE mapq >= 30 AND flag & 1024 = 0").await.unwrap().into_optimized_plan().unwrap();
+    let plan =
+        ctx.sql("SELECT * FROM t WHERE mapq >= 30 AND flag & 1024 = 0").await.unwrap().into_optimized_plan().unwrap();
     let bytes = logical_plan_to_bytes_with_extension_codec(&plan, &BamLogicalCodec).unwrap();
 
     let elsewhere = SessionContext::new();
-    let decoded = logical_plan_from_bytes_with_extension_codec(&bytes, &elsewhere.task_ctx(), &BamLogicalCodec).unwrap();
+    let decoded =
+        logical_plan_from_bytes_with_extension_codec(&bytes, &elsewhere.task_ctx(), &BamLogicalCodec).unwrap();
     let batches = elsewhere.execute_logical_plan(decoded).await.unwrap().collect().await.unwrap();
     let mut rows = table_rows(&batches);
     rows.sort();
@@ -85,7 +88,8 @@ async fn logical_plans_keep_globs_and_options() {
     let plan = ctx.sql("SELECT count(*) FROM t").await.unwrap().into_optimized_plan().unwrap();
     let bytes = logical_plan_to_bytes_with_extension_codec(&plan, &BamLogicalCodec).unwrap();
     let elsewhere = SessionContext::new();
-    let decoded = logical_plan_from_bytes_with_extension_codec(&bytes, &elsewhere.task_ctx(), &BamLogicalCodec).unwrap();
+    let decoded =
+        logical_plan_from_bytes_with_extension_codec(&bytes, &elsewhere.task_ctx(), &BamLogicalCodec).unwrap();
     let batches = elsewhere.execute_logical_plan(decoded).await.unwrap().collect().await.unwrap();
     use arrow::array::AsArray;
     let n = batches[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0);

@@ -45,12 +45,16 @@ async fn check_file(path: &Path, options: &BamOptions, out: &Path) -> Result<(),
     for n in [1, 2, 7] {
         let ctx = split_context(n);
         ctx.register_bam("t", path.to_str().unwrap(), options.clone()).await.map_err(|e| format!("{name}: {e}"))?;
-        let rows = sorted(table_rows(&query(&ctx, "SELECT * FROM t").await.map_err(|e| format!("{name}, {n} partitions: {e}"))?));
+        let rows = sorted(table_rows(
+            &query(&ctx, "SELECT * FROM t").await.map_err(|e| format!("{name}, {n} partitions: {e}"))?,
+        ));
         if rows.len() != expected.len() {
             return Err(format!("{name}, {n} partitions: {} rows, samtools {}", rows.len(), expected.len()));
         }
         if let Some((a, e)) = rows.iter().zip(&expected).find(|(a, e)| a != e) {
-            return Err(format!("{name}, {n} partitions: row differs from samtools\n  ours:     {a:?}\n  samtools: {e:?}"));
+            return Err(format!(
+                "{name}, {n} partitions: row differs from samtools\n  ours:     {a:?}\n  samtools: {e:?}"
+            ));
         }
         if n != 2 {
             continue;
@@ -60,10 +64,16 @@ async fn check_file(path: &Path, options: &BamOptions, out: &Path) -> Result<(),
             let copy = format!("COPY (SELECT * FROM t) TO '{}' STORED AS {stored}", target.display());
             query(&ctx, &copy).await.map_err(|e| format!("{name}: COPY to {stored}: {e}"))?;
             let read_back = format!("SELECT * FROM '{}'", target.display());
-            let back = query(&crate::context(), &read_back).await.map_err(|e| format!("{name}: reading {stored} back: {e}"))?;
+            let back = query(&crate::context(), &read_back)
+                .await
+                .map_err(|e| format!("{name}: reading {stored} back: {e}"))?;
             let back = sorted(table_rows(&back));
             if back != expected {
-                return Err(format!("{name}: {stored} read back differs from samtools ({} rows, samtools {})", back.len(), expected.len()));
+                return Err(format!(
+                    "{name}: {stored} read back differs from samtools ({} rows, samtools {})",
+                    back.len(),
+                    expected.len()
+                ));
             }
         }
     }
@@ -125,7 +135,15 @@ async fn corpus_converts_without_tag_columns_and_with_a_tiny_tag_sample() {
 fn corpus_covers_what_it_claims() {
     let dir = data("corpus");
     let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
-    for file in ["bgzip_bwa_mem.bam", "bgzip_long_reads.bam", "bgzip_import_plain.bam", "picard_sorted.bam", "picard_unaligned.bam", "biobambam_sorted.bam", "bamtools_filter.bam"] {
+    for file in [
+        "bgzip_bwa_mem.bam",
+        "bgzip_long_reads.bam",
+        "bgzip_import_plain.bam",
+        "picard_sorted.bam",
+        "picard_unaligned.bam",
+        "biobambam_sorted.bam",
+        "bamtools_filter.bam",
+    ] {
         assert!(records_crossing_blocks(&dir.join(file)) > 0, "{file}: no record crosses a BGZF block");
     }
     for file in ["import_plain.bam", "stripped.bam", "header_only.bam"] {
@@ -159,7 +177,10 @@ async fn a_table_without_tag_fields_has_no_tags_column() {
         ("bwa_mem.bam", "OPTIONS ('tags' 'none')"),
     ];
     for (i, (file, options)) in cases.iter().enumerate() {
-        let create = format!("CREATE EXTERNAL TABLE t{i} STORED AS BAM LOCATION '{}' {options}", data("corpus").join(file).display());
+        let create = format!(
+            "CREATE EXTERNAL TABLE t{i} STORED AS BAM LOCATION '{}' {options}",
+            data("corpus").join(file).display()
+        );
         query(&ctx, &create).await.unwrap();
         let schema = ctx.table(format!("t{i}").as_str()).await.unwrap().schema().as_arrow().clone();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -229,9 +250,13 @@ async fn degenerate_tables_convert() {
     assert_eq!(n[0].column(0).as_primitive::<Int64Type>().value(0), expected.len() as i64);
 
     // PARTITIONED BY, on a table with tags and on one without.
-    for (table, file, options) in [("part_tags", "bwa_mem.bam", ""), ("part_plain", "stripped.bam", "OPTIONS ('tags' 'none')")] {
+    for (table, file, options) in
+        [("part_tags", "bwa_mem.bam", ""), ("part_plain", "stripped.bam", "OPTIONS ('tags' 'none')")]
+    {
         let path = corpus.join(file);
-        query(&ctx, &format!("CREATE EXTERNAL TABLE {table} STORED AS BAM LOCATION '{}' {options}", path.display())).await.unwrap();
+        query(&ctx, &format!("CREATE EXTERNAL TABLE {table} STORED AS BAM LOCATION '{}' {options}", path.display()))
+            .await
+            .unwrap();
         let target = dir.path().join(table);
         query(&ctx, &copy(table, "*", &target, "PARTITIONED BY (rname)")).await.unwrap();
         let back = query(&ctx, &format!("SELECT count(*) FROM '{}/'", target.display())).await.unwrap();

@@ -81,7 +81,9 @@ async fn tag_struct_holds_typed_fields_and_overflow_goes_to_tags_extra() {
     let path = data("edge.bam");
     ctx.register_bam("t", path.to_str().unwrap(), BamOptions::default()).await.unwrap();
     let schema = ctx.table("t").await.unwrap().schema().as_arrow().clone();
-    let DataType::Struct(fields) = schema.field_with_name("tags").unwrap().data_type() else { panic!("tags is a struct") };
+    let DataType::Struct(fields) = schema.field_with_name("tags").unwrap().data_type() else {
+        panic!("tags is a struct")
+    };
     let ty = |n: &str| fields.iter().find(|f| f.name() == n).unwrap().data_type().clone();
     // NM is typed by the SAM spec (integer) even though the file also holds NM:Z.
     assert_eq!(ty("NM"), DataType::Int64);
@@ -91,7 +93,9 @@ async fn tag_struct_holds_typed_fields_and_overflow_goes_to_tags_extra() {
     assert!(matches!(ty("BI"), DataType::List(f) if f.data_type() == &DataType::Int64));
     assert!(fields.iter().all(|f| f.name() != "CG"), "CG is consumed into cigar");
 
-    let b = query(&ctx, "SELECT tags['NM'] AS nm, tags['XZ'] AS xz, tags_extra FROM t WHERE qname = 'oddtags'").await.unwrap();
+    let b = query(&ctx, "SELECT tags['NM'] AS nm, tags['XZ'] AS xz, tags_extra FROM t WHERE qname = 'oddtags'")
+        .await
+        .unwrap();
     let b = &b[0];
     assert!(b.column(0).is_null(0), "NM:Z cannot sit in the integer field");
     assert_eq!(b.column(1).as_string::<i32>().value(0), "first");

@@ -105,7 +105,8 @@ async fn check(path: &Path) -> Result<(), String> {
         for skip_damaged in [false, true] {
             let ctx = split_context(partitions);
             let scan = async {
-                ctx.register_bam("t", path.to_str().unwrap(), BamOptions::default().with_skip_damaged(skip_damaged)).await?;
+                ctx.register_bam("t", path.to_str().unwrap(), BamOptions::default().with_skip_damaged(skip_damaged))
+                    .await?;
                 query(&ctx, "SELECT * FROM t").await
             };
             let how = format!("{partitions} partitions, skip_damaged={skip_damaged}");
@@ -180,7 +181,8 @@ async fn run(first: u64, count: u64, deadline: Option<Instant>, findings: Option
 /// from `BAM_FUZZ_FIRST_SEED`, saving failures to `BAM_FUZZ_FINDINGS`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutated_bam_never_panics_or_hangs() {
-    let seconds: Option<u64> = std::env::var("BAM_FUZZ_SECONDS").ok().map(|s| s.parse().expect("BAM_FUZZ_SECONDS is a number"));
+    let seconds: Option<u64> =
+        std::env::var("BAM_FUZZ_SECONDS").ok().map(|s| s.parse().expect("BAM_FUZZ_SECONDS is a number"));
     let failures = match seconds {
         None => run(0, SUITE_CASES, None, None).await,
         Some(s) => {

@@ -43,7 +43,14 @@ fn make_moto_venv() -> PathBuf {
     if std::fs::read_to_string(&marker).ok().as_deref() != Some(MOTO) {
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
         run(Command::new(python).args(["-m", "venv", "--clear"]).arg(&venv));
-        run(Command::new(venv.join("bin/python")).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", MOTO]));
+        run(Command::new(venv.join("bin/python")).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            MOTO,
+        ]));
         std::fs::write(&marker, MOTO).unwrap();
     }
     venv.join("bin")
@@ -71,7 +78,8 @@ impl S3Server {
             assert!(started.elapsed() < Duration::from_secs(60), "moto_server did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
-        let create = format!("import urllib.request as r; r.urlopen(r.Request('{}/{BUCKET}', method='PUT'))", server.endpoint);
+        let create =
+            format!("import urllib.request as r; r.urlopen(r.Request('{}/{BUCKET}', method='PUT'))", server.endpoint);
         run(Command::new(bin.join("python")).args(["-c", &create]));
         server
     }
@@ -147,7 +155,10 @@ async fn s3_scans_equal_samtools_with_partitions_index_and_pushdown() {
     let plan = arrow::util::pretty::pretty_format_batches(&plan).unwrap().to_string();
     assert!(plan.contains("chunks") && plan.contains("sample.bam.bai"), "the index comes from the store:\n{plan}");
     let mapq = "SELECT count(*) FROM s WHERE mapq >= 30 AND flag & 1024 = 0";
-    assert_eq!(count(&query(&ctx, mapq).await.unwrap()), samtools_count(&data("sample.bam"), &["-q", "30", "-F", "1024"]));
+    assert_eq!(
+        count(&query(&ctx, mapq).await.unwrap()),
+        samtools_count(&data("sample.bam"), &["-q", "30", "-F", "1024"])
+    );
 
     // A directory of the store: both files.
     ctx.register_bam("all", &format!("s3://{BUCKET}/"), BamOptions::default()).await.unwrap();
@@ -155,7 +166,10 @@ async fn s3_scans_equal_samtools_with_partitions_index_and_pushdown() {
     assert_eq!(count(&query(&ctx, "SELECT count(*) FROM all").await.unwrap()), both);
     // A glob in the URL: only the files it matches.
     ctx.register_bam("globbed", &format!("s3://{BUCKET}/s*.bam"), BamOptions::default()).await.unwrap();
-    assert_eq!(count(&query(&ctx, "SELECT count(*) FROM globbed").await.unwrap()), samtools_count(&data("sample.bam"), &[]));
+    assert_eq!(
+        count(&query(&ctx, "SELECT count(*) FROM globbed").await.unwrap()),
+        samtools_count(&data("sample.bam"), &[])
+    );
 }
 
 /// Partition directories in a bucket become columns, with indexes beside the files (which are
@@ -163,15 +177,21 @@ async fn s3_scans_equal_samtools_with_partitions_index_and_pushdown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_partition_directories_become_columns() {
     let server = S3Server::start();
-    let files = [("runs/sample=a/x.bam", "sample.bam"), ("runs/sample=a/x.bam.bai", "sample.bam.bai"), ("runs/sample=b/y.bam", "name_sorted.bam")];
+    let files = [
+        ("runs/sample=a/x.bam", "sample.bam"),
+        ("runs/sample=a/x.bam.bai", "sample.bam.bai"),
+        ("runs/sample=b/y.bam", "name_sorted.bam"),
+    ];
     server.upload_as(&files).await;
     let ctx = split_context(2);
     register_store(&ctx, &server);
-    let expected = format!("a {}, b {}", samtools_count(&data("sample.bam"), &[]), samtools_count(&data("name_sorted.bam"), &[]));
+    let expected =
+        format!("a {}, b {}", samtools_count(&data("sample.bam"), &[]), samtools_count(&data("name_sorted.bam"), &[]));
     for (name, partitioned) in [("inferred", ""), ("named", "PARTITIONED BY (sample)")] {
         let create = format!("CREATE EXTERNAL TABLE {name} STORED AS BAM {partitioned} LOCATION 's3://{BUCKET}/runs/'");
         query(&ctx, &create).await.unwrap_or_else(|e| panic!("{create}: {e}"));
-        let batches = query(&ctx, &format!("SELECT sample, count(*) FROM {name} GROUP BY sample ORDER BY sample")).await.unwrap();
+        let batches =
+            query(&ctx, &format!("SELECT sample, count(*) FROM {name} GROUP BY sample ORDER BY sample")).await.unwrap();
         let counts: Vec<String> = batches
             .iter()
             .flat_map(|b| {
@@ -188,7 +208,9 @@ async fn s3_partition_directories_become_columns() {
     query(&ctx, &format!("CREATE EXTERNAL TABLE globbed STORED AS BAM {globs}")).await.unwrap();
     let both = samtools_count(&data("sample.bam"), &[]) + samtools_count(&data("name_sorted.bam"), &[]);
     assert_eq!(count(&query(&ctx, "SELECT count(*) FROM globbed").await.unwrap()), both);
-    let err = query(&ctx, &format!("CREATE EXTERNAL TABLE bad STORED AS BAM PARTITIONED BY (sample) {globs}")).await.unwrap_err();
+    let err = query(&ctx, &format!("CREATE EXTERNAL TABLE bad STORED AS BAM PARTITIONED BY (sample) {globs}"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("a glob in a URL cannot be combined with partition columns"), "{err}");
 }
 
@@ -206,9 +228,15 @@ async fn cli_reads_s3_locations() {
     let in_sample = samtools_count(&data("sample.bam"), &["-q", "30"]);
     let in_both = in_sample + samtools_count(&data("name_sorted.bam"), &["-q", "30"]);
     // A glob matching sample.bam only, and the directory, whose index is not read as a BAM file.
-    let cases = [("sample.bam", "", in_sample), ("sam*.bam", ", 'tags' 'NM', 'skip_damaged' 'true'", in_sample), ("", "", in_both)];
+    let cases = [
+        ("sample.bam", "", in_sample),
+        ("sam*.bam", ", 'tags' 'NM', 'skip_damaged' 'true'", in_sample),
+        ("", "", in_both),
+    ];
     for (location, extra, expected) in cases {
-        let create = format!("CREATE EXTERNAL TABLE r STORED AS BAM LOCATION 's3://{BUCKET}/{location}' OPTIONS ({store}{extra})");
+        let create = format!(
+            "CREATE EXTERNAL TABLE r STORED AS BAM LOCATION 's3://{BUCKET}/{location}' OPTIONS ({store}{extra})"
+        );
         let out = Command::new(env!("CARGO_BIN_EXE_datafusion-bam"))
             .args(["-q", "--format", "csv", "-c", &create, "-c", "SELECT count(*) FROM r WHERE mapq >= 30"])
             .output()
@@ -237,12 +265,26 @@ async fn cli_reads_http_locations() {
     let create = format!("CREATE EXTERNAL TABLE h STORED AS BAM LOCATION '{}/{BUCKET}/sample.bam'", server.endpoint);
     let region = "SELECT count(*) FROM h WHERE rname = 'chr1' AND pos <= 60000 AND endpos >= 40000";
     let out = Command::new(env!("CARGO_BIN_EXE_datafusion-bam"))
-        .args(["-q", "--format", "csv", "-c", &create, "-c", "SELECT count(qname) FROM h WHERE mapq >= 30", "-c", region])
+        .args([
+            "-q",
+            "--format",
+            "csv",
+            "-c",
+            &create,
+            "-c",
+            "SELECT count(qname) FROM h WHERE mapq >= 30",
+            "-c",
+            region,
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let numbers: Vec<i64> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
-    let expected = vec![samtools_count(&data("sample.bam"), &["-q", "30"]), samtools_count(&data("sample.bam"), &["chr1:40000-60000"])];
+    let numbers: Vec<i64> =
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let expected = vec![
+        samtools_count(&data("sample.bam"), &["-q", "30"]),
+        samtools_count(&data("sample.bam"), &["chr1:40000-60000"]),
+    ];
     assert_eq!(numbers, expected);
 
     // Plain HTTP cannot list a directory: the error says so.
@@ -303,6 +345,9 @@ async fn cli_reads_gs_locations() {
         samtools_count(&sample, &[]) + samtools_count(&data("name_sorted.bam"), &[]),
     ];
     assert_eq!(numbers, expected);
-    assert!(stdout.contains("chunks") && stdout.contains("sample.bam.bai"), "the index comes from the store:\n{stdout}");
+    assert!(
+        stdout.contains("chunks") && stdout.contains("sample.bam.bai"),
+        "the index comes from the store:\n{stdout}"
+    );
     assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET), "credentials must not be printed");
 }

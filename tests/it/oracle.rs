@@ -68,7 +68,8 @@ fn float6(v: f32) -> String {
 }
 
 /// The SAM columns of a row, in SAM order, as the table's columns hold them.
-pub const SAM_COLUMNS: [&str; 11] = ["qname", "flag", "rname", "pos", "mapq", "cigar", "rnext", "pnext", "tlen", "seq", "qual"];
+pub const SAM_COLUMNS: [&str; 11] =
+    ["qname", "flag", "rname", "pos", "mapq", "cigar", "rnext", "pnext", "tlen", "seq", "qual"];
 
 /// What `samtools view` prints for a null in each of [`SAM_COLUMNS`] (`None`: never null).
 const SAM_PLACEHOLDERS: [Option<&str>; 11] =
@@ -239,7 +240,8 @@ fn tag_columns(tags: &StructArray) -> Vec<(String, String, arrow::array::ArrayRe
         .zip(tags.columns())
         .map(|(field, col)| {
             let ty = field.metadata().get(SAM_TYPE_KEY).expect("tag fields carry their SAM type").clone();
-            let col = if matches!(ty.as_str(), "A" | "Z" | "H") { std::sync::Arc::new(utf8(col)) as _ } else { col.clone() };
+            let col =
+                if matches!(ty.as_str(), "A" | "Z" | "H") { std::sync::Arc::new(utf8(col)) as _ } else { col.clone() };
             (field.name().clone(), ty, col)
         })
         .collect()
@@ -257,9 +259,17 @@ fn tag_values(columns: &[(String, String, arrow::array::ArrayRef)], row: usize) 
             "H" => TagValue::Hex(col.as_string::<i32>().value(row).into()),
             "i" => TagValue::Int(col.as_primitive::<Int64Type>().value(row)),
             "f" => TagValue::Float(float6(col.as_primitive::<Float32Type>().value(row))),
-            "B:i" => TagValue::IntArray(col.as_list::<i32>().value(row).as_primitive::<Int64Type>().values().to_vec(), None),
+            "B:i" => {
+                TagValue::IntArray(col.as_list::<i32>().value(row).as_primitive::<Int64Type>().values().to_vec(), None)
+            }
             "B:f" => TagValue::FloatArray(
-                col.as_list::<i32>().value(row).as_primitive::<Float32Type>().values().iter().map(|v| float6(*v)).collect(),
+                col.as_list::<i32>()
+                    .value(row)
+                    .as_primitive::<Float32Type>()
+                    .values()
+                    .iter()
+                    .map(|v| float6(*v))
+                    .collect(),
             ),
             other => panic!("unexpected sam_type {other}"),
         };

@@ -10,9 +10,8 @@ use crate::query;
 
 /// A session that splits every file into `n` byte ranges, however small the file.
 pub fn split_context(n: usize) -> SessionContext {
-    let config = SessionConfig::new()
-        .with_target_partitions(n)
-        .set_usize("datafusion.optimizer.repartition_file_min_size", 0);
+    let config =
+        SessionConfig::new().with_target_partitions(n).set_usize("datafusion.optimizer.repartition_file_min_size", 0);
     let ctx = SessionContext::new_with_config(config);
     ctx.enable_bam().unwrap();
     ctx
@@ -34,7 +33,16 @@ async fn rows_of_path(path: &Path, n: usize, options: BamOptions) -> (Vec<Row>, 
 
 #[tokio::test]
 async fn every_split_gives_samtools_rows() {
-    for file in ["sample.bam", "name_sorted.bam", "unaligned.bam", "edge.bam", "many_refs.bam", "empty.bam", "long_reads.bam", "long_ref.bam"] {
+    for file in [
+        "sample.bam",
+        "name_sorted.bam",
+        "unaligned.bam",
+        "edge.bam",
+        "many_refs.bam",
+        "empty.bam",
+        "long_reads.bam",
+        "long_ref.bam",
+    ] {
         let mut expected = samtools_rows(&data(file), &[]);
         expected.sort();
         for n in [1, 2, 3, 7, 16] {

@@ -12,9 +12,8 @@ use crate::oracle::{data, indexed_copy, samtools, samtools_rows, table_rows, Ind
 use crate::query;
 
 fn split_context(n: usize) -> SessionContext {
-    let config = SessionConfig::new()
-        .with_target_partitions(n)
-        .set_usize("datafusion.optimizer.repartition_file_min_size", 0);
+    let config =
+        SessionConfig::new().with_target_partitions(n).set_usize("datafusion.optimizer.repartition_file_min_size", 0);
     let ctx = SessionContext::new_with_config(config).enable_url_table();
     ctx.enable_bam().unwrap();
     ctx
@@ -49,13 +48,13 @@ fn samtools_count(path: &Path, args: &[&str]) -> i64 {
 fn test_regions() -> Vec<(&'static str, u64, u64)> {
     let references = [("chr1", 300_000u64), ("chr2", 200_000), ("chr3", 120_000), ("chrM", 16_569)];
     let mut regions = vec![
-        ("chr1", 1, 1),              // the very first base
-        ("chr1", 299_900, 300_000),  // the reference end
-        ("chrM", 16_000, 16_569),    // the end of a short reference
-        ("chr3", 119_990, 125_000),  // running past the end
-        ("chr2", 16_300, 16_500),    // across a 16 kbp index window
-        ("chr2", 131_000, 131_200),  // across a 128 kbp bin
-        ("chr1", 50_000, 250_000),   // a large stretch
+        ("chr1", 1, 1),             // the very first base
+        ("chr1", 299_900, 300_000), // the reference end
+        ("chrM", 16_000, 16_569),   // the end of a short reference
+        ("chr3", 119_990, 125_000), // running past the end
+        ("chr2", 16_300, 16_500),   // across a 16 kbp index window
+        ("chr2", 131_000, 131_200), // across a 128 kbp bin
+        ("chr1", 50_000, 250_000),  // a large stretch
     ];
     // Seeded pseudo-random regions of 1 bp to 20 kbp.
     let mut state: u64 = 20261124;
@@ -83,12 +82,19 @@ async fn region_counts_equal_samtools_with_and_without_index() {
             let ctx = table(&path, n).await;
             for &(name, start, end) in &regions {
                 let expected = samtools_count(&oracle, &[&format!("{name}:{start}-{end}")]);
-                let sql = format!("SELECT count(*) FROM t WHERE rname = '{name}' AND pos <= {end} AND endpos >= {start}");
+                let sql =
+                    format!("SELECT count(*) FROM t WHERE rname = '{name}' AND pos <= {end} AND endpos >= {start}");
                 assert_eq!(count(&ctx, &sql).await, expected, "{kind:?}, {n} partitions: {sql}");
             }
             // A whole reference, the unplaced reads, and several regions at once.
-            assert_eq!(count(&ctx, "SELECT count(*) FROM t WHERE rname = 'chr2'").await, samtools_count(&oracle, &["chr2"]));
-            assert_eq!(count(&ctx, "SELECT count(*) FROM t WHERE rname IS NULL").await, samtools_count(&oracle, &["*"]));
+            assert_eq!(
+                count(&ctx, "SELECT count(*) FROM t WHERE rname = 'chr2'").await,
+                samtools_count(&oracle, &["chr2"])
+            );
+            assert_eq!(
+                count(&ctx, "SELECT count(*) FROM t WHERE rname IS NULL").await,
+                samtools_count(&oracle, &["*"])
+            );
             let both = samtools_count(&oracle, &["chr1:1000-5000", "chr3:70000-71000"]);
             let sql = "SELECT count(*) FROM t WHERE (rname = 'chr1' AND pos <= 5000 AND endpos >= 1000) \
                        OR (rname = 'chr3' AND pos BETWEEN 60000 AND 71000 AND endpos >= 70000)";
@@ -104,10 +110,9 @@ async fn region_rows_equal_samtools_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = indexed_copy(dir.path(), "sample.bam", IndexKind::Bai);
     let ctx = table(&path, 3).await;
-    for (region, sql) in [
-        ("chr2:16300-16500", "rname = 'chr2' AND pos <= 16500 AND endpos >= 16300"),
-        ("*", "rname IS NULL"),
-    ] {
+    for (region, sql) in
+        [("chr2:16300-16500", "rname = 'chr2' AND pos <= 16500 AND endpos >= 16300"), ("*", "rname IS NULL")]
+    {
         let mut expected = samtools_rows(&path, &[region]);
         expected.sort();
         let mut rows = table_rows(&query(&ctx, &format!("SELECT * FROM t WHERE {sql}")).await.unwrap());
@@ -129,7 +134,10 @@ async fn mapq_and_flag_filters_equal_samtools_and_run_in_the_decoder() {
             ("mapq >= 30 AND (flag & 1024) = 0 AND (flag & 256) = 0", vec!["-q", "30", "-F", "1280"]),
             ("mapq BETWEEN 1 AND 59", vec!["-e", "mapq>=1 && mapq<=59"]),
             ("flag IN (99, 147, 83)", vec!["-e", "flag==99 || flag==147 || flag==83"]),
-            ("rname = 'chr1' AND pos <= 20000 AND endpos >= 10000 AND mapq >= 30", vec!["-q", "30", "chr1:10000-20000"]),
+            (
+                "rname = 'chr1' AND pos <= 20000 AND endpos >= 10000 AND mapq >= 30",
+                vec!["-q", "30", "chr1:10000-20000"],
+            ),
         ];
         for n in [1, 3] {
             let ctx = table(&path, n).await;
@@ -148,7 +156,10 @@ async fn mapq_and_flag_filters_equal_samtools_and_run_in_the_decoder() {
     // MAPQ spread over 0..60, on 5000 references.
     let path = data("many_refs.bam");
     let ctx = table(&path, 3).await;
-    for (predicate, args) in [("mapq BETWEEN 10 AND 40", ["-e", "mapq>=10 && mapq<=40"]), ("mapq < 7 OR mapq > 50", ["-e", "mapq<7 || mapq>50"])] {
+    for (predicate, args) in [
+        ("mapq BETWEEN 10 AND 40", ["-e", "mapq>=10 && mapq<=40"]),
+        ("mapq < 7 OR mapq > 50", ["-e", "mapq<7 || mapq>50"]),
+    ] {
         let expected = samtools_count(&path, &args);
         assert!(expected > 50, "{predicate}");
         assert_eq!(count(&ctx, &format!("SELECT count(*) FROM t WHERE {predicate}")).await, expected, "{predicate}");
@@ -178,7 +189,8 @@ async fn explain_shows_pushed_predicate_and_index_selection() {
     assert!(shown.contains("regions=[chr2:10000-20000]"), "{shown}");
     assert!(shown.contains("index_selection=["), "{shown}");
     assert!(shown.contains("bai_sample.bam.bai)"), "{shown}");
-    let analyzed = plan(&ctx, "ANALYZE SELECT qname FROM t WHERE rname = 'chr2' AND pos <= 20000 AND endpos >= 10000").await;
+    let analyzed =
+        plan(&ctx, "ANALYZE SELECT qname FROM t WHERE rname = 'chr2' AND pos <= 20000 AND endpos >= 10000").await;
     let read = metric(&analyzed, "records_read");
     assert!(read > 0 && read < 21_882 / 4, "the index must limit what is read, read {read}:\n{analyzed}");
 }
@@ -197,7 +209,10 @@ async fn indexed_reading_stops_after_the_region() {
             assert_eq!(count(&ctx, &sql).await, samtools_count(&path, &[&format!("chr1:100000-{end}")]), "{sql}");
             read.push(metric(&plan(&ctx, &format!("ANALYZE {sql}")).await, "records_read"));
         }
-        assert!(read[0] * 3 < read[1], "{partitions} partitions: records read for 100000-101000 and 100000-114000: {read:?}");
+        assert!(
+            read[0] * 3 < read[1],
+            "{partitions} partitions: records read for 100000-101000 and 100000-114000: {read:?}"
+        );
     }
 }
 
@@ -247,14 +262,19 @@ async fn csi_answers_regions_beyond_512_mbp() {
     let path = data("long_ref.bam");
     for n in [1, 4] {
         let ctx = table(&path, n).await;
-        for (start, end) in [(536_870_000u64, 536_880_000u64), (600_000_000, 700_000_000), (999_000_000, 1_000_000_000), (1, 5000)] {
+        for (start, end) in
+            [(536_870_000u64, 536_880_000u64), (600_000_000, 700_000_000), (999_000_000, 1_000_000_000), (1, 5000)]
+        {
             for name in ["huge", "small"] {
-                let sql = format!("SELECT count(*) FROM t WHERE rname = '{name}' AND pos <= {end} AND endpos >= {start}");
+                let sql =
+                    format!("SELECT count(*) FROM t WHERE rname = '{name}' AND pos <= {end} AND endpos >= {start}");
                 let expected = samtools_count(&path, &[&format!("{name}:{start}-{end}")]);
                 assert_eq!(count(&ctx, &sql).await, expected, "{n} partitions: {sql}");
             }
         }
-        let shown = plan(&ctx, "SELECT count(*) FROM t WHERE rname = 'huge' AND pos <= 700000000 AND endpos >= 600000000").await;
+        let shown =
+            plan(&ctx, "SELECT count(*) FROM t WHERE rname = 'huge' AND pos <= 700000000 AND endpos >= 600000000")
+                .await;
         assert!(shown.contains("long_ref.bam.csi"), "{shown}");
     }
 }
@@ -265,7 +285,9 @@ async fn bam_region_follows_samtools() {
     let path = indexed_copy(dir.path(), "sample.bam", IndexKind::Bai);
     let p = path.to_str().unwrap();
     let ctx = split_context(3);
-    for regions in [vec!["chr1:100000-200000"], vec!["chr2"], vec!["chrM:1,000-2,000", "chr3:5000"], vec!["*"], vec!["{chr1}:7-7"]] {
+    for regions in
+        [vec!["chr1:100000-200000"], vec!["chr2"], vec!["chrM:1,000-2,000", "chr3:5000"], vec!["*"], vec!["{chr1}:7-7"]]
+    {
         let args: Vec<String> = regions.iter().map(|r| format!("'{r}'")).collect();
         let sql = format!("SELECT * FROM bam_region('{p}', {})", args.join(", "));
         let mut rows = table_rows(&query(&ctx, &sql).await.unwrap());
@@ -276,7 +298,8 @@ async fn bam_region_follows_samtools() {
         expected.sort();
         assert!(rows == expected, "bam_region {regions:?}: {} rows, samtools {}", rows.len(), expected.len());
     }
-    for bad in [format!("bam_region('{p}')"), format!("bam_region('{p}', 'chr1:9-5')"), format!("bam_region('{p}', 7)")] {
+    for bad in [format!("bam_region('{p}')"), format!("bam_region('{p}', 'chr1:9-5')"), format!("bam_region('{p}', 7)")]
+    {
         let err = query(&ctx, &format!("SELECT * FROM {bad}")).await.unwrap_err().to_string();
         assert!(err.contains("bam_region") || err.contains("invalid region"), "{bad}: {err}");
     }
@@ -289,11 +312,15 @@ async fn region_option_on_a_table() {
     let dir = tempfile::tempdir().unwrap();
     let path = indexed_copy(dir.path(), "sample.bam", IndexKind::Bai);
     let ctx = split_context(2);
-    let sql = format!("CREATE EXTERNAL TABLE r STORED AS BAM LOCATION '{}' OPTIONS ('region' 'chr1:1000-50000 chrM')", path.display());
+    let sql = format!(
+        "CREATE EXTERNAL TABLE r STORED AS BAM LOCATION '{}' OPTIONS ('region' 'chr1:1000-50000 chrM')",
+        path.display()
+    );
     query(&ctx, &sql).await.unwrap();
     let expected = samtools_count(&path, &["chr1:1000-50000", "chrM"]);
     assert_eq!(count(&ctx, "SELECT count(*) FROM r").await, expected);
-    let sql = format!("CREATE EXTERNAL TABLE bad STORED AS BAM LOCATION '{}' OPTIONS ('region' 'chr1:0-5')", path.display());
+    let sql =
+        format!("CREATE EXTERNAL TABLE bad STORED AS BAM LOCATION '{}' OPTIONS ('region' 'chr1:0-5')", path.display());
     let err = query(&ctx, &sql).await.unwrap_err().to_string();
     assert!(err.contains("invalid region 'chr1:0-5'"), "{err}");
 }

@@ -41,7 +41,8 @@ async fn aggregates_match_samtools_counts() {
     let total: i64 = samtools(&["view", "-c", p]).trim().parse().unwrap();
     assert_eq!(count(&query(&ctx, "SELECT count(*) FROM reads").await.unwrap()), total);
 
-    let batches = query(&ctx, "SELECT rname, count(*) FROM reads WHERE mapq >= 30 GROUP BY rname ORDER BY 1").await.unwrap();
+    let batches =
+        query(&ctx, "SELECT rname, count(*) FROM reads WHERE mapq >= 30 GROUP BY rname ORDER BY 1").await.unwrap();
     let mut seen = 0;
     for b in &batches {
         for i in 0..b.num_rows() {
@@ -67,15 +68,20 @@ async fn copy_to_parquet_and_arrow_round_trips() {
     let original = table_rows(&query(&ctx, "SELECT * FROM reads").await.unwrap());
     for (ext, stored) in [("parquet", "PARQUET"), ("arrow", "ARROW")] {
         let out = dir.path().join(format!("reads.{ext}"));
-        let copied = query(&ctx, &format!("COPY (SELECT * FROM reads) TO '{}' STORED AS {stored}", out.display())).await.unwrap();
+        let copied = query(&ctx, &format!("COPY (SELECT * FROM reads) TO '{}' STORED AS {stored}", out.display()))
+            .await
+            .unwrap();
         assert_eq!(count(&copied) as usize, original.len());
         let back = table_rows(&query(&ctx, &format!("SELECT * FROM '{}'", out.display())).await.unwrap());
         assert_eq!(back, original, "{stored} round trip");
     }
     let out = dir.path().join("names.arrow");
-    query(&ctx, &format!("COPY (SELECT qname, seq, qual FROM reads) TO '{}' STORED AS ARROW", out.display())).await.unwrap();
+    query(&ctx, &format!("COPY (SELECT qname, seq, qual FROM reads) TO '{}' STORED AS ARROW", out.display()))
+        .await
+        .unwrap();
     let b = query(&ctx, &format!("SELECT count(*) FROM '{}' WHERE seq IS NULL", out.display())).await.unwrap();
-    let expected = crate::oracle::samtools_rows(&data("edge.bam"), &[]).iter().filter(|r| r.fields[9].is_none()).count();
+    let expected =
+        crate::oracle::samtools_rows(&data("edge.bam"), &[]).iter().filter(|r| r.fields[9].is_none()).count();
     assert_eq!(count(&b) as usize, expected);
     assert!(expected > 0);
 }
@@ -84,9 +90,18 @@ async fn copy_to_parquet_and_arrow_round_trips() {
 async fn bam_header_lists_the_header_lines() {
     let ctx = context();
     let path = data("edge.bam");
-    let batches = query(&ctx, &format!("SELECT record_type, line FROM bam_header('{}') ORDER BY line_number", path.display())).await.unwrap();
-    let lines: Vec<String> = batches.iter().flat_map(|b| (0..b.num_rows()).map(|i| b.column(1).as_string::<i32>().value(i).to_string()).collect::<Vec<_>>()).collect();
-    let expected: Vec<String> = samtools(&["view", "-H", "--no-PG", path.to_str().unwrap()]).lines().map(str::to_string).collect();
+    let batches =
+        query(&ctx, &format!("SELECT record_type, line FROM bam_header('{}') ORDER BY line_number", path.display()))
+            .await
+            .unwrap();
+    let lines: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows()).map(|i| b.column(1).as_string::<i32>().value(i).to_string()).collect::<Vec<_>>()
+        })
+        .collect();
+    let expected: Vec<String> =
+        samtools(&["view", "-H", "--no-PG", path.to_str().unwrap()]).lines().map(str::to_string).collect();
     assert_eq!(lines, expected);
     let types: Vec<&str> = batches[0].column(0).as_string::<i32>().iter().map(|t| t.unwrap()).collect();
     assert_eq!(types[0], "HD");
@@ -121,14 +136,23 @@ async fn several_locations_with_different_tags_share_one_table() {
         assert_eq!(count(&query(&ctx, &sql).await.unwrap()), expected, "{tag}");
     }
 
-    let err = query(&ctx, &format!("CREATE EXTERNAL TABLE twice STORED AS BAM LOCATION ('{s}', '{s}')")).await.unwrap_err().to_string();
+    let err = query(&ctx, &format!("CREATE EXTERNAL TABLE twice STORED AS BAM LOCATION ('{s}', '{s}')"))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("given twice"), "{err}");
     let missing = format!("{s}.missing");
-    let err = query(&ctx, &format!("CREATE EXTERNAL TABLE gone STORED AS BAM LOCATION ('{s}', '{missing}')")).await.unwrap_err().to_string();
+    let err = query(&ctx, &format!("CREATE EXTERNAL TABLE gone STORED AS BAM LOCATION ('{s}', '{missing}')"))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(&format!("BAM location {missing}: not found")), "{err}");
     let empty_dir = tempfile::tempdir().unwrap();
     let dir = format!("{}/", empty_dir.path().display());
-    let err = query(&ctx, &format!("CREATE EXTERNAL TABLE none STORED AS BAM LOCATION '{dir}'")).await.unwrap_err().to_string();
+    let err = query(&ctx, &format!("CREATE EXTERNAL TABLE none STORED AS BAM LOCATION '{dir}'"))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(&format!("BAM location {dir}: no .bam files there")), "{err}");
 }
 
@@ -137,7 +161,8 @@ async fn several_locations_with_different_tags_share_one_table() {
 #[tokio::test]
 async fn partition_directories_become_columns() {
     let root = tempfile::tempdir().unwrap();
-    let files = [("sample=a/lane=1", "sample.bam"), ("sample=a/lane=2", "name_sorted.bam"), ("sample=b/lane=1", "edge.bam")];
+    let files =
+        [("sample=a/lane=1", "sample.bam"), ("sample=a/lane=2", "name_sorted.bam"), ("sample=b/lane=1", "edge.bam")];
     for (dir, file) in files {
         let dir = root.path().join(dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -153,7 +178,9 @@ async fn partition_directories_become_columns() {
         ("typed", "(sample VARCHAR, lane INT) PARTITIONED BY (sample, lane)"),
     ];
     for (name, columns) in tables {
-        query(&ctx, &format!("CREATE EXTERNAL TABLE {name} {columns} STORED AS BAM LOCATION '{location}'")).await.unwrap();
+        query(&ctx, &format!("CREATE EXTERNAL TABLE {name} {columns} STORED AS BAM LOCATION '{location}'"))
+            .await
+            .unwrap();
         let sql = format!("SELECT sample, CAST(lane AS INT), count(*) FROM {name} GROUP BY 1, 2 ORDER BY 1, 2");
         let rows = text_rows(&query(&ctx, &sql).await.unwrap());
         let expected = [("a", "1", n("sample.bam")), ("a", "2", n("name_sorted.bam")), ("b", "1", n("edge.bam"))]
@@ -169,12 +196,18 @@ async fn partition_directories_become_columns() {
     assert!(plan.contains("lane=2/name_sorted.bam") && !plan.contains("lane=1"), "{plan}");
 
     let bad = [
-        ("(qname VARCHAR, sample VARCHAR) PARTITIONED BY (sample)", "a column list may only give the types of PARTITIONED BY columns, and qname is not one"),
+        (
+            "(qname VARCHAR, sample VARCHAR) PARTITIONED BY (sample)",
+            "a column list may only give the types of PARTITIONED BY columns, and qname is not one",
+        ),
         ("(sample VARCHAR) PARTITIONED BY (sample, lane)", "partition column lane is missing from the column list"),
         ("PARTITIONED BY (lane)", "Inferred partitions to be [\"sample\", \"lane\"]"),
     ];
     for (columns, message) in bad {
-        let err = query(&ctx, &format!("CREATE EXTERNAL TABLE bad {columns} STORED AS BAM LOCATION '{location}'")).await.unwrap_err().to_string();
+        let err = query(&ctx, &format!("CREATE EXTERNAL TABLE bad {columns} STORED AS BAM LOCATION '{location}'"))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(message), "{columns}: {err}");
     }
 }
@@ -185,11 +218,16 @@ async fn partition_directories_become_columns() {
 async fn with_order_declares_the_order_of_the_files() {
     let ctx = context();
     let path = data("sample.bam");
-    let create = |name: &str, order: &str| format!("CREATE EXTERNAL TABLE {name} STORED AS BAM WITH ORDER ({order}) LOCATION '{}'", path.display());
+    let create = |name: &str, order: &str| {
+        format!("CREATE EXTERNAL TABLE {name} STORED AS BAM WITH ORDER ({order}) LOCATION '{}'", path.display())
+    };
     query(&ctx, &create("sorted", "rname ASC, pos ASC")).await.unwrap();
     let sql = "SELECT rname, pos FROM sorted ORDER BY rname, pos";
     let plan = text_rows(&query(&ctx, &format!("EXPLAIN {sql}")).await.unwrap()).concat().join("\n");
-    assert!(plan.contains("output_ordering=[rname@0 ASC NULLS LAST, pos@1 ASC NULLS LAST]") && !plan.contains("SortExec"), "{plan}");
+    assert!(
+        plan.contains("output_ordering=[rname@0 ASC NULLS LAST, pos@1 ASC NULLS LAST]") && !plan.contains("SortExec"),
+        "{plan}"
+    );
     let ours: Vec<String> = text_rows(&query(&ctx, sql).await.unwrap()).iter().map(|r| r[1].clone()).collect();
     let expected: Vec<String> = samtools(&["view", path.to_str().unwrap()])
         .lines()

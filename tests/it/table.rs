@@ -73,7 +73,10 @@ async fn limit_with_pushed_filter_returns_filtered_rows() {
     let path = data("sample.bam");
     let ctx = context(path.to_str().unwrap(), 2).await;
     let batches = query(&ctx, "SELECT mapq FROM t WHERE mapq >= 50 LIMIT 7").await.unwrap();
-    let values: Vec<u8> = batches.iter().flat_map(|b| b.column(0).as_primitive::<arrow::datatypes::UInt8Type>().values().to_vec()).collect();
+    let values: Vec<u8> = batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<arrow::datatypes::UInt8Type>().values().to_vec())
+        .collect();
     assert_eq!(values.len(), 7);
     assert!(values.iter().all(|&q| q >= 50), "{values:?}");
 }

@@ -11,7 +11,8 @@ use clap::Parser;
 use datafusion_bam_ballista::{logical_codec, physical_codec, with_bam_codecs};
 
 fn main() -> ballista_core::error::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_io().enable_time().thread_stack_size(32 << 20).build()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_io().enable_time().thread_stack_size(32 << 20).build()?;
     runtime.block_on(run())
 }
 
