@@ -37,8 +37,6 @@ mod table;
 pub mod codec;
 mod header_fn;
 mod region_fn;
-pub mod convert;
-pub mod output_guard;
 
 use std::sync::Arc;
 

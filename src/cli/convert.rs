@@ -10,7 +10,7 @@ use std::time::Instant;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 
-use crate::{BamOptions, BamSessionExt};
+use datafusion_bam::{BamOptions, BamSessionExt};
 
 /// The format of the converted files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,8 +1,13 @@
-//! `datafusion-bam`: the DataFusion CLI with BAM support.
+//! `datafusion-bam`: the DataFusion CLI with BAM support (feature `cli`).
 //!
-//! The REPL, statement execution and result printing are `datafusion-cli`'s; this binary adds the
-//! BAM format, a progress line for long scans, and stops at the first failing statement with a
-//! non-zero exit status (also for `-f` files, which `datafusion-cli` would carry on through).
+//! Result printing, the line editor, history and the `\` commands are `datafusion-cli`'s; the
+//! prompt loop is this binary's own, so every statement runs as with `-c`: BAM table options, a
+//! progress line for long scans, warnings after the statement, outputs of a failed or interrupted
+//! `COPY` removed, and a stop at the first failing statement with a non-zero exit status (also
+//! for `-f` files, which `datafusion-cli` would carry on through).
+
+mod convert;
+mod output_guard;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -18,10 +23,11 @@ use std::collections::HashMap;
 
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::sql::parser::{DFParser, Statement};
-use datafusion_bam::convert::{convert_each, Outcome, OutputFormat};
 use datafusion_bam::is_format_option;
-use datafusion_bam::output_guard::OutputGuard;
 use datafusion_bam::{progress, warnings, BamOptions, BamSessionExt};
+
+use crate::convert::{convert_each, Outcome, OutputFormat};
+use crate::output_guard::OutputGuard;
 use datafusion_cli::catalog::DynamicObjectStoreCatalog;
 use datafusion_cli::cli_context::CliSessionContext;
 use datafusion_cli::command::{Command, OutputFormat as FormatCommand};
