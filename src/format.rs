@@ -67,8 +67,7 @@ impl GetExt for BamFormatFactory {
 
 impl FileFormatFactory for BamFormatFactory {
     fn create(&self, _state: &dyn Session, format_options: &HashMap<String, String>) -> Result<Arc<dyn FileFormat>> {
-        let options =
-            if format_options.is_empty() { self.options.clone() } else { BamOptions::from_map(format_options)? };
+        let options = self.options.clone().with_map(format_options)?;
         Ok(Arc::new(BamFormat::new(options)))
     }
 
@@ -278,21 +277,14 @@ impl FileSource for BamSource {
         _config: &FileScanConfig,
         partition: usize,
     ) -> Result<Arc<dyn FileOpener>> {
-        let file_schema = Arc::clone(self.table_schema.file_schema());
+        let file_schema = self.table_schema.file_schema();
         let opener = Arc::new(BamOpener {
+            layout: Arc::new(layout_of(file_schema)?),
+            source: Arc::new(self.clone()),
             store,
-            layout: Arc::new(layout_of(&file_schema)?),
-            file_schema: Arc::clone(&file_schema),
-            projection: self.projection.file_indices.clone(),
-            batch_size: self.batch_size,
-            skip_damaged: self.skip_damaged,
-            catalog: Arc::clone(&self.catalog),
-            predicate: self.predicate.clone(),
-            regions: self.regions.clone(),
-            memory_pool: self.memory_pool.clone(),
             metrics: ScanMetrics::new(&self.metrics, partition),
         });
-        ProjectionOpener::try_new(self.projection.clone(), opener, &file_schema)
+        ProjectionOpener::try_new(self.projection.clone(), opener, file_schema)
     }
 
     fn table_schema(&self) -> &TableSchema {
@@ -425,32 +417,20 @@ impl FileSource for BamSource {
 }
 
 struct BamOpener {
+    /// The scan's settings: schema, projection, predicate, regions, options, catalog.
+    source: Arc<BamSource>,
     store: Arc<dyn ObjectStore>,
-    file_schema: SchemaRef,
+    /// The tag layout of the source's file schema, derived once per partition.
     layout: Arc<TagLayout>,
-    projection: Vec<usize>,
-    batch_size: usize,
-    skip_damaged: bool,
-    catalog: Arc<Catalog>,
-    predicate: Option<Arc<dyn PhysicalExpr>>,
-    regions: Option<Arc<[Region]>>,
-    memory_pool: Option<Arc<dyn MemoryPool>>,
     metrics: ScanMetrics,
 }
 
 impl FileOpener for BamOpener {
     fn open(&self, file: PartitionedFile) -> Result<FileOpenFuture> {
+        let source = Arc::clone(&self.source);
         let store = Arc::clone(&self.store);
-        let schema = Arc::clone(&self.file_schema);
         let layout = Arc::clone(&self.layout);
-        let projection = self.projection.clone();
-        let batch_size = self.batch_size;
-        let skip_damaged = self.skip_damaged;
-        let catalog = Arc::clone(&self.catalog);
-        let predicate = self.predicate.clone();
-        let regions = self.regions.clone();
         let metrics = self.metrics.clone();
-        let memory_pool = self.memory_pool.clone();
         Ok(Box::pin(async move {
             let meta = file.object_meta.clone();
             let (start, end) = match &file.range {
@@ -469,22 +449,22 @@ impl FileOpener for BamOpener {
             };
             let stream = blocking_stream(move || {
                 let path = meta.location.to_string();
-                let info = catalog.get_or_load(&bytes, &meta)?;
-                let (pieces, chunks) = plan_range(&path, &bytes, &info, start, end, regions.as_deref())?;
+                let schema = source.table_schema.file_schema();
+                let info = source.catalog.get_or_load(&bytes, &meta)?;
+                let (pieces, chunks) = plan_range(&path, &bytes, &info, start, end, source.regions.as_deref())?;
                 metrics.index_chunks.add(chunks);
-                let prefilter = predicate.map(|p| Prefilter::new(&p, &schema, &layout, &info.context)).transpose()?;
+                let prefilter =
+                    source.predicate.as_ref().map(|p| Prefilter::new(p, schema, &layout, &info.context)).transpose()?;
                 let spec = DecodeSpec {
-                    table_schema: &schema,
-                    projection: &projection,
+                    table_schema: schema,
+                    projection: &source.projection.file_indices,
                     layout: &layout,
-                    batch_size,
-                    skip_damaged,
+                    batch_size: source.batch_size,
+                    skip_damaged: source.skip_damaged,
                 };
                 let reader = BatchReader::new(&path, bytes, pieces, &info.context, spec, prefilter, metrics)?;
-                Ok(match memory_pool {
-                    Some(pool) => {
-                        reader.with_memory(MemoryConsumer::new(format!("BAM scan of {path}")).register(&pool))
-                    }
+                Ok(match &source.memory_pool {
+                    Some(pool) => reader.with_memory(MemoryConsumer::new(format!("BAM scan of {path}")).register(pool)),
                     None => reader,
                 })
             });
@@ -510,4 +490,22 @@ async fn check_eof_marker(store: &Arc<dyn ObjectStore>, meta: &ObjectMeta) -> Re
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+    use crate::options::TagSelection;
+
+    #[test]
+    fn the_factory_merges_options_key_by_key() {
+        let base = BamOptions::default().with_split(false);
+        let factory = BamFormatFactory::new(base.clone());
+        let state = SessionContext::new().state();
+        let created = factory.create(&state, &HashMap::from([("format.tags".into(), "NM".into())])).unwrap();
+        let format = created.downcast_ref::<BamFormat>().unwrap();
+        assert_eq!(format.options(), &base.with_tags(TagSelection::parse("NM").unwrap()));
+    }
 }

@@ -50,6 +50,9 @@ impl TagSelection {
     }
 }
 
+/// The names of the table options, as `OPTIONS` keys (DataFusion adds a `format.` prefix).
+pub const OPTION_NAMES: [&str; 5] = ["tags", "tag_sample_records", "split", "region", "skip_damaged"];
+
 /// Options of a BAM table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BamOptions {
@@ -119,29 +122,33 @@ impl BamOptions {
     /// Reads `OPTIONS (...)` of `CREATE EXTERNAL TABLE`. DataFusion prefixes the keys with
     /// `format.`; both spellings are accepted. Unknown keys are an error, not silently ignored.
     pub fn from_map(map: &HashMap<String, String>) -> Result<Self> {
-        let mut options = Self::default();
+        Self::default().with_map(map)
+    }
+
+    /// These options with the format keys of `map` set over them, key by key: options `map` does
+    /// not name keep their values (as DataFusion's CSV options merge).
+    pub fn with_map(mut self, map: &HashMap<String, String>) -> Result<Self> {
         for (key, value) in map {
             if !is_format_option(key) {
                 continue;
             }
             match key.strip_prefix("format.").unwrap_or(key) {
-                "tags" => options.tags = TagSelection::parse(value)?,
+                "tags" => self.tags = TagSelection::parse(value)?,
                 "tag_sample_records" => {
-                    options.tag_sample_records = value.trim().parse().or_else(|_| {
-                        plan_err!("option tag_sample_records must be a whole number, got {value:?}")
-                    })?
+                    self.tag_sample_records = value
+                        .trim()
+                        .parse()
+                        .or_else(|_| plan_err!("option tag_sample_records must be a whole number, got {value:?}"))?
                 }
-                "split" => options.split = parse_bool("split", value)?,
-                "skip_damaged" => options.skip_damaged = parse_bool("skip_damaged", value)?,
-                "region" => options.regions = parse_regions(value)?,
+                "split" => self.split = parse_bool("split", value)?,
+                "skip_damaged" => self.skip_damaged = parse_bool("skip_damaged", value)?,
+                "region" => self.regions = parse_regions(value)?,
                 other => {
-                    return plan_err!(
-                        "unknown BAM table option {other:?}; valid options: tags, tag_sample_records, split, region, skip_damaged"
-                    )
+                    return plan_err!("unknown BAM table option {other:?}; valid options: {}", OPTION_NAMES.join(", "))
                 }
             }
         }
-        Ok(options)
+        Ok(self)
     }
 }
 
@@ -182,5 +189,17 @@ mod tests {
         let bad = HashMap::from([("format.tagz".to_string(), "NM".to_string())]);
         let err = BamOptions::from_map(&bad).unwrap_err().to_string();
         assert!(err.contains("tagz"), "{err}");
+    }
+
+    #[test]
+    fn options_merge_key_by_key() {
+        let base = BamOptions::default().with_split(false).with_tags(TagSelection::parse("NM").unwrap());
+        let map = HashMap::from([("format.skip_damaged".to_string(), "true".to_string())]);
+        let merged = base.clone().with_map(&map).unwrap();
+        assert_eq!(merged, base.with_skip_damaged(true));
+        for name in OPTION_NAMES {
+            let err = BamOptions::from_map(&HashMap::from([("nope".to_string(), "x".to_string())])).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
     }
 }
