@@ -109,9 +109,7 @@ impl PhysicalExtensionCodec for BamPhysicalCodec {
         let options = node.options.unwrap_or_default().options()?;
         let table_schema = parse_table_schema_from_proto(&conf)?;
         let file_schema = Arc::clone(table_schema.file_schema());
-        let mut source = BamSource::new(table_schema)
-            .with_options(&options)
-            .with_memory_pool(Arc::clone(&ctx.runtime_env().memory_pool));
+        let mut source = BamSource::new(table_schema).with_options(&options).with_runtime(&ctx.runtime_env());
         let decode_ctx = PhysicalPlanDecodeContext::new(ctx, self);
         if let Some(predicate) = &node.predicate {
             let predicate = parse_physical_expr_with_converter(predicate, &file_schema, &decode_ctx, proto_converter)?;

@@ -1,13 +1,17 @@
 //! What a scan knows about each BAM file before decoding records: its header (reference names
 //! and lengths, where the records begin) and its `.bai`/`.csi` index, if one sits beside it.
 //!
-//! Loaded once per file and query plan ([`Catalog`]), so every partition of a file shares them.
+//! Loaded once per file ([`Catalog`], in DataFusion's runtime metadata cache), so every partition
+//! and query that reads a file shares them until the file changes.
 
-use std::collections::HashMap;
+use std::any::Any;
 use std::io::Read;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::cache::cache_manager::{CachedFileMetadataEntry, FileMetadata, FileMetadataCache};
+use datafusion::execution::cache::default_cache::DefaultCache;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use futures::StreamExt;
 use noodles_bgzf::VirtualPosition;
 use object_store::path::Path;
@@ -141,37 +145,62 @@ fn record_at(mut reader: impl Read) -> std::io::Result<Option<Vec<u8>>> {
     Ok((size <= MAX_CHECKED_RECORD || read < MAX_CHECKED_RECORD).then_some(data))
 }
 
-/// File facts for the files of one scan, loaded once and shared by its partitions.
-#[derive(Default)]
-pub struct Catalog {
-    files: Mutex<HashMap<FileKey, Arc<FileInfo>>>,
+impl FileMetadata for FileInfo {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    /// Reference names and lengths, and the index's record starts and per-reference counts
+    /// (noodles' own index structures are about as large again).
+    fn memory_size(&self) -> usize {
+        let names: usize = self.context.reference_names.iter().map(|n| n.len() + size_of::<String>()).sum();
+        let lengths = self.context.reference_lengths.len() * size_of::<u64>();
+        let index = self.index.as_ref().map_or(0, |i| 2 * i.memory_size());
+        size_of::<Self>() + names + lengths + index + self.index_note.len()
+    }
+
+    fn extra_info(&self) -> datafusion::common::HashMap<String, String> {
+        [("index".to_string(), self.index_note.clone())].into_iter().collect()
+    }
 }
 
-/// A file as it was when loaded: a changed file is loaded again.
-type FileKey = (Path, u64, i64);
+/// Bytes of file facts a [`Catalog`] keeps when no session's cache is given (DataFusion's default
+/// `datafusion.runtime.metadata_cache_limit`).
+const OWN_CACHE_BYTES: usize = 50 << 20;
 
-fn key(meta: &ObjectMeta) -> FileKey {
-    (meta.location.clone(), meta.size, meta.last_modified.timestamp_micros())
+/// Each file's facts, loaded once and shared by the partitions and queries that read the file.
+/// They are kept in a DataFusion [`FileMetadataCache`]: the session runtime's (bounded by
+/// `datafusion.runtime.metadata_cache_limit`, as Parquet footers are), keyed by path and checked
+/// against the file's size and modification time, so a changed file is read again.
+#[derive(Clone)]
+pub struct Catalog {
+    cache: Arc<FileMetadataCache>,
+}
+
+impl Default for Catalog {
+    /// A catalog with a bounded cache of its own, for scans built without a session.
+    fn default() -> Self {
+        Self { cache: Arc::new(DefaultCache::new(OWN_CACHE_BYTES).with_name("BamFileInfoCache")) }
+    }
 }
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Catalog({} files)", self.files.lock().map(|m| m.len()).unwrap_or(0))
+        write!(f, "Catalog({})", self.cache.name())
     }
 }
 
 impl Catalog {
-    /// Every loaded file: location, size and facts.
-    pub fn files(&self) -> Vec<(Path, u64, Arc<FileInfo>)> {
-        let Ok(files) = self.files.lock() else { return vec![] };
-        let mut all: Vec<_> =
-            files.iter().map(|((path, size, _), info)| (path.clone(), *size, Arc::clone(info))).collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
+    /// The catalog kept in `runtime`'s file metadata cache.
+    pub fn of(runtime: &RuntimeEnv) -> Self {
+        Self { cache: runtime.cache_manager.get_file_metadata_cache() }
     }
 
+    /// The facts of `meta`'s file, if loaded since it last changed.
     pub fn get(&self, meta: &ObjectMeta) -> Option<Arc<FileInfo>> {
-        self.files.lock().ok()?.get(&key(meta)).cloned()
+        let entry = self.cache.get(&meta.location).filter(|e| e.is_valid_for(meta))?;
+        let any: Arc<dyn Any + Send + Sync> = entry.file_metadata;
+        any.downcast::<FileInfo>().ok()
     }
 
     /// The facts of one file, loading them if needed. Blocking: call on a blocking thread.
@@ -180,17 +209,15 @@ impl Catalog {
             return Ok(info);
         }
         let info = Arc::new(FileInfo::load(bytes, meta)?);
-        if let Ok(mut files) = self.files.lock() {
-            files.insert(key(meta), Arc::clone(&info));
-        }
+        self.cache.put(&meta.location, CachedFileMetadataEntry::new(meta.clone(), Arc::clone(&info) as _));
         Ok(info)
     }
 
     /// Loads the facts of every file in `metas` (a few at a time).
-    pub async fn load_all(self: &Arc<Self>, store: &Arc<dyn ObjectStore>, metas: Vec<ObjectMeta>) -> Result<()> {
+    pub async fn load_all(&self, store: &Arc<dyn ObjectStore>, metas: Vec<ObjectMeta>) -> Result<()> {
         let handle = tokio::runtime::Handle::current();
         let loads = metas.into_iter().map(|meta| {
-            let catalog = Arc::clone(self);
+            let catalog = self.clone();
             let bytes = ObjectBytes {
                 store: Arc::clone(store),
                 location: meta.location.clone(),

@@ -22,6 +22,7 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::physical_expr::projection::ProjectionExprs;
 use datafusion::physical_expr::utils::conjunction;
 use datafusion::physical_expr::LexOrdering;
@@ -80,13 +81,11 @@ impl FileFormatFactory for BamFormatFactory {
 #[derive(Debug, Default, Clone)]
 pub struct BamFormat {
     options: BamOptions,
-    /// Headers and indexes of the table's files, shared by its scans.
-    catalog: Arc<Catalog>,
 }
 
 impl BamFormat {
     pub fn new(options: BamOptions) -> Self {
-        Self { options, catalog: Arc::default() }
+        Self { options }
     }
 
     pub fn options(&self) -> &BamOptions {
@@ -124,7 +123,7 @@ impl FileFormat for BamFormat {
     /// The record count from a current index, so `count(*)` needs no scan.
     async fn infer_stats(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         store: &Arc<dyn ObjectStore>,
         table_schema: SchemaRef,
         object: &ObjectMeta,
@@ -133,9 +132,9 @@ impl FileFormat for BamFormat {
         if !self.options.regions.is_empty() {
             return Ok(unknown);
         }
-        self.catalog.load_all(store, vec![object.clone()]).await?;
-        let count = self
-            .catalog
+        let catalog = Catalog::of(state.runtime_env());
+        catalog.load_all(store, vec![object.clone()]).await?;
+        let count = catalog
             .get(object)
             .filter(|info| info.index_is_current)
             .and_then(|info| info.index.as_ref()?.record_count());
@@ -145,26 +144,26 @@ impl FileFormat for BamFormat {
         })
     }
 
-    /// Reads every file's header and index once, before the partitions need them, and has the
-    /// scan account for its buffers in the session's memory pool.
+    /// Reads every file's header and index once, into the session's file metadata cache, before
+    /// the partitions need them, and has the scan account for its buffers in the session's memory
+    /// pool.
     async fn create_physical_plan(
         &self,
         state: &dyn Session,
         mut conf: FileScanConfig,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let store = state.runtime_env().object_store(&conf.object_store_url)?;
-        let metas = conf.file_groups.iter().flat_map(|g| g.iter()).map(|f| f.object_meta.clone()).collect();
-        self.catalog.load_all(&store, metas).await?;
+        let metas: Vec<ObjectMeta> =
+            conf.file_groups.iter().flat_map(|g| g.iter()).map(|f| f.object_meta.clone()).collect();
+        Catalog::of(state.runtime_env()).load_all(&store, metas.clone()).await?;
         if let Some(source) = conf.file_source.downcast_ref::<BamSource>() {
-            let pool = Arc::clone(&state.runtime_env().memory_pool);
-            conf.file_source = Arc::new(source.clone().with_memory_pool(pool));
+            conf.file_source = Arc::new(source.clone().with_runtime(state.runtime_env()).with_files(metas));
         }
         Ok(DataSourceExec::from_data_source(conf))
     }
 
     fn file_source(&self, table_schema: TableSchema) -> Arc<dyn FileSource> {
-        let source = BamSource { catalog: Arc::clone(&self.catalog), ..BamSource::new(table_schema) }
-            .with_options(&self.options);
+        let source = BamSource::new(table_schema).with_options(&self.options);
         if self.options.regions.is_empty() {
             return Arc::new(source);
         }
@@ -185,7 +184,10 @@ pub struct BamSource {
     split: bool,
     /// Option `skip_damaged`.
     skip_damaged: bool,
-    catalog: Arc<Catalog>,
+    /// Headers and indexes of the files: the session's cache once the scan is planned.
+    catalog: Catalog,
+    /// The scan's files, for `EXPLAIN`'s index selection.
+    files: Arc<[ObjectMeta]>,
     /// Filters the decoder evaluates itself, over the file schema.
     predicate: Option<Arc<dyn PhysicalExpr>>,
     /// The regions the predicate confines records to, for index use.
@@ -203,7 +205,8 @@ impl BamSource {
             metrics: ExecutionPlanMetricsSet::new(),
             split: true,
             skip_damaged: false,
-            catalog: Arc::default(),
+            catalog: Catalog::default(),
+            files: Arc::from([]),
             predicate: None,
             regions: None,
             memory_pool: None,
@@ -221,9 +224,15 @@ impl BamSource {
         BamOptions::default().with_split(self.split).with_skip_damaged(self.skip_damaged)
     }
 
-    /// This source, reserving its buffers in `pool`.
-    pub fn with_memory_pool(self, pool: Arc<dyn MemoryPool>) -> Self {
-        Self { memory_pool: Some(pool), ..self }
+    /// This source in `runtime`: its buffers reserved in the runtime's memory pool, file facts
+    /// kept in its file metadata cache.
+    pub fn with_runtime(self, runtime: &RuntimeEnv) -> Self {
+        Self { memory_pool: Some(Arc::clone(&runtime.memory_pool)), catalog: Catalog::of(runtime), ..self }
+    }
+
+    /// This source, showing the index selection of `files` in `EXPLAIN`.
+    fn with_files(self, files: Vec<ObjectMeta>) -> Self {
+        Self { files: Arc::from(files), ..self }
     }
 
     /// The filters the decoder evaluates, over the file schema.
@@ -239,12 +248,12 @@ impl BamSource {
         Self { predicate: Some(predicate), regions, ..self.clone() }
     }
 
-    /// What the index selects for the regions, per loaded file, for `EXPLAIN`.
+    /// What the index selects for the regions, per file, for `EXPLAIN`.
     fn index_selection(&self) -> Vec<String> {
         let Some(regions) = &self.regions else { return vec![] };
-        self.catalog
-            .files()
-            .into_iter()
+        self.files
+            .iter()
+            .filter_map(|meta| Some((&meta.location, meta.size, self.catalog.get(meta)?)))
             .map(|(path, size, info)| {
                 if info.index.is_none() {
                     return format!("{path}: no index ({}), every record is tested", info.index_note);

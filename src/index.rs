@@ -99,6 +99,13 @@ impl BamIndex {
         }
     }
 
+    /// Bytes held by what this struct derives from the index (record starts, per-reference
+    /// counts), not counting noodles' index itself.
+    pub fn memory_size(&self) -> usize {
+        self.record_starts.len() * size_of::<VirtualPosition>()
+            + self.reference_counts.len() * size_of::<(Option<(u64, u64)>, bool)>()
+    }
+
     pub fn reference_count(&self) -> usize {
         self.reference_count
     }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion_bam::{BamOptions, BamTable};
+use datafusion_bam::{BamOptions, BamSessionExt, BamTable};
 
-use crate::oracle::{data, samtools, samtools_count};
+use crate::oracle::{data, samtools, samtools_count, samtools_rows, table_rows};
 use crate::query;
 
 async fn context(path: &str, partitions: usize) -> SessionContext {
@@ -79,4 +79,41 @@ async fn limit_with_pushed_filter_returns_filtered_rows() {
         .collect();
     assert_eq!(values.len(), 7);
     assert!(values.iter().all(|&q| q >= 50), "{values:?}");
+}
+
+/// Headers and indexes live in the session's file metadata cache, checked against each file's
+/// size and modification time: a file replaced by another BAM is read again, not with the old
+/// header and index. The cache is bounded by the runtime's limit.
+#[tokio::test]
+async fn file_facts_are_cached_per_session_and_a_changed_file_is_read_again() {
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.bam");
+    std::fs::copy(data("sample.bam"), &path).unwrap();
+    std::fs::copy(data("sample.bam.bai"), dir.path().join("x.bam.bai")).unwrap();
+    let ctx = crate::context();
+    let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
+    let p = path.to_str().unwrap();
+    ctx.register_bam("before", p, BamOptions::default()).await.unwrap();
+    let n = query(&ctx, "SELECT count(flag) FROM before").await.unwrap();
+    assert_eq!(n[0].column(0).as_primitive::<Int64Type>().value(0), samtools_count(&[p]));
+    assert_eq!(cache.len(), 1, "one file's facts in the session's cache");
+
+    std::fs::copy(data("edge.bam"), &path).unwrap();
+    std::fs::remove_file(dir.path().join("x.bam.bai")).unwrap();
+    ctx.register_bam("after", p, BamOptions::default()).await.unwrap();
+    let mut rows = table_rows(&query(&ctx, "SELECT * FROM after").await.unwrap());
+    rows.sort();
+    let mut expected = samtools_rows(&path, &[]);
+    expected.sort();
+    assert!(rows == expected, "the replaced file read with the facts of the old one");
+
+    // A limit below one file's facts keeps none of them; scans still work.
+    let runtime = RuntimeEnvBuilder::new().with_metadata_cache_limit(16).build_arc().unwrap();
+    let small = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+    small.enable_bam().unwrap();
+    small.register_bam("t", p, BamOptions::default()).await.unwrap();
+    assert_eq!(table_rows(&query(&small, "SELECT * FROM t").await.unwrap()).len(), expected.len());
+    assert_eq!(small.runtime_env().cache_manager.get_file_metadata_cache().len(), 0);
 }
