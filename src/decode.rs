@@ -18,10 +18,9 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 
 use crate::framing::FileContext;
-use crate::record::{cigar_ops, reference_span, AuxField, RawRecord, RecordError};
+use crate::record::{cigar_op, cigar_ops, reference_span, AuxField, RawRecord, RecordError, FLAG_UNMAPPED};
 use crate::schema::{col, column_id, TagKind, TagLayout, TagName};
 
-const FLAG_UNMAPPED: u16 = 0x4;
 const SEQ_CODES: &[u8; 16] = b"=ACMGRSVTWYHKDBN";
 /// Both bases of a packed sequence byte, so a byte is decoded with one lookup.
 const SEQ_PAIRS: [[u8; 2]; 256] = {
@@ -33,7 +32,6 @@ const SEQ_PAIRS: [[u8; 2]; 256] = {
     }
     pairs
 };
-const CIGAR_OPS: &[u8; 9] = b"MIDNSHP=X";
 const NO_TAG_COLUMN: u16 = u16::MAX;
 
 /// Builds Arrow record batches from BAM records, for a fixed projection of the table schema.
@@ -190,7 +188,7 @@ impl BatchDecoder {
                 // Op codes were checked by reference_span above.
                 for (len, op) in cigar_ops(cigar) {
                     write_u64(&mut b.values, u64::from(len));
-                    b.values.push(CIGAR_OPS[op as usize]);
+                    b.values.push(cigar_op::LETTERS[op as usize]);
                 }
                 b.end_value()?;
             }

@@ -17,7 +17,7 @@ use noodles_bgzf::VirtualPosition;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
-use crate::framing::{bgzf_reader, read_header, reader_at, FileContext};
+use crate::framing::{bgzf_reader, read_header, reader_at, show_virtual, FileContext};
 use crate::index::{BamIndex, IndexKind};
 use crate::io::ObjectBytes;
 use crate::resync::plausible_record;
@@ -113,7 +113,7 @@ const CHECKED_INDEX_POSITIONS: usize = 8;
 fn unplausible_start(index: &BamIndex, bytes: &ObjectBytes, context: &FileContext) -> Option<String> {
     let path = bytes.location.to_string();
     for at in index.sample_record_starts(CHECKED_INDEX_POSITIONS) {
-        let show = || format!("virtual offset {}:{}", at.compressed(), at.uncompressed());
+        let show = || show_virtual(at);
         let record = reader_at(&path, bytes, at)
             .and_then(|(reader, _)| record_at(reader).map_err(|e| DataFusionError::Execution(e.to_string())));
         let data = match record {

@@ -31,12 +31,16 @@ pub const BGZF_EOF: [u8; 28] = [
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
 ];
 
+/// A virtual position as messages show it: `virtual offset compressed:uncompressed`.
+pub fn show_virtual(pos: bgzf::VirtualPosition) -> String {
+    format!("virtual offset {}:{}", pos.compressed(), pos.uncompressed())
+}
+
 /// An error about `path`, at a virtual position.
 pub fn error_at(path: &str, pos: bgzf::VirtualPosition, what: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::Execution(format!(
-        "BAM file {path}: {what} (at virtual offset {}:{}, i.e. BGZF block at byte {})",
-        pos.compressed(),
-        pos.uncompressed(),
+        "BAM file {path}: {what} (at {}, i.e. BGZF block at byte {})",
+        show_virtual(pos),
         pos.compressed()
     ))
 }

@@ -135,18 +135,17 @@ fn region_list(expr: &Arc<dyn PhysicalExpr>) -> Option<Vec<Region>> {
 
 /// The regions of one comparison, `IN` list or `IS NULL`.
 fn leaf_regions(expr: &Arc<dyn PhysicalExpr>) -> Option<Vec<Region>> {
-    let any = expr;
-    if let Some(is_null) = any.downcast_ref::<IsNullExpr>() {
+    if let Some(is_null) = expr.downcast_ref::<IsNullExpr>() {
         return (column_index(is_null.arg()) == Some(col::RNAME))
             .then(|| vec![Region::whole(RegionReference::Unplaced)]);
     }
-    if let Some(list) = any.downcast_ref::<InListExpr>() {
+    if let Some(list) = expr.downcast_ref::<InListExpr>() {
         if list.negated() || column_index(list.expr()) != Some(col::RNAME) {
             return None;
         }
         return list.list().iter().map(|e| literal_str(e).map(|s| Region::whole(RegionReference::Named(s)))).collect();
     }
-    let binary = any.downcast_ref::<BinaryExpr>()?;
+    let binary = expr.downcast_ref::<BinaryExpr>()?;
     let (column, op, value) = match (column_index(binary.left()), column_index(binary.right())) {
         (Some(c), None) => (c, *binary.op(), binary.right()),
         (None, Some(c)) => (c, binary.op().swap()?, binary.left()),
@@ -186,12 +185,11 @@ fn column_index(expr: &Arc<dyn PhysicalExpr>) -> Option<usize> {
 }
 
 fn literal_value(expr: &Arc<dyn PhysicalExpr>) -> Option<&ScalarValue> {
-    let any = expr;
-    if let Some(lit) = any.downcast_ref::<Literal>() {
+    if let Some(lit) = expr.downcast_ref::<Literal>() {
         return Some(lit.value());
     }
     // A cast literal keeps its value for our purposes (numbers and strings only).
-    any.downcast_ref::<CastExpr>().and_then(|c| literal_value(c.expr()))
+    expr.downcast_ref::<CastExpr>().and_then(|c| literal_value(c.expr()))
 }
 
 fn literal_str(expr: &Arc<dyn PhysicalExpr>) -> Option<String> {

@@ -157,14 +157,47 @@ pub fn cigar_ops(bytes: &[u8]) -> impl Iterator<Item = (u32, u8)> + '_ {
     })
 }
 
-/// Number of reference bases a CIGAR covers (M, D, N, =, X); errors on an op code above 8.
+/// BAM CIGAR op codes (SAM specification, section 4.2) and what each consumes.
+pub mod cigar_op {
+    pub const MATCH: u8 = 0;
+    pub const INSERTION: u8 = 1;
+    pub const DELETION: u8 = 2;
+    pub const SKIP: u8 = 3;
+    pub const SOFT_CLIP: u8 = 4;
+    // 5 (H, hard clip) and 6 (P, padding) consume neither reference nor read bases.
+    pub const SEQ_MATCH: u8 = 7;
+    pub const SEQ_MISMATCH: u8 = 8;
+    /// The SAM letter of each op code.
+    pub const LETTERS: &[u8; 9] = b"MIDNSHP=X";
+
+    /// Whether `op` is a valid op code.
+    pub fn is_valid(op: u8) -> bool {
+        op <= SEQ_MISMATCH
+    }
+
+    /// Whether `op` advances along the reference (M, D, N, =, X).
+    pub fn consumes_reference(op: u8) -> bool {
+        matches!(op, MATCH | DELETION | SKIP | SEQ_MATCH | SEQ_MISMATCH)
+    }
+
+    /// Whether `op` advances along the read's sequence (M, I, S, =, X).
+    pub fn consumes_query(op: u8) -> bool {
+        matches!(op, MATCH | INSERTION | SOFT_CLIP | SEQ_MATCH | SEQ_MISMATCH)
+    }
+}
+
+/// FLAG bit 0x4: the segment is unmapped.
+pub const FLAG_UNMAPPED: u16 = 0x4;
+
+/// Number of reference bases a CIGAR covers (M, D, N, =, X); errors on an invalid op code.
 pub fn reference_span(bytes: &[u8]) -> Result<u64, RecordError> {
     let mut span = 0u64;
     for (len, op) in cigar_ops(bytes) {
-        match op {
-            0 | 2 | 3 | 7 | 8 => span += u64::from(len),
-            1 | 4 | 5 | 6 => {}
-            _ => return Err(RecordError(format!("invalid CIGAR op code {op}"))),
+        if !cigar_op::is_valid(op) {
+            return Err(RecordError(format!("invalid CIGAR op code {op}")));
+        }
+        if cigar_op::consumes_reference(op) {
+            span += u64::from(len);
         }
     }
     Ok(span)

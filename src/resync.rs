@@ -11,7 +11,7 @@ use std::io::{self, BufRead, Read};
 use noodles_bgzf as bgzf;
 
 use crate::framing::{is_block_header, FileContext, MAX_RECORD_BYTES};
-use crate::record::{cigar_ops, RawRecord, FIXED_LEN};
+use crate::record::{cigar_op, cigar_ops, RawRecord, FIXED_LEN, FLAG_UNMAPPED};
 
 /// Records after a candidate that must chain by `block_size` and look valid.
 pub const CHAIN_LEN: usize = 10;
@@ -78,13 +78,14 @@ pub fn plausible_record(buf: &[u8], refs: &FileContext) -> Option<usize> {
     }
     let mut query_len = 0u64;
     for (len, op) in cigar_ops(r.cigar_bytes()) {
-        match op {
-            0 | 1 | 4 | 7 | 8 => query_len += u64::from(len),
-            2 | 3 | 5 | 6 => {}
-            _ => return None,
+        if !cigar_op::is_valid(op) {
+            return None;
+        }
+        if cigar_op::consumes_query(op) {
+            query_len += u64::from(len);
         }
     }
-    let mapped = r.flag() & 0x4 == 0 && r.ref_id() >= 0;
+    let mapped = r.flag() & FLAG_UNMAPPED == 0 && r.ref_id() >= 0;
     if mapped && r.cigar_bytes().is_empty() {
         return None;
     }

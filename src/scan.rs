@@ -17,7 +17,7 @@ use noodles_bgzf as bgzf;
 
 use crate::decode::BatchDecoder;
 use crate::framing::{
-    absolute, append_record_at, error_at, positions_before_record, reader_at, FileContext, FileReader,
+    absolute, append_record_at, error_at, positions_before_record, reader_at, show_virtual, FileContext, FileReader,
 };
 use crate::io::ObjectBytes;
 use crate::partition::{BoundaryOrigin, Piece};
@@ -287,7 +287,7 @@ impl BatchReader {
         self.metrics.damaged_stretches.add(1);
         progress::add_damaged(1);
         let until = match resume {
-            Some(v) => format!("virtual offset {}:{}", v.compressed(), v.uncompressed()),
+            Some(v) => show_virtual(v),
             None => "the end of this partition".to_string(),
         };
         warnings::warn(format!("{error}; skipped damaged data up to {until} (option skip_damaged)"));
@@ -409,11 +409,7 @@ fn misplaced_boundary(
     stop: Option<bgzf::VirtualPosition>,
     origin: &BoundaryOrigin,
 ) -> DataFusionError {
-    let show = |v: Option<bgzf::VirtualPosition>| {
-        v.map_or("the end of the file".to_string(), |v| {
-            format!("virtual offset {}:{}", v.compressed(), v.uncompressed())
-        })
-    };
+    let show = |v: Option<bgzf::VirtualPosition>| v.map_or("the end of the file".to_string(), show_virtual);
     let advice = match origin {
         BoundaryOrigin::Index(_) => "The index does not fit this file: rebuild it (samtools index) or remove it.",
         BoundaryOrigin::RecordSearch(_) => {

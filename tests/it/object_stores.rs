@@ -5,7 +5,7 @@
 //! first use.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use crate::oracle::{data, samtools, samtools_rows, table_rows};
+use crate::oracle::{data, samtools_count_of, samtools_rows, table_rows};
 use crate::partitions::split_context;
 use crate::query;
 
@@ -129,12 +129,6 @@ fn count(batches: &[arrow::array::RecordBatch]) -> i64 {
     batches[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0)
 }
 
-fn samtools_count(path: &Path, extra: &[&str]) -> i64 {
-    let mut args = vec!["view", "-c", path.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    samtools(&args).trim().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_scans_equal_samtools_with_partitions_index_and_pushdown() {
     let server = S3Server::start();
@@ -150,25 +144,28 @@ async fn s3_scans_equal_samtools_with_partitions_index_and_pushdown() {
     assert_eq!(rows, expected, "all rows over S3, 3 partitions");
 
     let region = "SELECT count(*) FROM s WHERE rname = 'chr1' AND pos <= 60000 AND endpos >= 40000";
-    assert_eq!(count(&query(&ctx, region).await.unwrap()), samtools_count(&data("sample.bam"), &["chr1:40000-60000"]));
+    assert_eq!(
+        count(&query(&ctx, region).await.unwrap()),
+        samtools_count_of(&data("sample.bam"), &["chr1:40000-60000"])
+    );
     let plan = query(&ctx, &format!("EXPLAIN {}", region.replace("count(*)", "qname"))).await.unwrap();
     let plan = arrow::util::pretty::pretty_format_batches(&plan).unwrap().to_string();
     assert!(plan.contains("chunks") && plan.contains("sample.bam.bai"), "the index comes from the store:\n{plan}");
     let mapq = "SELECT count(*) FROM s WHERE mapq >= 30 AND flag & 1024 = 0";
     assert_eq!(
         count(&query(&ctx, mapq).await.unwrap()),
-        samtools_count(&data("sample.bam"), &["-q", "30", "-F", "1024"])
+        samtools_count_of(&data("sample.bam"), &["-q", "30", "-F", "1024"])
     );
 
     // A directory of the store: both files.
     ctx.register_bam("all", &format!("s3://{BUCKET}/"), BamOptions::default()).await.unwrap();
-    let both = samtools_count(&data("sample.bam"), &[]) + samtools_count(&data("name_sorted.bam"), &[]);
+    let both = samtools_count_of(&data("sample.bam"), &[]) + samtools_count_of(&data("name_sorted.bam"), &[]);
     assert_eq!(count(&query(&ctx, "SELECT count(*) FROM all").await.unwrap()), both);
     // A glob in the URL: only the files it matches.
     ctx.register_bam("globbed", &format!("s3://{BUCKET}/s*.bam"), BamOptions::default()).await.unwrap();
     assert_eq!(
         count(&query(&ctx, "SELECT count(*) FROM globbed").await.unwrap()),
-        samtools_count(&data("sample.bam"), &[])
+        samtools_count_of(&data("sample.bam"), &[])
     );
 }
 
@@ -185,8 +182,11 @@ async fn s3_partition_directories_become_columns() {
     server.upload_as(&files).await;
     let ctx = split_context(2);
     register_store(&ctx, &server);
-    let expected =
-        format!("a {}, b {}", samtools_count(&data("sample.bam"), &[]), samtools_count(&data("name_sorted.bam"), &[]));
+    let expected = format!(
+        "a {}, b {}",
+        samtools_count_of(&data("sample.bam"), &[]),
+        samtools_count_of(&data("name_sorted.bam"), &[])
+    );
     for (name, partitioned) in [("inferred", ""), ("named", "PARTITIONED BY (sample)")] {
         let create = format!("CREATE EXTERNAL TABLE {name} STORED AS BAM {partitioned} LOCATION 's3://{BUCKET}/runs/'");
         query(&ctx, &create).await.unwrap_or_else(|e| panic!("{create}: {e}"));
@@ -206,7 +206,7 @@ async fn s3_partition_directories_become_columns() {
     // Globs in URLs, two of them in one table; they cannot carry partition columns.
     let globs = format!("LOCATION ('s3://{BUCKET}/runs/sample=a/*.bam', 's3://{BUCKET}/runs/sample=b/y*')");
     query(&ctx, &format!("CREATE EXTERNAL TABLE globbed STORED AS BAM {globs}")).await.unwrap();
-    let both = samtools_count(&data("sample.bam"), &[]) + samtools_count(&data("name_sorted.bam"), &[]);
+    let both = samtools_count_of(&data("sample.bam"), &[]) + samtools_count_of(&data("name_sorted.bam"), &[]);
     assert_eq!(count(&query(&ctx, "SELECT count(*) FROM globbed").await.unwrap()), both);
     let err = query(&ctx, &format!("CREATE EXTERNAL TABLE bad STORED AS BAM PARTITIONED BY (sample) {globs}"))
         .await
@@ -225,8 +225,8 @@ async fn cli_reads_s3_locations() {
          'aws.access_key_id' 'test', 'aws.secret_access_key' 'test'",
         server.endpoint
     );
-    let in_sample = samtools_count(&data("sample.bam"), &["-q", "30"]);
-    let in_both = in_sample + samtools_count(&data("name_sorted.bam"), &["-q", "30"]);
+    let in_sample = samtools_count_of(&data("sample.bam"), &["-q", "30"]);
+    let in_both = in_sample + samtools_count_of(&data("name_sorted.bam"), &["-q", "30"]);
     // A glob matching sample.bam only, and the directory, whose index is not read as a BAM file.
     let cases = [
         ("sample.bam", "", in_sample),
@@ -282,8 +282,8 @@ async fn cli_reads_http_locations() {
     let numbers: Vec<i64> =
         String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
     let expected = vec![
-        samtools_count(&data("sample.bam"), &["-q", "30"]),
-        samtools_count(&data("sample.bam"), &["chr1:40000-60000"]),
+        samtools_count_of(&data("sample.bam"), &["-q", "30"]),
+        samtools_count_of(&data("sample.bam"), &["chr1:40000-60000"]),
     ];
     assert_eq!(numbers, expected);
 
@@ -340,9 +340,9 @@ async fn cli_reads_gs_locations() {
     let numbers: Vec<i64> = stdout.lines().filter_map(|l| l.trim().parse().ok()).collect();
     let sample = data("sample.bam");
     let expected = vec![
-        samtools_count(&sample, &["-q", "30"]),
-        samtools_count(&sample, &["chr1:40000-60000"]),
-        samtools_count(&sample, &[]) + samtools_count(&data("name_sorted.bam"), &[]),
+        samtools_count_of(&sample, &["-q", "30"]),
+        samtools_count_of(&sample, &["chr1:40000-60000"]),
+        samtools_count_of(&sample, &[]) + samtools_count_of(&data("name_sorted.bam"), &[]),
     ];
     assert_eq!(numbers, expected);
     assert!(

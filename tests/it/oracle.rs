@@ -135,6 +135,13 @@ pub fn samtools_count(args: &[&str]) -> i64 {
     samtools(&all).trim().parse().unwrap()
 }
 
+/// `samtools view -c PATH EXTRA`.
+pub fn samtools_count_of(path: &Path, extra: &[&str]) -> i64 {
+    let mut args = vec![path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    samtools_count(&args)
+}
+
 pub fn samtools(args: &[&str]) -> String {
     let out = Command::new("samtools")
         .args(args)

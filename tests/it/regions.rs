@@ -8,7 +8,7 @@ use arrow::datatypes::Int64Type;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_bam::{BamOptions, BamSessionExt};
 
-use crate::oracle::{data, indexed_copy, samtools, samtools_rows, table_rows, IndexKind};
+use crate::oracle::{data, indexed_copy, samtools, samtools_count_of, samtools_rows, table_rows, IndexKind};
 use crate::query;
 
 fn split_context(n: usize) -> SessionContext {
@@ -36,12 +36,6 @@ async fn count(ctx: &SessionContext, sql: &str) -> i64 {
 async fn plan(ctx: &SessionContext, sql: &str) -> String {
     let batches = query(ctx, &format!("EXPLAIN {sql}")).await.unwrap();
     arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string()
-}
-
-fn samtools_count(path: &Path, args: &[&str]) -> i64 {
-    let mut all = vec!["view", "-c", path.to_str().unwrap()];
-    all.extend_from_slice(args);
-    samtools(&all).trim().parse().unwrap()
 }
 
 /// (reference, start, end), 1-based and closed, as samtools takes them.
@@ -81,7 +75,7 @@ async fn region_counts_equal_samtools_with_and_without_index() {
         for n in [1, 3, 7] {
             let ctx = table(&path, n).await;
             for &(name, start, end) in &regions {
-                let expected = samtools_count(&oracle, &[&format!("{name}:{start}-{end}")]);
+                let expected = samtools_count_of(&oracle, &[&format!("{name}:{start}-{end}")]);
                 let sql =
                     format!("SELECT count(*) FROM t WHERE rname = '{name}' AND pos <= {end} AND endpos >= {start}");
                 assert_eq!(count(&ctx, &sql).await, expected, "{kind:?}, {n} partitions: {sql}");
@@ -89,17 +83,17 @@ async fn region_counts_equal_samtools_with_and_without_index() {
             // A whole reference, the unplaced reads, and several regions at once.
             assert_eq!(
                 count(&ctx, "SELECT count(*) FROM t WHERE rname = 'chr2'").await,
-                samtools_count(&oracle, &["chr2"])
+                samtools_count_of(&oracle, &["chr2"])
             );
             assert_eq!(
                 count(&ctx, "SELECT count(*) FROM t WHERE rname IS NULL").await,
-                samtools_count(&oracle, &["*"])
+                samtools_count_of(&oracle, &["*"])
             );
-            let both = samtools_count(&oracle, &["chr1:1000-5000", "chr3:70000-71000"]);
+            let both = samtools_count_of(&oracle, &["chr1:1000-5000", "chr3:70000-71000"]);
             let sql = "SELECT count(*) FROM t WHERE (rname = 'chr1' AND pos <= 5000 AND endpos >= 1000) \
                        OR (rname = 'chr3' AND pos BETWEEN 60000 AND 71000 AND endpos >= 70000)";
             assert_eq!(count(&ctx, sql).await, both, "{kind:?}, {n} partitions: {sql}");
-            let listed = samtools_count(&oracle, &["chrM", "chr3"]);
+            let listed = samtools_count_of(&oracle, &["chrM", "chr3"]);
             assert_eq!(count(&ctx, "SELECT count(*) FROM t WHERE rname IN ('chrM', 'chr3')").await, listed);
         }
     }
@@ -144,7 +138,7 @@ async fn mapq_and_flag_filters_equal_samtools_and_run_in_the_decoder() {
             for (predicate, args) in &cases {
                 let sql = format!("SELECT count(*) FROM t WHERE {predicate}");
                 // The shipped file has its index, for samtools' region argument.
-                let expected = samtools_count(&data("sample.bam"), args);
+                let expected = samtools_count_of(&data("sample.bam"), args);
                 assert!(expected > 0, "{predicate} selects nothing: a weak test");
                 assert_eq!(count(&ctx, &sql).await, expected, "{kind:?}, {n} partitions: {sql}");
                 let shown = plan(&ctx, &sql).await;
@@ -160,7 +154,7 @@ async fn mapq_and_flag_filters_equal_samtools_and_run_in_the_decoder() {
         ("mapq BETWEEN 10 AND 40", ["-e", "mapq>=10 && mapq<=40"]),
         ("mapq < 7 OR mapq > 50", ["-e", "mapq<7 || mapq>50"]),
     ] {
-        let expected = samtools_count(&path, &args);
+        let expected = samtools_count_of(&path, &args);
         assert!(expected > 50, "{predicate}");
         assert_eq!(count(&ctx, &format!("SELECT count(*) FROM t WHERE {predicate}")).await, expected, "{predicate}");
     }
@@ -206,7 +200,7 @@ async fn indexed_reading_stops_after_the_region() {
         let mut read = Vec::new();
         for end in [101_000, 114_000] {
             let sql = format!("SELECT count(*) FROM t WHERE rname = 'chr1' AND pos <= {end} AND endpos >= 100000");
-            assert_eq!(count(&ctx, &sql).await, samtools_count(&path, &[&format!("chr1:100000-{end}")]), "{sql}");
+            assert_eq!(count(&ctx, &sql).await, samtools_count_of(&path, &[&format!("chr1:100000-{end}")]), "{sql}");
             read.push(metric(&plan(&ctx, &format!("ANALYZE {sql}")).await, "records_read"));
         }
         assert!(
@@ -228,7 +222,7 @@ async fn region_scans_share_the_selection_between_partitions() {
     let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
     let batches = datafusion::physical_plan::collect(std::sync::Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    assert_eq!(rows as i64, samtools_count(&path, &["chr1:50000-250000"]));
+    assert_eq!(rows as i64, samtools_count_of(&path, &["chr1:50000-250000"]));
     let mut nodes = vec![plan];
     let scan = loop {
         let node = nodes.pop().expect("a DataSourceExec in the plan");
@@ -268,7 +262,7 @@ async fn csi_answers_regions_beyond_512_mbp() {
             for name in ["huge", "small"] {
                 let sql =
                     format!("SELECT count(*) FROM t WHERE rname = '{name}' AND pos <= {end} AND endpos >= {start}");
-                let expected = samtools_count(&path, &[&format!("{name}:{start}-{end}")]);
+                let expected = samtools_count_of(&path, &[&format!("{name}:{start}-{end}")]);
                 assert_eq!(count(&ctx, &sql).await, expected, "{n} partitions: {sql}");
             }
         }
@@ -317,7 +311,7 @@ async fn region_option_on_a_table() {
         path.display()
     );
     query(&ctx, &sql).await.unwrap();
-    let expected = samtools_count(&path, &["chr1:1000-50000", "chrM"]);
+    let expected = samtools_count_of(&path, &["chr1:1000-50000", "chrM"]);
     assert_eq!(count(&ctx, "SELECT count(*) FROM r").await, expected);
     let sql =
         format!("CREATE EXTERNAL TABLE bad STORED AS BAM LOCATION '{}' OPTIONS ('region' 'chr1:0-5')", path.display());
@@ -333,7 +327,7 @@ async fn count_star_comes_from_a_current_index() {
         let ctx = table(&path, 2).await;
         let shown = plan(&ctx, "SELECT count(*) FROM t").await;
         assert!(!shown.contains("DataSourceExec"), "{file}: count(*) must come from the index:\n{shown}");
-        assert_eq!(count(&ctx, "SELECT count(*) FROM t").await, samtools_count(&path, &[]));
+        assert_eq!(count(&ctx, "SELECT count(*) FROM t").await, samtools_count_of(&path, &[]));
     }
     // An index older than its BAM file may describe another version of it: read the records.
     let path = indexed_copy(dir.path(), "sample.bam", IndexKind::Bai);
@@ -343,7 +337,7 @@ async fn count_star_comes_from_a_current_index() {
     let ctx = table(&path, 2).await;
     let shown = plan(&ctx, "SELECT count(*) FROM t").await;
     assert!(shown.contains("DataSourceExec"), "a stale index must not answer count(*):\n{shown}");
-    assert_eq!(count(&ctx, "SELECT count(*) FROM t").await, samtools_count(&path, &[]));
+    assert_eq!(count(&ctx, "SELECT count(*) FROM t").await, samtools_count_of(&path, &[]));
 }
 
 #[tokio::test]
@@ -353,7 +347,7 @@ async fn an_index_of_another_file_is_ignored() {
     std::fs::copy(data("many_refs.bam.bai"), path.with_extension("bam.bai")).unwrap();
     let ctx = table(&path, 3).await;
     let sql = "SELECT count(*) FROM t WHERE rname = 'chr1' AND pos <= 9000 AND endpos >= 2000";
-    assert_eq!(count(&ctx, sql).await, samtools_count(&data("sample.bam"), &["chr1:2000-9000"]));
+    assert_eq!(count(&ctx, sql).await, samtools_count_of(&data("sample.bam"), &["chr1:2000-9000"]));
     let shown = plan(&ctx, &sql.replace("count(*)", "qname")).await;
     assert!(shown.contains("no index") && shown.contains("ignored: it indexes 5000 references"), "{shown}");
     assert_eq!(count(&ctx, "SELECT count(*) FROM t").await, 21_882);
@@ -379,7 +373,7 @@ async fn unmapped_reads_placed_by_their_mate_are_in_regions() {
     let ctx = table(&sorted, 2).await;
     for (start, end) in [(500, 500), (490, 510), (507, 507), (1, 100)] {
         let sql = format!("SELECT count(*) FROM t WHERE rname = 'chr1' AND pos <= {end} AND endpos >= {start}");
-        let expected = samtools_count(&sorted, &[&format!("chr1:{start}-{end}")]);
+        let expected = samtools_count_of(&sorted, &[&format!("chr1:{start}-{end}")]);
         assert_eq!(count(&ctx, &sql).await, expected, "{sql}");
     }
     let unmapped = "SELECT count(*) FROM t WHERE rname = 'chr1' AND pos <= 500 AND endpos >= 500 AND flag & 4 = 4";
