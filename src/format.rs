@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -33,12 +34,13 @@ use datafusion::physical_plan::{DisplayFormatType, ExecutionPlan};
 use futures::StreamExt;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
-use crate::file_info::Catalog;
+use crate::file_info::{Catalog, FileInfo};
 use crate::framing::BGZF_EOF;
 use crate::infer::infer_layout;
 use crate::io::{blocking_stream, ObjectBytes};
 use crate::options::BamOptions;
 use crate::partition::{plan_range, region_file_groups, select_pieces, Piece, MIN_REGION_PARTITION_BYTES};
+use crate::progress;
 use crate::pushdown::{can_prefilter, region_predicate, regions, Prefilter};
 use crate::region::Region;
 use crate::scan::{BatchReader, DecodeSpec, ScanMetrics};
@@ -186,8 +188,10 @@ pub struct BamSource {
     skip_damaged: bool,
     /// Headers and indexes of the files: the session's cache once the scan is planned.
     catalog: Catalog,
-    /// The scan's files, for `EXPLAIN`'s index selection.
+    /// The scan's files, for `EXPLAIN`'s index selection and the progress bar.
     files: Arc<[ObjectMeta]>,
+    /// Whether a partition has added the scan's bytes to the progress counters.
+    progress_counted: Arc<AtomicBool>,
     /// Filters the decoder evaluates itself, over the file schema.
     predicate: Option<Arc<dyn PhysicalExpr>>,
     /// The regions the predicate confines records to, for index use.
@@ -207,6 +211,7 @@ impl BamSource {
             skip_damaged: false,
             catalog: Catalog::default(),
             files: Arc::from([]),
+            progress_counted: Arc::default(),
             predicate: None,
             regions: None,
             memory_pool: None,
@@ -253,21 +258,38 @@ impl BamSource {
         let Some(regions) = &self.regions else { return vec![] };
         self.files
             .iter()
-            .filter_map(|meta| Some((&meta.location, meta.size, self.catalog.get(meta)?)))
-            .map(|(path, size, info)| {
+            .filter_map(|meta| Some((meta, self.catalog.get(meta)?)))
+            .map(|(meta, info)| {
+                let (path, size) = (&meta.location, meta.size);
                 if info.index.is_none() {
                     return format!("{path}: no index ({}), every record is tested", info.index_note);
                 }
-                let whole = Piece::whole_file(info.header_end);
-                let (pieces, chunks) = select_pieces(&info, whole, Some(regions));
-                let span: u64 = pieces
-                    .iter()
-                    .map(|p| p.to.map_or(size, |t| t.compressed()).saturating_sub(p.from.compressed()))
-                    .sum();
+                let (span, chunks) = selected_bytes(meta, &info, Some(regions));
                 format!("{path}: {chunks} chunks, about {span} of {size} bytes ({})", info.index_note)
             })
             .collect()
     }
+
+    /// The compressed bytes the scan will read (its files, or what the index selects for the
+    /// regions), for the progress bar.
+    fn expected_bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .map(|meta| match self.catalog.get(meta) {
+                Some(info) => selected_bytes(meta, &info, self.regions.as_deref()).0,
+                None => meta.size,
+            })
+            .sum()
+    }
+}
+
+/// The compressed bytes of `meta`'s file that a scan for `regions` reads, and the number of index
+/// chunks they make.
+fn selected_bytes(meta: &ObjectMeta, info: &FileInfo, regions: Option<&[Region]>) -> (u64, usize) {
+    let (pieces, chunks) = select_pieces(info, Piece::whole_file(info.header_end), regions);
+    let span =
+        pieces.iter().map(|p| p.to.map_or(meta.size, |t| t.compressed()).saturating_sub(p.from.compressed())).sum();
+    (span, chunks)
 }
 
 impl fmt::Debug for BamSource {
@@ -440,6 +462,9 @@ impl FileOpener for BamOpener {
         let store = Arc::clone(&self.store);
         let layout = Arc::clone(&self.layout);
         let metrics = self.metrics.clone();
+        if !source.progress_counted.swap(true, Ordering::AcqRel) {
+            progress::add_expected(source.expected_bytes());
+        }
         Ok(Box::pin(async move {
             let meta = file.object_meta.clone();
             let (start, end) = match &file.range {

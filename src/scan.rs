@@ -146,6 +146,8 @@ pub struct BatchReader {
     metrics: ScanMetrics,
     /// The share of the session's memory pool held for the record buffer and the last batch.
     memory: Option<MemoryReservation>,
+    /// Counts this scan as running (for the CLI's progress bar) until it is dropped.
+    _activity: progress::Activity,
 }
 
 impl BatchReader {
@@ -176,6 +178,7 @@ impl BatchReader {
             failed: false,
             metrics,
             memory: None,
+            _activity: progress::Activity::start(),
         })
     }
 

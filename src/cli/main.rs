@@ -193,6 +193,7 @@ async fn run(args: Args) -> Result<()> {
 /// Runs one input of SQL (one or more statements) and stops it at Ctrl-C. When it fails or is
 /// stopped, the local `COPY` outputs it created are removed, so nothing half-written remains.
 async fn run_input(ctx: &SessionContext, sql: &str, print_options: &PrintOptions) -> Result<()> {
+    begin_statement();
     let guard = OutputGuard::before(sql);
     let outcome = tokio::select! {
         outcome = execute(ctx, sql, print_options) => outcome,
@@ -460,50 +461,91 @@ fn split_statements(text: &str) -> Vec<String> {
     statements
 }
 
-/// A line on stderr showing records and bytes read while scans run; erased when they stop.
+/// A progress bar on stderr while a statement's scans run: share of the bytes to read, records,
+/// rate and time left. It is erased by the last scan to end, before the results print.
 struct ProgressLine {
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// What the bar shows: counted from the start of the current statement.
+#[derive(Default)]
+struct BarState {
+    statement_start: progress::Snapshot,
+    /// When this statement's scans were first seen running.
+    running_since: Option<Instant>,
+    shown: bool,
+}
+
+/// The bar's state, set when the bar runs (stderr is a terminal and `-q` is not given).
+static BAR: std::sync::OnceLock<Arc<std::sync::Mutex<BarState>>> = std::sync::OnceLock::new();
+
+/// Starts counting progress for a new statement.
+fn begin_statement() {
+    if let Some(bar) = BAR.get() {
+        let mut state = bar.lock().unwrap_or_else(|e| e.into_inner());
+        erase(&mut state);
+        *state = BarState { statement_start: progress::snapshot(), ..BarState::default() };
+    }
+}
+
+fn erase(state: &mut BarState) {
+    if state.shown {
+        eprint!("\r\x1b[2K");
+        state.shown = false;
+    }
+}
+
+/// The bar's text for `done`, `elapsed` after the scans started.
+fn bar_text(done: progress::Snapshot, elapsed: Duration) -> String {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let seconds = elapsed.as_secs_f64().max(1e-3);
+    let rate = done.records as f64 / seconds;
+    if done.expected == 0 {
+        return format!("{} records, {:.1} MiB of BAM read, {rate:.0} records/s", done.records, mib(done.bytes));
+    }
+    let share = (done.bytes as f64 / done.expected as f64).min(1.0);
+    let width = 20;
+    let filled = (share * width as f64) as usize;
+    let left = if done.bytes > 0 {
+        seconds * (done.expected.saturating_sub(done.bytes)) as f64 / done.bytes as f64
+    } else {
+        0.0
+    };
+    format!(
+        "[{}{}] {:>3.0}% {} records, {:.1} of {:.1} MiB, {rate:.0} records/s, {left:.0} s left",
+        "#".repeat(filled),
+        " ".repeat(width - filled),
+        share * 100.0,
+        done.records,
+        mib(done.bytes),
+        mib(done.expected),
+    )
+}
+
 impl ProgressLine {
     fn start() -> Self {
+        let state = Arc::clone(BAR.get_or_init(Arc::default));
+        let on_idle = Arc::clone(&state);
+        progress::on_idle(move || erase(&mut on_idle.lock().unwrap_or_else(|e| e.into_inner())));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
-            let tick = Duration::from_millis(250);
-            let mut last = progress::snapshot();
-            let mut active_since: Option<(Instant, progress::Snapshot)> = None;
-            let mut shown = false;
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(tick);
-                let now = progress::snapshot();
-                if now == last {
-                    if shown {
-                        eprint!("\r\x1b[2K");
-                        shown = false;
-                    }
-                    active_since = None;
+                std::thread::sleep(Duration::from_millis(200));
+                let mut bar = state.lock().unwrap_or_else(|e| e.into_inner());
+                if !progress::is_active() {
                     continue;
                 }
-                let (t0, base) = *active_since.get_or_insert((Instant::now(), last));
-                last = now;
-                let elapsed = t0.elapsed();
-                if elapsed >= Duration::from_secs(1) {
-                    let done = now.since(base);
-                    let rate = done.records as f64 / elapsed.as_secs_f64();
-                    eprint!(
-                        "\r\x1b[2K{} records, {:.1} MiB of BAM read, {:.0} records/s",
-                        done.records,
-                        done.bytes as f64 / (1 << 20) as f64,
-                        rate
-                    );
-                    shown = true;
+                let since = *bar.running_since.get_or_insert_with(Instant::now);
+                // Short scans draw nothing.
+                if since.elapsed() >= Duration::from_secs(1) {
+                    let done = progress::snapshot().since(bar.statement_start);
+                    eprint!("\r\x1b[2K{}", bar_text(done, since.elapsed()));
+                    bar.shown = true;
                 }
             }
-            if shown {
-                eprint!("\r\x1b[2K");
-            }
+            erase(&mut state.lock().unwrap_or_else(|e| e.into_inner()));
         });
         Self { stop, thread: Some(thread) }
     }
@@ -520,7 +562,19 @@ impl Drop for ProgressLine {
 
 #[cfg(test)]
 mod tests {
-    use super::split_statements;
+    use super::{bar_text, split_statements};
+    use datafusion_bam::progress::Snapshot;
+    use std::time::Duration;
+
+    #[test]
+    fn the_bar_shows_share_rate_and_time_left() {
+        let done = Snapshot { records: 1_000_000, bytes: 50 << 20, expected: 200 << 20, damaged: 0 };
+        let text = bar_text(done, Duration::from_secs(2));
+        assert!(text.starts_with("[#####               ]  25% 1000000 records"), "{text}");
+        assert!(text.contains("50.0 of 200.0 MiB, 500000 records/s, 6 s left"), "{text}");
+        let unknown = bar_text(Snapshot { expected: 0, ..done }, Duration::from_secs(2));
+        assert_eq!(unknown, "1000000 records, 50.0 MiB of BAM read, 500000 records/s");
+    }
 
     #[test]
     fn splits_sql_files_like_datafusion_cli() {

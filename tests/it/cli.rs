@@ -393,3 +393,30 @@ fn shell_interrupt_stops_the_statement_not_the_shell() {
         std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != ".history").collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// On a terminal the progress bar shows the share of the bytes read, and is erased before the
+/// results print (it once stood at the start of the table's first line).
+#[test]
+fn progress_bar_is_erased_before_results_print() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    std::fs::create_dir(&runs).unwrap();
+    for i in 0..80 {
+        std::os::unix::fs::symlink(data("sample.bam"), runs.join(format!("s{i}.bam"))).unwrap();
+    }
+    let create = format!("CREATE EXTERNAL TABLE t STORED AS BAM LOCATION '{}/'", runs.display());
+    let select = "SELECT count(*) AS n FROM t WHERE qname LIKE 'x%'";
+    // `script` runs the CLI on a pseudo-terminal and copies what it shows to stdout.
+    let command = format!("{BIN} -c \"{create}\" -c \"{select}\"");
+    let out = Command::new("script").args(["-qec", &command, "/dev/null"]).current_dir(dir.path()).output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("% ") && shown.contains(" MiB, ") && shown.contains(" s left"), "no progress bar:\n{shown}");
+    // The table starts on a line of its own: after the last bar comes an erase, then the table.
+    let table = shown.rfind("+---").expect("a result table");
+    let line_start = shown[..table].rfind('\n').map_or(0, |i| i + 1);
+    let before_table = shown[line_start..table].replace("\r\x1b[2K", "").replace('\r', "");
+    assert!(before_table.is_empty(), "the table's first line starts with {before_table:?}");
+    let last_bar = shown.rfind("s left").unwrap();
+    assert!(shown[last_bar..table].contains("\r\x1b[2K"), "the bar was not erased before the results");
+}
