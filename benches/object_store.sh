@@ -13,9 +13,9 @@ mkdir -p "$dir/download"
 bin=${CARGO_TARGET_DIR:-$root/target}/release/datafusion-bam
 
 venv=$dir/moto-venv
-[[ -x "$venv/bin/moto_server" ]] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q 'moto[server]>=5,<6' boto3; }
+"$venv/bin/python" -c "import moto.server" 2> /dev/null || { python3 -m venv --clear "$venv" && "$venv/bin/pip" install -q 'moto[server]>=5,<6' boto3; }
 port=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$port" > /dev/null 2>&1 &
+"$venv/bin/python" -m moto.server -H 127.0.0.1 -p "$port" > /dev/null 2>&1 &
 server=$!
 trap 'kill $server' EXIT
 endpoint=http://127.0.0.1:$port

@@ -28,32 +28,29 @@ fn run(cmd: &mut Command) {
     assert!(out.status.success(), "{cmd:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// `<target>/moto-venv/bin`, made once: the tests of this binary run on parallel threads, and
+/// The Python of `<target>/moto-venv`, made once: the tests of this binary run on parallel threads, and
 /// the first makes it while the others wait (two makers would clear each other's venv).
-fn moto_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(make_moto_venv).clone()
+fn moto_python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(make_moto_venv).clone()
 }
 
 fn make_moto_venv() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let target = exe.ancestors().nth(3).unwrap();
     let venv = target.join("moto-venv");
-    let marker = venv.join("installed.txt");
-    if std::fs::read_to_string(&marker).ok().as_deref() != Some(MOTO) {
-        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
-        run(Command::new(python).args(["-m", "venv", "--clear"]).arg(&venv));
-        run(Command::new(venv.join("bin/python")).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            MOTO,
-        ]));
-        std::fs::write(&marker, MOTO).unwrap();
+    let python = venv.join("bin/python");
+    // A marker alone is not enough: a cached target may hold a venv whose interpreter link no
+    // longer resolves (another Python, another path), so ask the venv itself.
+    let usable = std::fs::read_to_string(venv.join("installed.txt")).ok().as_deref() == Some(MOTO)
+        && Command::new(&python).args(["-c", "import moto.server"]).output().is_ok_and(|out| out.status.success());
+    if !usable {
+        let system_python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+        run(Command::new(system_python).args(["-m", "venv", "--clear"]).arg(&venv));
+        run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", MOTO]));
+        std::fs::write(venv.join("installed.txt"), MOTO).unwrap();
     }
-    venv.join("bin")
+    python
 }
 
 /// A moto S3 server on a free loopback port, with bucket [`BUCKET`]; stopped on drop.
@@ -64,10 +61,12 @@ struct S3Server {
 
 impl S3Server {
     fn start() -> Self {
-        let bin = moto_bin();
+        let python = moto_python();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(bin.join("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // `python -m` rather than the `moto_server` script, whose shebang holds the venv's
+        // absolute path at creation.
+        let child = Command::new(&python)
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -80,7 +79,7 @@ impl S3Server {
         }
         let create =
             format!("import urllib.request as r; r.urlopen(r.Request('{}/{BUCKET}', method='PUT'))", server.endpoint);
-        run(Command::new(bin.join("python")).args(["-c", &create]));
+        run(Command::new(&python).args(["-c", &create]));
         server
     }
 
@@ -261,7 +260,7 @@ async fn cli_reads_http_locations() {
         server.endpoint,
         data("").display()
     );
-    run(Command::new(moto_bin().join("python")).args(["-c", &upload]));
+    run(Command::new(moto_python()).args(["-c", &upload]));
     let create = format!("CREATE EXTERNAL TABLE h STORED AS BAM LOCATION '{}/{BUCKET}/sample.bam'", server.endpoint);
     let region = "SELECT count(*) FROM h WHERE rname = 'chr1' AND pos <= 60000 AND endpos >= 40000";
     let out = Command::new(env!("CARGO_BIN_EXE_datafusion-bam"))
@@ -315,7 +314,7 @@ async fn cli_reads_gs_locations() {
         server.endpoint,
         data("").display()
     );
-    run(Command::new(moto_bin().join("python")).args(["-c", &upload]));
+    run(Command::new(moto_python()).args(["-c", &upload]));
     let key = format!(
         r#"{{"gcs_base_url": "{}", "disable_oauth": true, "client_email": "", "private_key": "", "private_key_id": "{SECRET}"}}"#,
         server.endpoint
