@@ -1,5 +1,6 @@
 //! `bam_header('path')`: the SAM header of a BAM file as a table, one row per header line.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
@@ -14,6 +15,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use crate::framing::{bgzf_reader, read_header};
 use crate::io::open_blocking_reader;
+use crate::store::object_store_for;
 
 /// The `bam_header` table function.
 #[derive(Debug, Default)]
@@ -49,7 +51,7 @@ fn header_schema() -> SchemaRef {
 /// the binary reference list when the text header has none).
 pub async fn header_lines(state: &dyn Session, path: &str) -> Result<Vec<String>> {
     let url = ListingTableUrl::parse(path)?;
-    let store = state.runtime_env().object_store(url.object_store())?;
+    let store = object_store_for(state.runtime_env(), &url, &HashMap::new()).await?;
     let location = url.prefix().clone();
     let reader = open_blocking_reader(&store, &location).await?;
     let name = location.to_string();

@@ -20,6 +20,7 @@ mod record;
 mod region;
 mod options;
 mod io;
+mod store;
 pub mod progress;
 pub mod warnings;
 mod framing;
@@ -52,6 +53,7 @@ pub use options::{is_format_option, BamOptions, TagSelection};
 pub use region::{parse_region, parse_regions, Region, RegionReference};
 pub use region_fn::BamRegionFunction;
 pub use schema::{TagKind, SAM_TYPE_KEY};
+pub use store::{object_store_for, store_options};
 pub use table::{BamTable, BamTableFactory};
 
 /// Internals for the decode benchmark (`benches/decode.rs`); not a stable API.
@@ -94,7 +96,7 @@ impl BamSessionExt for SessionContext {
     fn enable_bam(&self) -> Result<()> {
         register_bam_format(&mut self.state_ref().write())?;
         self.register_udtf("bam_header", Arc::new(header_fn::BamHeaderFunction));
-        self.register_udtf("bam_region", Arc::new(region_fn::BamRegionFunction));
+        self.register_udtf("bam_region", Arc::new(region_fn::BamRegionFunction::default()));
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! Listing tables of BAM files: locations (files, directories, globs, also in URLs) to the files
 //! they name, and one schema over all of them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::catalog::Session;
@@ -66,11 +67,12 @@ fn names_a_file(url: &ListingTableUrl) -> bool {
     !url.is_collection() && url.get_glob().is_none()
 }
 
-/// An error listing the files of `url`, with the likely reason when it is an http(s) directory
-/// or glob: plain HTTP servers cannot list (object_store lists through WebDAV).
+/// An error listing the files of `url`, naming the location (an object store's own error names
+/// only the path in its bucket), with the likely reason when it is an http(s) directory or glob:
+/// plain HTTP servers cannot list (object_store lists through WebDAV).
 pub fn listing_error(url: &ListingTableUrl, e: DataFusionError) -> DataFusionError {
     if names_a_file(url) || !url.scheme().starts_with("http") {
-        return e;
+        return e.context(format!("BAM location {}", location_string(url)));
     }
     DataFusionError::Plan(format!(
         "BAM location {}: cannot list it ({e}); an http(s) location must name a file, unless the server speaks WebDAV",
@@ -106,7 +108,7 @@ pub(crate) async fn listing_table(
             other.object_store().as_str()
         );
     }
-    let store = state.runtime_env().object_store(first)?;
+    let store = crate::store::object_store_for(state.runtime_env(), first, &HashMap::new()).await?;
     let mut files = Vec::new();
     for url in &urls {
         let named_file = names_a_file(url);

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{plan_err, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::Expr;
+use tokio::runtime::{Handle, RuntimeFlavor};
 
 use crate::options::BamOptions;
 use crate::region::parse_regions;
@@ -17,7 +18,17 @@ use crate::table::BamTable;
 
 /// The `bam_region` table function.
 #[derive(Debug, Default)]
-pub struct BamRegionFunction;
+pub struct BamRegionFunction {
+    runtime: Option<Handle>,
+}
+
+impl BamRegionFunction {
+    /// Opens its tables on `runtime`, whose stores and clients then serve their scans too. Without
+    /// one, a multi-threaded runtime the call runs in is used, or else a short-lived one.
+    pub fn with_runtime(runtime: Handle) -> Self {
+        Self { runtime: Some(runtime) }
+    }
+}
 
 const USAGE: &str = "bam_region takes the path of a BAM file and one or more regions, as string literals: \
                      bam_region('x.bam', 'chr1:100000-200000', 'chr2')";
@@ -47,13 +58,22 @@ impl TableFunctionImpl for BamRegionFunction {
         }
         let options = BamOptions::default().with_regions(parsed);
         let session = args.session();
+        // The runtime that owns the store's HTTP connections should outlive the call, so a
+        // multi-threaded one (whose other workers drive I/O while this one waits) is preferred.
+        let runtime = self
+            .runtime
+            .clone()
+            .or_else(|| Handle::try_current().ok().filter(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread));
         // Table functions are synchronous, but finding the files and the tag columns is not: run
-        // it to completion on a helper thread, which works under any kind of tokio runtime.
+        // it to completion on a helper thread, outside any runtime's context.
         let table = std::thread::scope(|scope| {
             scope
-                .spawn(|| {
-                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                    runtime.block_on(BamTable::open(session, path, options))
+                .spawn(|| match runtime {
+                    Some(handle) => handle.block_on(BamTable::open(session, path, options)),
+                    None => tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?
+                        .block_on(BamTable::open(session, path, options)),
                 })
                 .join()
                 .map_err(|_| DataFusionError::Execution("bam_region: opening the table failed".into()))?

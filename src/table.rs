@@ -27,6 +27,7 @@ use crate::format::{BamFormat, BamSource};
 use crate::listing::{self, bam_listing_table_of};
 use crate::options::BamOptions;
 use crate::pushdown::can_prefilter;
+use crate::store::{object_store_for, store_options};
 use arrow::datatypes::DataType;
 
 /// BAM files (a file, directory or glob) as one table, with filter pushdown at planning time.
@@ -79,13 +80,17 @@ impl TableProvider for BamTable {
         TableType::Base
     }
 
-    /// `Exact` for what the decoder evaluates on fixed-size fields; DataFusion filters the rest.
+    /// `Exact` for filters of partition columns only, which choose the files (as in the listing
+    /// table), and for what the decoder evaluates on fixed-size fields; DataFusion filters the rest.
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
         let schema = self.schema();
+        let of_listing = self.listing.supports_filters_pushdown(filters)?;
         Ok(filters
             .iter()
-            .map(|f| match self.physical(f, None) {
-                Ok(p) if can_prefilter(&p, &schema) => TableProviderFilterPushDown::Exact,
+            .zip(of_listing)
+            .map(|(f, listing)| match (listing, self.physical(f, None)) {
+                (TableProviderFilterPushDown::Exact, _) => TableProviderFilterPushDown::Exact,
+                (_, Ok(p)) if can_prefilter(&p, &schema) => TableProviderFilterPushDown::Exact,
                 _ => TableProviderFilterPushDown::Unsupported,
             })
             .collect())
@@ -98,11 +103,17 @@ impl TableProvider for BamTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let plan = self.listing.scan(state, projection, &[], limit).await?;
-        if filters.is_empty() {
+        // Partition-column filters prune the listing's files; the others go to the decoder.
+        let of_listing = self.listing.supports_filters_pushdown(&filters.iter().collect::<Vec<_>>())?;
+        let (file_filters, record_filters): (Vec<_>, Vec<_>) =
+            filters.iter().zip(of_listing).partition(|(_, listing)| *listing == TableProviderFilterPushDown::Exact);
+        let file_filters: Vec<Expr> = file_filters.into_iter().map(|(f, _)| f.clone()).collect();
+        let plan = self.listing.scan(state, projection, &file_filters, limit).await?;
+        if record_filters.is_empty() {
             return Ok(plan);
         }
-        let predicates = filters.iter().map(|f| self.physical(f, Some(state))).collect::<Result<Vec<_>>>()?;
+        let predicates =
+            record_filters.iter().map(|(f, _)| self.physical(f, Some(state))).collect::<Result<Vec<_>>>()?;
         let Some((config, source)) =
             plan.downcast_ref::<DataSourceExec>().and_then(|e| e.downcast_to_file_source::<BamSource>())
         else {
@@ -118,7 +129,9 @@ impl TableProvider for BamTable {
     }
 }
 
-/// The factory of `CREATE EXTERNAL TABLE ... STORED AS BAM`. Unlike DataFusion's listing factory
+/// The factory of `CREATE EXTERNAL TABLE ... STORED AS BAM`. The store of a remote location is
+/// built from the statement's `aws.*`, `gcp.*` or `http.*` options (see [`object_store_for`]).
+/// Unlike DataFusion's listing factory
 /// it reads only the `.bam` files of every directory (local or remote), infers one schema over
 /// all files of all locations (files with different tags share a table), and takes globs in
 /// URLs (`s3://bucket/runs/*.bam`, see [`crate::listing::table_url`]); such a table is a [`BamTable`], so
@@ -140,6 +153,8 @@ impl TableProviderFactory for BamTableFactory {
         let Some(first) = urls.first() else {
             return plan_err!("CREATE EXTERNAL TABLE ... STORED AS BAM needs a LOCATION");
         };
+        // The locations share one store (checked with the listing): its options come with them.
+        object_store_for(state.runtime_env(), first, &store_options(&cmd.options)).await?;
         let remote_glob = urls.iter().position(|url| url.scheme() != "file" && url.get_glob().is_some());
 
         let mut listing = listing::bam_listing_options(&urls, options);

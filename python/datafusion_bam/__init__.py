@@ -5,19 +5,25 @@
 >>> ctx = SessionContext()
 >>> bam.register(ctx, "reads", "sample.bam", tags="NM,MD")
 >>> ctx.sql("SELECT rname, count(*) FROM reads WHERE mapq >= 30 GROUP BY rname").to_pandas()
+>>> ctx.sql("CREATE EXTERNAL TABLE more STORED AS BAM LOCATION 's3://bucket/runs/'")
 
 Reading happens in Rust (the ``datafusion-bam`` crate) with byte-range partitioning, the
-``.bai``/``.csi`` index and filter pushdown; rows reach Python only as Arrow data.
+``.bai``/``.csi`` index and filter pushdown; rows reach Python only as Arrow data. Remote
+locations (``s3://``, ``gs://``, ``http(s)://``) use object stores the extension builds itself
+from the environment and ``storage_options``: stores registered on a ``SessionContext`` do not
+reach it.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import sys
+import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import datafusion
@@ -26,20 +32,27 @@ from datafusion import SessionContext, udtf
 from ._datafusion_bam import (
     DATAFUSION_MAJOR,
     BamError,
+    BamHeaderFunction,
     BamRegionFunction,
     BamTable,
+    BamTableFactory,
     progress_counters,
+    remote_exists,
+    upload,
     warnings_cursor,
     warnings_since,
 )
 
 __all__ = [
     "BamError",
+    "BamHeaderFunction",
     "BamRegionFunction",
     "BamTable",
+    "BamTableFactory",
     "BamWarning",
     "Progress",
     "convert_each",
+    "enable",
     "register",
     "table",
     "to_ipc",
@@ -88,6 +101,9 @@ def _options(
     return options
 
 
+StorageOptions = dict[str, str]
+
+
 def table(
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
@@ -96,9 +112,12 @@ def table(
     split: bool | None = None,
     tag_sample_records: int | None = None,
     skip_damaged: bool | None = None,
+    storage_options: StorageOptions | None = None,
 ) -> BamTable:
     """Opens BAM files (a path, a directory of ``.bam`` files or a glob, or a list of them) as one
     table. Its tag columns come from all the files, so files with different tags share it.
+    Locations may be local or remote: ``s3://bucket/x.bam``, ``gs://bucket/runs/*.bam``,
+    ``https://host/x.bam`` (a file: plain HTTP cannot list directories).
 
     ``tags`` chooses the fields of the typed ``tags`` struct: ``"auto"`` (the default: the tags of
     the first records), a list (``"NM,MD"``, ``"NM:i,MD:Z"``) or ``"none"``. A table without tag
@@ -107,29 +126,52 @@ def table(
     ``split=False`` reads each file as one partition; ``skip_damaged=True`` skips and counts
     damaged records and unreadable stretches (each reported as a :class:`BamWarning` by the
     conversion helpers, or through :func:`warnings_since`) instead of failing.
+
+    ``storage_options`` configures the object store of remote locations, over the environment
+    (``AWS_*``, ``GOOGLE_*``): object_store's keys, bare or with the namespace of the scheme, e.g.
+    ``{"region": "eu-west-1"}``, ``{"aws.endpoint": "http://localhost:9000", "aws.allow_http":
+    "true"}``, ``{"skip_signature": "true"}`` for a public bucket, ``{"service_account_key": ...}``.
     """
-    return BamTable(_paths(path), _options(tags, region, split, tag_sample_records, skip_damaged))
+    return BamTable(_paths(path), _options(tags, region, split, tag_sample_records, skip_damaged),
+                    storage_options)
 
 
 def _paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
     return [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]
 
 
+def enable(ctx: SessionContext) -> None:
+    """Enables BAM in ``ctx``'s SQL: ``CREATE EXTERNAL TABLE ... STORED AS BAM`` with everything
+    the CLI takes there (files, directories, globs, several locations, ``PARTITIONED BY``,
+    ``WITH ORDER``, the table options, and ``aws.*``/``gcp.*``/``http.*`` store options), and the
+    ``bam_header(path)`` and ``bam_region(path, region, ...)`` table functions.
+
+    ``COPY ... STORED AS BAM`` stays unavailable: datafusion-python 55 has no way to take a file
+    format from an extension (only tables, table factories and functions cross its FFI).
+    """
+    ctx.register_table_factory("BAM", BamTableFactory())
+    ctx.register_udtf(udtf(BamHeaderFunction(), "bam_header"))
+    ctx.register_udtf(udtf(BamRegionFunction(), "bam_region"))
+
+
 def register(
     ctx: SessionContext,
     name: str,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
     tags: str | Sequence[str] | None = None,
     region: str | Sequence[str] | None = None,
     split: bool | None = None,
     tag_sample_records: int | None = None,
     skip_damaged: bool | None = None,
+    storage_options: StorageOptions | None = None,
 ) -> None:
-    """Registers BAM files as table ``name`` in ``ctx``, and the ``bam_region`` table function."""
+    """Registers BAM files as table ``name`` in ``ctx`` (see :func:`table`), and enables BAM in
+    its SQL (see :func:`enable`)."""
     ctx.register_table(name, table(path, tags=tags, region=region, split=split,
-                                   tag_sample_records=tag_sample_records, skip_damaged=skip_damaged))
-    ctx.register_udtf(udtf(BamRegionFunction(), "bam_region"))
+                                   tag_sample_records=tag_sample_records, skip_damaged=skip_damaged,
+                                   storage_options=storage_options))
+    enable(ctx)
 
 
 @dataclass(frozen=True)
@@ -152,14 +194,9 @@ def _progress_bar(p: Progress) -> None:
     sys.stderr.flush()
 
 
-def _total_bytes(paths: Iterable[str]) -> int:
-    total = 0
-    for p in paths:
-        if os.path.isdir(p):
-            total += sum(e.stat().st_size for e in os.scandir(p) if e.name.endswith(".bam") and e.is_file())
-        elif os.path.exists(p):
-            total += os.path.getsize(p)
-    return total
+def _is_remote(location: str) -> bool:
+    scheme, found, _ = location.partition("://")
+    return bool(found) and scheme != "file"
 
 
 def _quote(text: str) -> str:
@@ -177,6 +214,7 @@ def _convert(
     tags: str | Sequence[str] | None,
     region: str | Sequence[str] | None,
     skip_damaged: bool | None,
+    storage_options: StorageOptions | None,
     progress: bool | ProgressCallback,
     ctx: SessionContext | None,
 ) -> int:
@@ -187,7 +225,8 @@ def _convert(
     ctx = ctx or SessionContext()
     # One table over all inputs: one schema, whatever tags each file has.
     name = f"__bam_input_{os.getpid()}_{threading.get_ident()}"
-    ctx.register_table(name, table(sources, tags=tags, region=region, skip_damaged=skip_damaged))
+    ctx.register_table(name, table(sources, tags=tags, region=region, skip_damaged=skip_damaged,
+                                   storage_options=storage_options))
     projection = ", ".join(f'"{c}"' for c in columns) if columns else "*"
     conditions = [f"({where})"] if where else []
     if min_mapq is not None:
@@ -196,24 +235,33 @@ def _convert(
     query = f"SELECT {projection} FROM {name}{filter_sql}"
 
     # Written under a temporary name and renamed when complete, so a failed or interrupted
-    # conversion never leaves an output that looks finished.
-    directory, base = os.path.split(os.path.abspath(output))
+    # conversion never leaves an output that looks finished. A remote output is written to a
+    # local temporary file first and then uploaded in one multipart upload, which the store
+    # shows only once complete: the writer runs in datafusion-python, whose stores the
+    # extension's cannot reach.
+    remote_output = _is_remote(output)
     # The extension makes DataFusion write one file, not a directory.
     extension = {"PARQUET": "parquet", "ARROW": "arrow"}[stored_as]
-    partial = os.path.join(directory, f".{base}.partial-{os.getpid()}.{extension}")
+    if remote_output:
+        fd, partial = tempfile.mkstemp(prefix=".bam-upload-", suffix=f".{extension}")
+        os.close(fd)
+        os.remove(partial)
+    else:
+        directory, base = os.path.split(os.path.abspath(output))
+        partial = os.path.join(directory, f".{base}.partial-{os.getpid()}.{extension}")
     copy = f"COPY ({query}) TO {_quote(partial)} STORED AS {stored_as}"
 
     callback: ProgressCallback | None = _progress_bar if progress is True else (progress or None)
     stop = threading.Event()
     watcher = None
     if callback is not None:
-        total = _total_bytes(sources)
-        start_records, start_bytes = progress_counters()
+        start_records, start_bytes, start_expected = progress_counters()
         started = time.monotonic()
 
         def report() -> None:
-            records, read = progress_counters()
-            callback(Progress(records - start_records, read - start_bytes, total, time.monotonic() - started))
+            records, read, expected = progress_counters()
+            callback(Progress(records - start_records, read - start_bytes, expected - start_expected,
+                              time.monotonic() - started))
 
         def watch() -> None:
             while not stop.wait(0.5):
@@ -224,7 +272,11 @@ def _convert(
     warned = warnings_cursor()
     try:
         result = ctx.sql(copy).collect()
-        os.replace(partial, output)
+        if remote_output:
+            upload(partial, output, storage_options)
+            os.remove(partial)
+        else:
+            os.replace(partial, output)
     except BaseException:
         if os.path.exists(partial):
             os.remove(partial)
@@ -255,6 +307,7 @@ def to_parquet(
     tags: str | Sequence[str] | None = None,
     region: str | Sequence[str] | None = None,
     skip_damaged: bool | None = None,
+    storage_options: StorageOptions | None = None,
     progress: bool | ProgressCallback = False,
     ctx: SessionContext | None = None,
 ) -> int:
@@ -262,12 +315,15 @@ def to_parquet(
 
     A thin wrapper over ``COPY (SELECT ...) TO 'output' STORED AS PARQUET``. ``where`` is a SQL
     condition over the table's columns; ``min_mapq`` and ``region`` are pushed into the decoder
-    and the index. ``progress=True`` draws a progress line on stderr; a callable receives a
-    :class:`Progress` twice a second. Session settings (Parquet compression, partitions) come
-    from ``ctx`` when given.
+    and the index. Inputs and ``output`` may be remote (``s3://``, ``gs://``, ``http(s)://`` for
+    inputs), their stores set up from the environment and ``storage_options`` (see
+    :func:`table`); an output appears only when complete. ``progress=True`` draws a progress
+    line on stderr; a callable receives a :class:`Progress` twice a second. Session settings
+    (Parquet compression, partitions) come from ``ctx`` when given.
     """
     return _convert(paths, output, "PARQUET", columns=columns, where=where, min_mapq=min_mapq,
-                    tags=tags, region=region, skip_damaged=skip_damaged, progress=progress, ctx=ctx)
+                    tags=tags, region=region, skip_damaged=skip_damaged,
+                    storage_options=storage_options, progress=progress, ctx=ctx)
 
 
 def to_ipc(
@@ -280,12 +336,18 @@ def to_ipc(
     tags: str | Sequence[str] | None = None,
     region: str | Sequence[str] | None = None,
     skip_damaged: bool | None = None,
+    storage_options: StorageOptions | None = None,
     progress: bool | ProgressCallback = False,
     ctx: SessionContext | None = None,
 ) -> int:
     """Converts BAM files to one Arrow IPC file; as :func:`to_parquet` otherwise."""
     return _convert(paths, output, "ARROW", columns=columns, where=where, min_mapq=min_mapq,
-                    tags=tags, region=region, skip_damaged=skip_damaged, progress=progress, ctx=ctx)
+                    tags=tags, region=region, skip_damaged=skip_damaged,
+                    storage_options=storage_options, progress=progress, ctx=ctx)
+
+
+def _exists(location: str, storage_options: StorageOptions | None) -> bool:
+    return remote_exists(location, storage_options) if _is_remote(location) else os.path.exists(location)
 
 
 def convert_each(
@@ -296,31 +358,38 @@ def convert_each(
     tags: str | Sequence[str] | None = None,
     region: str | Sequence[str] | None = None,
     skip_damaged: bool | None = None,
+    storage_options: StorageOptions | None = None,
     progress: bool | ProgressCallback = False,
     ctx: SessionContext | None = None,
 ) -> dict[str, int | None]:
     """Converts each BAM file to its own ``output_dir/<name>.parquet`` (or ``.arrow`` with
     ``stored_as="arrow"``), resumably: an output appears only when complete, and outputs that
     exist already are skipped. Returns, per input, the rows written (``None`` when skipped).
-    Stops at the first failure; rerun to resume.
+    Inputs and ``output_dir`` may be remote (see :func:`to_parquet`). Stops at the first
+    failure; rerun to resume.
     """
     convert = {"parquet": to_parquet, "arrow": to_ipc}.get(stored_as.lower())
     if convert is None:
         raise ValueError(f"unknown output format {stored_as!r}: use 'parquet' or 'arrow'")
+    output_dir = os.fspath(output_dir)
+    remote_dir = _is_remote(output_dir)
     outputs = {}
     for path in paths:
-        name = os.path.basename(os.fspath(path))
+        path = os.fspath(path)
+        name = posixpath.basename(path) if _is_remote(path) else os.path.basename(path)
         stem = name[:-4] if name.endswith(".bam") else name
-        output = os.path.join(os.fspath(output_dir), f"{stem}.{stored_as.lower()}")
+        file_name = f"{stem}.{stored_as.lower()}"
+        output = f"{output_dir.rstrip('/')}/{file_name}" if remote_dir else os.path.join(output_dir, file_name)
         if output in outputs.values():
             raise ValueError(f"two inputs would both be converted to {output}: give files with distinct names")
-        outputs[os.fspath(path)] = output
-    os.makedirs(output_dir, exist_ok=True)
+        outputs[path] = output
+    if not remote_dir:
+        os.makedirs(output_dir, exist_ok=True)
     done: dict[str, int | None] = {}
     for path, output in outputs.items():
-        if os.path.exists(output):
+        if _exists(output, storage_options):
             done[path] = None
             continue
         done[path] = convert(path, output, tags=tags, region=region, skip_damaged=skip_damaged,
-                             progress=progress, ctx=ctx)
+                             storage_options=storage_options, progress=progress, ctx=ctx)
     return done

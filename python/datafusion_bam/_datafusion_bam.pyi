@@ -5,19 +5,37 @@ from typing import Any, Sequence
 DATAFUSION_MAJOR: int
 
 class BamError(Exception):
-    """A BAM file or option could not be used."""
+    """A BAM file, location or option could not be used."""
 
 class BamTable:
     """BAM files (a path, a directory of .bam files or a glob, or a list of them) as one
     DataFusion table, with one schema over all the files.
 
     ``options`` takes the keys of ``CREATE EXTERNAL TABLE ... OPTIONS``: ``tags``, ``region``,
-    ``split``, ``tag_sample_records``, ``skip_damaged``. Opening reads the headers; errors raise :class:`BamError`.
+    ``split``, ``tag_sample_records``, ``skip_damaged``; ``storage_options`` configures the
+    object store of remote locations. Opening reads the headers; errors raise :class:`BamError`.
     """
 
-    def __init__(self, path: str | Sequence[str], options: dict[str, str] | None = None) -> None: ...
+    def __init__(
+        self,
+        path: str | Sequence[str],
+        options: dict[str, str] | None = None,
+        storage_options: dict[str, str] | None = None,
+    ) -> None: ...
     def __arrow_c_schema__(self) -> Any: ...
     def __datafusion_table_provider__(self, session: Any) -> Any: ...
+
+class BamTableFactory:
+    """The table factory of ``STORED AS BAM``, for ``SessionContext.register_table_factory``."""
+
+    def __init__(self) -> None: ...
+    def __datafusion_table_provider_factory__(self, codec: Any) -> Any: ...
+
+class BamHeaderFunction:
+    """The ``bam_header(path)`` table function, for ``datafusion.udtf``."""
+
+    def __init__(self) -> None: ...
+    def __datafusion_table_function__(self, session: Any) -> Any: ...
 
 class BamRegionFunction:
     """The ``bam_region(path, region, ...)`` table function, for ``datafusion.udtf``."""
@@ -25,8 +43,15 @@ class BamRegionFunction:
     def __init__(self) -> None: ...
     def __datafusion_table_function__(self, session: Any) -> Any: ...
 
-def progress_counters() -> tuple[int, int]:
-    """(records decoded, compressed bytes read) by BAM scans in this process so far."""
+def progress_counters() -> tuple[int, int, int]:
+    """(records decoded, compressed bytes read, compressed bytes the scans expect to read) by BAM
+    scans in this process so far."""
+
+def remote_exists(location: str, storage_options: dict[str, str] | None = None) -> bool:
+    """Whether an object exists at a remote location (``s3://``, ``gs://``, ``http(s)://``)."""
+
+def upload(path: str, location: str, storage_options: dict[str, str] | None = None) -> None:
+    """Uploads a local file to a remote location in one multipart upload, visible once complete."""
 
 def warnings_cursor() -> int:
     """The cursor after the latest BAM warning in this process, for :func:`warnings_since`."""

@@ -1,15 +1,23 @@
-//! Python bindings: BAM tables and `bam_region` for the `datafusion` Python package.
+//! Python bindings: BAM tables, `STORED AS BAM`, `bam_header` and `bam_region` for the
+//! `datafusion` Python package.
 //!
 //! The objects here are handed to datafusion-python through datafusion-ffi capsules
-//! (`__datafusion_table_provider__`, `__datafusion_table_function__`), so scans run in Rust with
-//! the same partitioning and pushdown as everywhere else, and no row passes through Python.
+//! (`__datafusion_table_provider__`, `__datafusion_table_provider_factory__`,
+//! `__datafusion_table_function__`), so scans run in Rust with the same partitioning and pushdown
+//! as everywhere else, and no row passes through Python.
 //!
 //! This library links its own copy of tokio, distinct from the one inside datafusion-python, so
 //! it runs a runtime of its own and enters it whenever DataFusion calls into the scan: the scan
 //! reads files on blocking threads of that runtime.
+//!
+//! It also keeps a DataFusion runtime environment of its own ([`bam_runtime`]) for everything
+//! it plans and runs: datafusion-ffi 55 hands a plugin a fresh default `RuntimeEnv` on every call
+//! (`ForeignSession`, `datafusion-ffi/src/session/mod.rs`), which knows no remote object store
+//! (those registered in Python never cross) and keeps no cache between queries.
 
 use std::collections::HashMap;
 use std::ffi::CStr;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -18,26 +26,38 @@ use std::task::{Context, Poll};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::arrow;
-use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider, TableProviderFactory};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{internal_err, Statistics};
+use datafusion::config::ConfigOptions;
+use datafusion::datasource::listing::{ListingTable, ListingTableUrl};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
-use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::SessionContext;
-use datafusion_bam::BamRegionFunction;
-use datafusion_bam::{progress, warnings, BamOptions, BamTable};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::{SendableRecordBatchStream, SessionState, SessionStateBuilder, TaskContext};
+use datafusion::logical_expr::{CreateExternalTable, Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::statistics::StatisticsArgs;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion_bam::{
+    object_store_for, progress, warnings, BamHeaderFunction, BamOptions, BamRegionFunction, BamTable, BamTableFactory,
+};
 use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 use datafusion_ffi::table_provider::FFI_TableProvider;
+use datafusion_ffi::table_provider_factory::FFI_TableProviderFactory;
 use datafusion_ffi::udtf::FFI_TableFunction;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
 use tokio::runtime::{Handle, Runtime};
 
-create_exception!(datafusion_bam, BamError, PyException, "A BAM file or option could not be used.");
+create_exception!(datafusion_bam, BamError, PyException, "A BAM file, location or option could not be used.");
 
 const CODEC_CAPSULE: &CStr = c"datafusion_logical_extension_codec";
 const PROVIDER_CAPSULE: &CStr = c"datafusion_table_provider";
+const FACTORY_CAPSULE: &CStr = c"datafusion_table_provider_factory";
 const FUNCTION_CAPSULE: &CStr = c"datafusion_table_function";
 
 fn runtime() -> &'static Runtime {
@@ -49,6 +69,18 @@ fn runtime() -> &'static Runtime {
             .build()
             .expect("the datafusion-bam tokio runtime starts")
     })
+}
+
+/// The DataFusion runtime environment of everything this library plans and runs: the object
+/// stores of remote locations, and the header/index cache shared by all queries of the process.
+fn bam_runtime() -> Arc<RuntimeEnv> {
+    static ENV: OnceLock<Arc<RuntimeEnv>> = OnceLock::new();
+    Arc::clone(ENV.get_or_init(|| RuntimeEnvBuilder::new().build_arc().expect("a default runtime environment builds")))
+}
+
+/// The caller's session settings over [`bam_runtime`].
+fn local_state(session: &dyn Session) -> SessionState {
+    SessionStateBuilder::new().with_config(session.config().clone()).with_runtime_env(bam_runtime()).build()
 }
 
 fn bam_error(e: DataFusionError) -> PyErr {
@@ -82,7 +114,11 @@ impl<F: Future> Future for InRuntime<F> {
     }
 }
 
-/// A table whose planning runs inside this library's runtime.
+fn in_runtime<F: Future>(future: F) -> InRuntime<F> {
+    InRuntime { handle: runtime().handle().clone(), future: Box::pin(future) }
+}
+
+/// A table planned and scanned inside this library's runtimes (tokio's and DataFusion's).
 #[derive(Debug)]
 struct InRuntimeTable(Arc<dyn TableProvider>);
 
@@ -107,8 +143,101 @@ impl TableProvider for InRuntimeTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let future = Box::pin(self.0.scan(state, projection, filters, limit));
-        InRuntime { handle: runtime().handle().clone(), future }.await
+        let state = local_state(state);
+        let plan = in_runtime(self.0.scan(&state, projection, filters, limit)).await?;
+        Ok(Arc::new(InRuntimeExec(plan)))
+    }
+}
+
+/// A plan whose partitions run with [`bam_runtime`] in place of the caller's runtime
+/// environment, where its object stores are.
+#[derive(Debug)]
+struct InRuntimeExec(Arc<dyn ExecutionPlan>);
+
+impl DisplayAs for InRuntimeExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        self.0.fmt_as(t, f)
+    }
+}
+
+impl ExecutionPlan for InRuntimeExec {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn downcast_delegate(&self) -> Option<&dyn ExecutionPlan> {
+        Some(self.0.as_ref())
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.0.properties()
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        self.0.apply_expressions(f)
+    }
+
+    // A leaf, as the scan it wraps.
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        if !children.is_empty() {
+            return internal_err!("a BAM scan has no inputs");
+        }
+        Ok(self)
+    }
+
+    fn repartitioned(
+        &self,
+        target_partitions: usize,
+        config: &ConfigOptions,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let plan = self.0.repartitioned(target_partitions, config)?;
+        Ok(plan.map(|plan| Arc::new(Self(plan)) as Arc<dyn ExecutionPlan>))
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        self.0.statistics_from_inputs(input_stats, args)
+    }
+
+    fn metrics(&self) -> Option<datafusion::physical_plan::metrics::MetricsSet> {
+        self.0.metrics()
+    }
+
+    fn supports_limit_pushdown(&self) -> bool {
+        self.0.supports_limit_pushdown()
+    }
+
+    fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {
+        self.0.with_fetch(limit).map(|plan| Arc::new(Self(plan)) as Arc<dyn ExecutionPlan>)
+    }
+
+    fn fetch(&self) -> Option<usize> {
+        self.0.fetch()
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let context = TaskContext::new(
+            context.task_id(),
+            context.session_id(),
+            context.session_config().clone(),
+            context.scalar_functions().clone(),
+            context.higher_order_functions().clone(),
+            context.aggregate_functions().clone(),
+            context.window_functions().clone(),
+            bam_runtime(),
+        );
+        let _entered = runtime().enter();
+        self.0.execute(partition, Arc::new(context))
     }
 }
 
@@ -123,11 +252,22 @@ fn provider_capsule<'py>(
     PyCapsule::new_with_value(py, provider, PROVIDER_CAPSULE)
 }
 
-/// BAM files (a path, a directory of .bam files or a glob, or a list of them) as a DataFusion
-/// table, with one schema over all the files.
+/// Sets up the object store of each remote location from `storage_options` (see
+/// [`object_store_for`]); nothing for local paths.
+async fn prepare_stores(locations: &[String], storage_options: &HashMap<String, String>) -> Result<()> {
+    for location in locations {
+        let url = datafusion_bam::table_url(location)?;
+        object_store_for(&bam_runtime(), &url, storage_options).await?;
+    }
+    Ok(())
+}
+
+/// BAM files (a path, a directory of .bam files or a glob, or a list of them; local or remote) as
+/// a DataFusion table, with one schema over all the files.
 ///
 /// `options` takes the same keys as `CREATE EXTERNAL TABLE ... OPTIONS`: `tags`, `region`,
-/// `split`, `tag_sample_records`, `skip_damaged`.
+/// `split`, `tag_sample_records`, `skip_damaged`; `storage_options` configures the object store
+/// of remote locations.
 #[pyclass(name = "BamTable", module = "datafusion_bam", frozen)]
 struct PyBamTable {
     paths: Vec<String>,
@@ -137,20 +277,27 @@ struct PyBamTable {
 #[pymethods]
 impl PyBamTable {
     #[new]
-    #[pyo3(signature = (path, options = None))]
-    fn new(py: Python<'_>, path: &Bound<'_, PyAny>, options: Option<HashMap<String, String>>) -> PyResult<Self> {
+    #[pyo3(signature = (path, options = None, storage_options = None))]
+    fn new(
+        py: Python<'_>,
+        path: &Bound<'_, PyAny>,
+        options: Option<HashMap<String, String>>,
+        storage_options: Option<HashMap<String, String>>,
+    ) -> PyResult<Self> {
         // A str is a sequence too: take it as one path, not as its characters.
         let paths: Vec<String> = match path.extract::<String>() {
             Ok(one) => vec![one],
             Err(_) => path.extract()?,
         };
         let options = BamOptions::from_map(&options.unwrap_or_default()).map_err(bam_error)?;
+        let storage_options = storage_options.unwrap_or_default();
         let table = py
             .detach(|| {
                 runtime().block_on(async {
-                    let ctx = SessionContext::new();
+                    prepare_stores(&paths, &storage_options).await?;
+                    let state = SessionStateBuilder::new().with_runtime_env(bam_runtime()).build();
                     let locations: Vec<&str> = paths.iter().map(String::as_str).collect();
-                    BamTable::open_all(&ctx.state(), &locations, options).await
+                    BamTable::open_all(&state, &locations, options).await
                 })
             })
             .map_err(bam_error)?;
@@ -180,17 +327,75 @@ impl PyBamTable {
     }
 }
 
-/// `bam_region(path, region, ...)` with samtools' region syntax.
+/// `CREATE EXTERNAL TABLE ... STORED AS BAM`, made in this library's runtimes.
 #[derive(Debug)]
-struct InRuntimeRegionFunction;
+struct InRuntimeFactory;
 
-impl TableFunctionImpl for InRuntimeRegionFunction {
-    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        Ok(Arc::new(InRuntimeTable(BamRegionFunction.call_with_args(args)?)))
+#[async_trait]
+impl TableProviderFactory for InRuntimeFactory {
+    async fn create(&self, session: &dyn Session, cmd: &CreateExternalTable) -> Result<Arc<dyn TableProvider>> {
+        let state = local_state(session);
+        let created = in_runtime(BamTableFactory.create(&state, cmd)).await?;
+        // Physical filter pushdown does not cross datafusion-ffi: a BamTable takes the filters
+        // at planning time instead.
+        let table: Arc<dyn TableProvider> = match created.downcast_ref::<ListingTable>() {
+            Some(listing) => Arc::new(BamTable::from_listing(Arc::new(listing.clone()))),
+            None => created,
+        };
+        Ok(Arc::new(InRuntimeTable(table)))
     }
 }
 
-/// The `bam_region` table function, for `SessionContext.register_udtf`.
+/// The table factory of `STORED AS BAM`, for `SessionContext.register_table_factory("BAM", ...)`.
+#[pyclass(name = "BamTableFactory", module = "datafusion_bam", frozen)]
+struct PyBamTableFactory;
+
+#[pymethods]
+impl PyBamTableFactory {
+    #[new]
+    fn new() -> Self {
+        Self
+    }
+
+    fn __datafusion_table_provider_factory__<'py>(
+        &self,
+        py: Python<'py>,
+        codec: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        let codec = logical_codec(&codec)?;
+        let factory = FFI_TableProviderFactory::new_with_ffi_codec(
+            Arc::new(InRuntimeFactory),
+            Some(runtime().handle().clone()),
+            codec,
+        );
+        PyCapsule::new_with_value(py, factory, FACTORY_CAPSULE)
+    }
+}
+
+/// A table function whose tables are opened and scanned in this library's runtimes.
+#[derive(Debug)]
+struct InRuntimeFunction(Arc<dyn TableFunctionImpl>);
+
+impl TableFunctionImpl for InRuntimeFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let state = local_state(args.session());
+        let table = self.0.call_with_args(TableFunctionArgs::new(args.exprs(), &state))?;
+        Ok(Arc::new(InRuntimeTable(table)))
+    }
+}
+
+fn function_capsule<'py>(
+    py: Python<'py>,
+    function: Arc<dyn TableFunctionImpl>,
+    session: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyCapsule>> {
+    let codec = logical_codec(session)?;
+    let function = Arc::new(InRuntimeFunction(function));
+    let function = FFI_TableFunction::new_with_ffi_codec(function, Some(runtime().handle().clone()), codec);
+    PyCapsule::new_with_value(py, function, FUNCTION_CAPSULE)
+}
+
+/// The `bam_region(path, region, ...)` table function, for `SessionContext.register_udtf`.
 #[pyclass(name = "BamRegionFunction", module = "datafusion_bam", frozen)]
 struct PyBamRegionFunction;
 
@@ -206,21 +411,111 @@ impl PyBamRegionFunction {
         py: Python<'py>,
         session: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
-        let codec = logical_codec(&session)?;
-        let function = FFI_TableFunction::new_with_ffi_codec(
-            Arc::new(InRuntimeRegionFunction),
-            Some(runtime().handle().clone()),
-            codec,
-        );
-        PyCapsule::new_with_value(py, function, FUNCTION_CAPSULE)
+        let function = BamRegionFunction::with_runtime(runtime().handle().clone());
+        function_capsule(py, Arc::new(function), &session)
     }
 }
 
-/// Records decoded and compressed bytes read by BAM scans in this process so far.
+/// The `bam_header(path)` table function, for `SessionContext.register_udtf`.
+#[pyclass(name = "BamHeaderFunction", module = "datafusion_bam", frozen)]
+struct PyBamHeaderFunction;
+
+#[pymethods]
+impl PyBamHeaderFunction {
+    #[new]
+    fn new() -> Self {
+        Self
+    }
+
+    fn __datafusion_table_function__<'py>(
+        &self,
+        py: Python<'py>,
+        session: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        function_capsule(py, Arc::new(BamHeaderFunction), &session)
+    }
+}
+
+/// The store and path of a remote location, set up with `storage_options`.
+async fn remote(
+    location: &str,
+    storage_options: &HashMap<String, String>,
+) -> Result<(Arc<dyn ObjectStore>, ObjectPath)> {
+    let url = ListingTableUrl::parse(location)?;
+    let store = object_store_for(&bam_runtime(), &url, storage_options).await?;
+    Ok((store, url.prefix().clone()))
+}
+
+/// Whether an object exists at a remote location.
 #[pyfunction]
-fn progress_counters() -> (u64, u64) {
+#[pyo3(signature = (location, storage_options = None))]
+fn remote_exists(py: Python<'_>, location: &str, storage_options: Option<HashMap<String, String>>) -> PyResult<bool> {
+    py.detach(|| {
+        runtime().block_on(async {
+            let (store, path) = remote(location, &storage_options.unwrap_or_default()).await?;
+            match store.head(&path).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(DataFusionError::Execution(format!("{location}: {e}"))),
+            }
+        })
+    })
+    .map_err(bam_error)
+}
+
+/// Bytes sent per part of an upload (S3 needs at least 5 MiB for every part but the last).
+const UPLOAD_PART: usize = 16 << 20;
+
+/// Uploads the local file `path` to the remote `location` as one multipart upload, which the
+/// store shows only once complete; a failed upload is aborted.
+#[pyfunction]
+#[pyo3(signature = (path, location, storage_options = None))]
+fn upload(
+    py: Python<'_>,
+    path: &str,
+    location: &str,
+    storage_options: Option<HashMap<String, String>>,
+) -> PyResult<()> {
+    py.detach(|| {
+        runtime().block_on(async {
+            let (store, target) = remote(location, &storage_options.unwrap_or_default()).await?;
+            let failed =
+                |e: &dyn fmt::Display| DataFusionError::Execution(format!("uploading {path} to {location}: {e}"));
+            // Read on this thread, which is block_on's and not one of the runtime's workers.
+            let mut file = std::fs::File::open(path).map_err(|e| failed(&e))?;
+            let mut writer = WriteMultipart::new_with_chunk_size(
+                store.put_multipart(&target).await.map_err(|e| failed(&e))?,
+                UPLOAD_PART,
+            );
+            let mut buffer = vec![0; UPLOAD_PART];
+            let sent: Result<()> = async {
+                loop {
+                    let n = std::io::Read::read(&mut file, &mut buffer).map_err(|e| failed(&e))?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    writer.wait_for_capacity(2).await.map_err(|e| failed(&e))?;
+                    writer.write(&buffer[..n]);
+                }
+            }
+            .await;
+            if let Err(e) = sent {
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+            writer.finish().await.map_err(|e| failed(&e))?;
+            Ok(())
+        })
+    })
+    .map_err(bam_error)
+}
+
+/// Records decoded, compressed bytes read, and compressed bytes the scans so far expect to read
+/// (files or index selections), by BAM scans in this process.
+#[pyfunction]
+fn progress_counters() -> (u64, u64, u64) {
     let s = progress::snapshot();
-    (s.records, s.bytes)
+    (s.records, s.bytes, s.expected)
 }
 
 /// The cursor after the latest BAM warning in this process.
@@ -238,7 +533,11 @@ fn warnings_since(cursor: u64) -> (Vec<String>, u64, u64) {
 #[pymodule]
 fn _datafusion_bam(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBamTable>()?;
+    m.add_class::<PyBamTableFactory>()?;
     m.add_class::<PyBamRegionFunction>()?;
+    m.add_class::<PyBamHeaderFunction>()?;
+    m.add_function(wrap_pyfunction!(remote_exists, m)?)?;
+    m.add_function(wrap_pyfunction!(upload, m)?)?;
     m.add_function(wrap_pyfunction!(progress_counters, m)?)?;
     m.add_function(wrap_pyfunction!(warnings_cursor, m)?)?;
     m.add_function(wrap_pyfunction!(warnings_since, m)?)?;

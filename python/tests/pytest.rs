@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The Python packages the tests need (pyproject.toml: dependencies + the `test` extra).
-const REQUIREMENTS: &[&str] = &["datafusion>=55,<56", "pyarrow>=16", "pytest>=8", "pandas>=2", "polars>=1"];
+const REQUIREMENTS: &[&str] =
+    &["datafusion>=55,<56", "pyarrow>=16", "pytest>=8", "pandas>=2", "polars>=1", "moto[server]>=5,<6"];
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -30,7 +31,10 @@ fn venv(target: &Path) -> PathBuf {
     let python = venv.join("bin/python");
     let marker = venv.join(format!("requirements-{}.txt", REQUIREMENTS.len()));
     let wanted = REQUIREMENTS.join("\n");
-    if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
+    // The marker, and the venv's interpreter still running (a cached target can outlive the
+    // Python its venv links to).
+    let runs = || Command::new(&python).args(["-c", "import pytest"]).output().is_ok_and(|out| out.status.success());
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) && runs() {
         return python;
     }
     let system = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());

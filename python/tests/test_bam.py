@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import struct
-import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -16,24 +15,9 @@ import pyarrow.ipc
 import pyarrow.parquet as pq
 import pytest
 from datafusion import SessionContext
+from oracle import DATA, SAMPLE, samtools, samtools_count, sql_count
 
 import datafusion_bam as bam
-
-REPO = Path(os.environ.get("DATAFUSION_BAM_REPO", Path(__file__).resolve().parents[2]))
-DATA = REPO / "tests" / "data"
-SAMPLE = str(DATA / "sample.bam")
-
-
-def samtools(*args: str) -> str:
-    return subprocess.run(["samtools", *args], check=True, capture_output=True, text=True).stdout
-
-
-def samtools_count(*args: str) -> int:
-    return int(samtools("view", "-c", *args))
-
-
-def sql_count(ctx: SessionContext, sql: str) -> int:
-    return ctx.sql(sql).to_arrow_table().column(0)[0].as_py()
 
 
 @pytest.fixture
@@ -99,9 +83,9 @@ def test_region_function_matches_samtools(ctx: SessionContext) -> None:
 
 def test_region_filter_reads_only_indexed_chunks(ctx: SessionContext) -> None:
     total = samtools_count(SAMPLE)
-    before, _ = bam.progress_counters()
+    before = bam.progress_counters()[0]
     n = sql_count(ctx, "SELECT count(*) FROM reads WHERE rname = 'chr3' AND pos <= 5000 AND endpos >= 1000")
-    read, _ = bam.progress_counters()
+    read = bam.progress_counters()[0]
     assert n == samtools_count(SAMPLE, "chr3:1000-5000") > 0
     # Pushed through the FFI boundary to the index: far fewer records decoded than the file holds.
     assert read - before < total // 4
@@ -113,7 +97,10 @@ def test_to_parquet_with_region_mapq_and_progress(tmp_path: Path) -> None:
     rows = bam.to_parquet(SAMPLE, out, region="chr1:100000-200000", min_mapq=30, progress=seen.append)
     expected = samtools_count("-q", "30", SAMPLE, "chr1:100000-200000")
     assert rows == pq.read_table(out).num_rows == expected > 0
-    assert seen and seen[-1].records >= expected and seen[-1].bytes_total == os.path.getsize(SAMPLE)
+    assert seen and seen[-1].records >= expected
+    # The total is what the index selected for the region, a part of the file; reading stops at
+    # the region's end, which may come before the selection's.
+    assert 0 < seen[-1].bytes_read <= seen[-1].bytes_total < os.path.getsize(SAMPLE)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chr1.parquet"]
 
 

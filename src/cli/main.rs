@@ -21,26 +21,18 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use std::collections::HashMap;
 
-use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::sql::parser::{DFParser, Statement};
-use datafusion_bam::is_format_option;
 use datafusion_bam::{progress, warnings, BamOptions, BamSessionExt};
 
 use crate::convert::{convert_each, Outcome, OutputFormat};
 use crate::output_guard::OutputGuard;
 use datafusion_cli::catalog::DynamicObjectStoreCatalog;
-use datafusion_cli::cli_context::CliSessionContext;
 use datafusion_cli::command::{Command, OutputFormat as FormatCommand};
 use datafusion_cli::exec;
 use datafusion_cli::helper::CliHelper;
 use datafusion_cli::object_storage::instrumented::InstrumentedObjectStoreRegistry;
-use datafusion_cli::object_storage::{
-    get_gcs_object_store_builder, get_s3_object_store_builder, AwsOptions, GcpOptions,
-};
 use datafusion_cli::print_format::PrintFormat;
 use datafusion_cli::print_options::{MaxRows, PrintOptions};
-use object_store::http::HttpBuilder;
-use object_store::{ClientOptions, ObjectStore};
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::Editor;
@@ -345,58 +337,16 @@ fn is_bam_table(statement: &Statement) -> bool {
     matches!(statement, Statement::CreateExternalTable(t) if t.file_type.eq_ignore_ascii_case("bam"))
 }
 
-/// Runs a `CREATE EXTERNAL TABLE ... STORED AS BAM` through the session, after registering the
-/// object store of a remote location as datafusion-cli would: from the statement's `aws.*` or
-/// `gcp.*` options and the environment. Prints what datafusion-cli prints for it.
+/// Runs a `CREATE EXTERNAL TABLE ... STORED AS BAM` through the session; the BAM table factory
+/// builds the store of a remote location from the statement's `aws.*`, `gcp.*` or `http.*`
+/// options and the environment. Prints what datafusion-cli prints for it.
 async fn create_bam_table(ctx: &SessionContext, statement: Statement, print_options: &PrintOptions) -> Result<()> {
     let start = Instant::now();
     let plan = ctx.state().statement_to_plan(statement).await?;
-    if let LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) = &plan {
-        for location in &cmd.locations {
-            register_location_store(ctx, location, &cmd.options).await?;
-        }
-    }
     let created = ctx.execute_logical_plan(plan).await?;
     let schema = Arc::clone(created.schema().inner());
     let batches = created.collect().await?;
     print_options.print_batches(schema, &batches, start, 0, &ctx.copied_config().options().format)
-}
-
-async fn register_location_store(
-    ctx: &SessionContext,
-    location: &str,
-    options: &HashMap<String, String>,
-) -> Result<()> {
-    let table_url = datafusion_bam::table_url(location)?;
-    let (scheme, url) = (table_url.scheme(), table_url.as_ref());
-    ctx.register_table_options_extension_from_scheme(scheme);
-    let mut table_options = ctx.state().default_table_options();
-    let store_options: HashMap<String, String> =
-        options.iter().filter(|(key, _)| !is_format_option(key)).map(|(k, v)| (k.clone(), v.clone())).collect();
-    table_options.alter_with_string_hash_map(&store_options)?;
-    let missing =
-        || DataFusionError::Configuration(format!("the options of {location} do not fit its scheme {scheme}"));
-    let store: Arc<dyn ObjectStore> = match scheme {
-        "s3" => {
-            let aws = table_options.extensions.get::<AwsOptions>().ok_or_else(missing)?;
-            Arc::new(get_s3_object_store_builder(url, aws, false).await?.build()?)
-        }
-        "gs" | "gcs" => {
-            let gcp = table_options.extensions.get::<GcpOptions>().ok_or_else(missing)?;
-            Arc::new(get_gcs_object_store_builder(url, gcp)?.build()?)
-        }
-        // As datafusion-cli builds it: plain http too (object_store refuses it by default).
-        "http" | "https" => Arc::new(
-            HttpBuilder::new()
-                .with_client_options(ClientOptions::new().with_allow_http(true))
-                .with_url(url.origin().ascii_serialization())
-                .build()?,
-        ),
-        // Local files, and stores registered already.
-        _ => return Ok(()),
-    };
-    ctx.register_object_store(url, store);
-    Ok(())
 }
 
 /// Ctrl-C during a statement: it is stopped, its new outputs removed, and the exit status is
