@@ -49,7 +49,7 @@ use datafusion::prelude::{DataFrame, SessionContext};
 pub use format::{BamFormat, BamFormatFactory, BamSource};
 pub use header_fn::BamHeaderFunction;
 pub use listing::{bam_listing_table, bam_listing_table_of, table_url};
-pub use options::{is_format_option, BamOptions, TagSelection};
+pub use options::{BamOptions, TagSelection};
 pub use region::{parse_region, parse_regions, Region, RegionReference};
 pub use region_fn::BamRegionFunction;
 pub use schema::{TagKind, SAM_TYPE_KEY};

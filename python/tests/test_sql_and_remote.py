@@ -296,6 +296,20 @@ def test_conversions_from_and_to_s3(moto: Moto, tmp_path: Path) -> None:
     assert again == {NAME_SORTED: None}
 
 
+def test_sql_copy_to_s3_through_a_store_of_datafusion_python(moto: Moto, ctx: SessionContext) -> None:
+    # SQL COPY runs in datafusion-python's writer, which sees the stores of its own context.
+    from datafusion.object_store import AmazonS3
+
+    store = AmazonS3(bucket_name=BUCKET, region="us-east-1", access_key_id="test", secret_access_key="test",
+                     endpoint=moto.endpoint, allow_http=True)
+    ctx.register_object_store("s3://", store, BUCKET)
+    ctx.sql(f"CREATE EXTERNAL TABLE r STORED AS BAM LOCATION 's3://{BUCKET}/sample.bam' "
+            f"OPTIONS ({sql_options(s3_options(moto))})")
+    ctx.sql(f"COPY (SELECT * FROM r WHERE {REGION_SQL}) TO 's3://{BUCKET}/sql/r.parquet' STORED AS PARQUET").collect()
+    written = moto.client().get_object(Bucket=BUCKET, Key="sql/r.parquet")["Body"].read()
+    assert pq.read_table(pa.BufferReader(written)).num_rows == samtools_count(SAMPLE, REGION) > 0
+
+
 def test_a_failed_upload_leaves_nothing(moto: Moto, tmp_path: Path) -> None:
     data = Path(SAMPLE).read_bytes()
     cut = tmp_path / "cut.bam"
