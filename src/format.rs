@@ -341,7 +341,7 @@ impl FileSource for BamSource {
     }
 
     /// Takes over the filters the decoder can evaluate exactly on fixed-size record fields
-    /// (see [`crate::pushdown`]); DataFusion then runs no filter of its own for them.
+    /// (the pushdown module); DataFusion then runs no filter of its own for them.
     fn try_pushdown_filters(
         &self,
         filters: Vec<Arc<dyn PhysicalExpr>>,
@@ -369,7 +369,7 @@ impl FileSource for BamSource {
         BAM_EXTENSION
     }
 
-    /// Files are split into byte ranges (see [`crate::partition`]) unless option `split` is off.
+    /// Files are split into byte ranges (the partition module) unless option `split` is off.
     fn supports_repartitioning(&self) -> bool {
         self.split
     }
