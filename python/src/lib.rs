@@ -253,11 +253,15 @@ fn provider_capsule<'py>(
 }
 
 /// Sets up the object store of each remote location from `storage_options` (see
-/// [`object_store_for`]); nothing for local paths.
+/// [`object_store_for`]), once per bucket or host; nothing for local paths.
 async fn prepare_stores(locations: &[String], storage_options: &HashMap<String, String>) -> Result<()> {
+    let mut prepared = Vec::new();
     for location in locations {
         let url = datafusion_bam::table_url(location)?;
-        object_store_for(&bam_runtime(), &url, storage_options).await?;
+        if !prepared.contains(&url.object_store()) {
+            object_store_for(&bam_runtime(), &url, storage_options).await?;
+            prepared.push(url.object_store());
+        }
     }
     Ok(())
 }
