@@ -81,6 +81,31 @@ async fn limit_with_pushed_filter_returns_filtered_rows() {
     assert!(values.iter().all(|&q| q >= 50), "{values:?}");
 }
 
+/// A `BamTable` over Hive-style directories (as the Python extension makes from `STORED AS BAM`)
+/// gives partition-column filters to the listing, which reads only the matching files; record
+/// filters still reach the decoder.
+#[tokio::test]
+async fn partition_filters_choose_the_files() {
+    let root = tempfile::tempdir().unwrap();
+    for (dir, file) in [("sample=a", "sample.bam"), ("sample=b", "name_sorted.bam")] {
+        std::fs::create_dir(root.path().join(dir)).unwrap();
+        std::fs::copy(data(file), root.path().join(dir).join(file)).unwrap();
+    }
+    let ctx = SessionContext::new();
+    ctx.enable_bam().unwrap();
+    let create = format!("CREATE EXTERNAL TABLE l STORED AS BAM LOCATION '{}/'", root.path().display());
+    query(&ctx, &create).await.unwrap();
+    let provider = ctx.table_provider("l").await.unwrap();
+    let listing = provider.downcast_ref::<datafusion::datasource::listing::ListingTable>().unwrap().clone();
+    ctx.register_table("t", Arc::new(BamTable::from_listing(Arc::new(listing)))).unwrap();
+
+    let name_sorted = data("name_sorted.bam");
+    let (count, plan) = count_and_plan(&ctx, "SELECT count(*) FROM t WHERE sample = 'b' AND mapq >= 30").await;
+    assert_eq!(count, samtools_count(&["-q", "30", name_sorted.to_str().unwrap()]));
+    assert!(plan.contains("sample=b/name_sorted.bam") && !plan.contains("sample=a"), "{plan}");
+    assert!(!plan.contains("FilterExec"), "both filters are taken below DataFusion: {plan}");
+}
+
 /// Headers and indexes live in the session's file metadata cache, checked against each file's
 /// size and modification time: a file replaced by another BAM is read again, not with the old
 /// header and index. The cache is bounded by the runtime's limit.
