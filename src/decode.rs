@@ -413,7 +413,7 @@ impl TagColumns {
                 TagKind::Char | TagKind::String | TagKind::Hex => TagColumn::Text(StringBuilder::new()),
                 TagKind::Int => TagColumn::Int(Int64Builder::new()),
                 TagKind::Float => TagColumn::Float(Float32Builder::new()),
-                TagKind::IntArray => TagColumn::IntArray(ListBuilder::new(Int64Builder::new())),
+                TagKind::IntArray(_) => TagColumn::IntArray(ListBuilder::new(Int64Builder::new())),
                 TagKind::FloatArray => TagColumn::FloatArray(ListBuilder::new(Float32Builder::new())),
             })
             .collect();
@@ -579,7 +579,7 @@ mod tests {
 
     /// A decoder of every column, with tag columns NM (integer) and XB (integer array).
     fn all_columns_nm_xb() -> BatchDecoder {
-        let layout = TagLayout { tags: vec![(*b"NM", TagKind::Int), (*b"XB", TagKind::IntArray)] };
+        let layout = TagLayout { tags: vec![(*b"NM", TagKind::Int), (*b"XB", TagKind::IntArray(b'C'))] };
         let all: Vec<usize> = (0..col::COUNT).collect();
         BatchDecoder::new(&bam_schema(&layout), &all, &layout, &chr1()).unwrap()
     }

@@ -19,7 +19,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::framing::{bgzf_reader, read_header, reader_at, show_virtual, FileContext};
 use crate::index::{BamIndex, IndexKind};
-use crate::io::ObjectBytes;
+use crate::io::{open_blocking_reader, ObjectBytes};
 use crate::resync::plausible_record;
 use crate::warnings;
 
@@ -69,6 +69,18 @@ impl FileInfo {
         };
         Ok(Self { context, header_end, index, index_note, index_is_current })
     }
+}
+
+/// The SAM header of the BAM file at `location`.
+pub async fn read_sam_header(store: &Arc<dyn ObjectStore>, location: &Path) -> Result<noodles_sam::Header> {
+    let reader = open_blocking_reader(store, location).await?;
+    let name = location.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut reader = bgzf_reader(&name, reader)?;
+        read_header(&name, &mut reader).map(|h| h.header)
+    })
+    .await
+    .map_err(|e| DataFusionError::Execution(format!("header reading task failed: {e}")))?
 }
 
 /// The index beside `meta`'s file, as samtools looks for it: `x.bam.bai`, `x.bai`, `x.bam.csi`,

@@ -11,30 +11,36 @@ use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::stats::Precision;
-use datafusion::common::{not_impl_err, GetExt, Result, Statistics};
+use datafusion::common::{not_impl_err, plan_err, GetExt, Result, Statistics};
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::datasource::file_format::write::get_writer_schema;
 use datafusion::datasource::file_format::{FileFormat, FileFormatFactory};
-use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::listing::{ListingTableUrl, PartitionedFile};
 use datafusion::datasource::physical_plan::{
-    FileGroupPartitioner, FileOpenFuture, FileOpener, FileScanConfig, FileSource,
+    FileGroupPartitioner, FileOpenFuture, FileOpener, FileScanConfig, FileSinkConfig, FileSource,
 };
 use datafusion::datasource::projection::{ProjectionOpener, SplitProjection};
+use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::dml::InsertOp;
 use datafusion::physical_expr::projection::ProjectionExprs;
 use datafusion::physical_expr::utils::conjunction;
-use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::{LexOrdering, LexRequirement};
 use datafusion::physical_plan::filter_pushdown::{FilterPushdownPropagation, PushedDown};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::{DisplayFormatType, ExecutionPlan};
 use futures::StreamExt;
+use noodles_bgzf::io::writer::CompressionLevel;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
-use crate::file_info::{Catalog, FileInfo};
+use crate::encode::RecordEncoder;
+use crate::file_info::{read_sam_header, Catalog, FileInfo};
 use crate::framing::BGZF_EOF;
 use crate::infer::infer_layout;
 use crate::io::{blocking_stream, ObjectBytes};
@@ -45,6 +51,8 @@ use crate::pushdown::{can_prefilter, region_predicate, regions, Prefilter};
 use crate::region::Region;
 use crate::scan::{BatchReader, DecodeSpec, ScanMetrics};
 use crate::schema::{bam_schema, layout_of, TagLayout};
+use crate::sink::{is_coordinate_order, output_header, BamSink};
+use crate::store::object_store_for;
 use crate::warnings;
 
 /// The file extension, without its dot.
@@ -164,6 +172,32 @@ impl FileFormat for BamFormat {
         Ok(DataSourceExec::from_data_source(conf))
     }
 
+    /// `COPY ... TO 'x.bam' STORED AS BAM`: the header from option `header` or from the BAM
+    /// files the query reads; the columns checked now, before any row is read.
+    async fn create_writer_physical_plan(
+        &self,
+        input: Arc<dyn ExecutionPlan>,
+        state: &dyn Session,
+        conf: FileSinkConfig,
+        order_requirements: Option<LexRequirement>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if conf.insert_op != InsertOp::Append {
+            return not_impl_err!("BAM outputs are written by COPY or appended to; they cannot be overwritten");
+        }
+        let source = self.header_source(state, &input).await?;
+        let coordinate_sorted = input
+            .properties()
+            .output_ordering()
+            .is_some_and(|ordering| is_coordinate_order(ordering, &input.schema(), &source));
+        let header = output_header(source, coordinate_sorted)?;
+        let level = CompressionLevel::new(self.options.compression_level).ok_or_else(|| {
+            DataFusionError::Plan(format!("invalid compression_level {}", self.options.compression_level))
+        })?;
+        // The files' columns: without `PARTITIONED BY` columns, which DataFusion takes out.
+        let encoder = RecordEncoder::try_new(&get_writer_schema(&conf), Arc::new(header), level)?;
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(BamSink::new(conf, encoder)), order_requirements)))
+    }
+
     fn file_source(&self, table_schema: TableSchema) -> Arc<dyn FileSource> {
         let source = BamSource::new(table_schema).with_options(&self.options);
         if self.options.regions.is_empty() {
@@ -172,6 +206,63 @@ impl FileFormat for BamFormat {
         // The region option is a predicate like any pushed-down filter.
         let predicate = region_predicate(&self.options.regions, source.table_schema.file_schema());
         Arc::new(source.with_predicates(vec![predicate]))
+    }
+}
+
+impl BamFormat {
+    /// The header a BAM output starts from: option `header`'s file, else the first BAM file the
+    /// query reads, whose references every other file read must share.
+    async fn header_source(&self, state: &dyn Session, input: &Arc<dyn ExecutionPlan>) -> Result<noodles_sam::Header> {
+        let runtime = state.runtime_env();
+        if let Some(location) = &self.options.header {
+            let url = ListingTableUrl::parse(location)?;
+            let store = object_store_for(runtime, &url, &HashMap::new()).await?;
+            return read_sam_header(&store, url.prefix()).await;
+        }
+        let mut files = Vec::new();
+        bam_files_read(input, &mut files);
+        let Some((url, first)) = files.first() else {
+            return plan_err!(
+                "a BAM output needs a header: the query reads no BAM table, so name a BAM file whose \
+                 header to use with OPTIONS ('header' 'path/to/file.bam')"
+            );
+        };
+        let store = runtime.object_store(url)?;
+        let header = read_sam_header(&store, &first.location).await?;
+        let catalog = Catalog::of(runtime);
+        for (url, meta) in &files[1..] {
+            let store = runtime.object_store(url)?;
+            catalog.load_all(&store, vec![meta.clone()]).await?;
+            let same = catalog.get(meta).is_some_and(|info| {
+                let names = header.reference_sequences().keys().map(|k| -> &[u8] { k.as_ref() });
+                info.context.reference_names.iter().map(|n| n.as_bytes()).eq(names)
+            });
+            if !same {
+                return plan_err!(
+                    "a BAM output has one header, but the query reads BAM files with different reference \
+                     sequences ({} and {}): name the header to use with OPTIONS ('header' 'path/to/file.bam')",
+                    first.location,
+                    meta.location
+                );
+            }
+        }
+        Ok(header)
+    }
+}
+
+/// The BAM files the scans of `plan` read, in plan order.
+fn bam_files_read(plan: &Arc<dyn ExecutionPlan>, files: &mut Vec<(ObjectStoreUrl, ObjectMeta)>) {
+    if let Some((config, _)) =
+        plan.downcast_ref::<DataSourceExec>().and_then(|e| e.downcast_to_file_source::<BamSource>())
+    {
+        for file in config.file_groups.iter().flat_map(|g| g.iter()) {
+            if !files.iter().any(|(_, m)| m.location == file.object_meta.location) {
+                files.push((config.object_store_url.clone(), file.object_meta.clone()));
+            }
+        }
+    }
+    for child in plan.children() {
+        bam_files_read(child, files);
     }
 }
 

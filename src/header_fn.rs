@@ -13,8 +13,7 @@ use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::framing::{bgzf_reader, read_header};
-use crate::io::open_blocking_reader;
+use crate::file_info::read_sam_header;
 use crate::store::object_store_for;
 
 /// The `bam_header` table function.
@@ -53,14 +52,7 @@ pub async fn header_lines(state: &dyn Session, path: &str) -> Result<Vec<String>
     let url = ListingTableUrl::parse(path)?;
     let store = object_store_for(state.runtime_env(), &url, &HashMap::new()).await?;
     let location = url.prefix().clone();
-    let reader = open_blocking_reader(&store, &location).await?;
-    let name = location.to_string();
-    let header = tokio::task::spawn_blocking(move || {
-        let mut reader = bgzf_reader(&name, reader)?;
-        read_header(&name, &mut reader).map(|h| h.header)
-    })
-    .await
-    .map_err(|e| DataFusionError::Execution(format!("header reading task failed: {e}")))??;
+    let header = read_sam_header(&store, &location).await?;
     let mut writer = noodles_sam::io::Writer::new(Vec::new());
     writer
         .write_header(&header)

@@ -134,16 +134,21 @@ pub fn resolve(selection: &TagSelection, counts: &TagCounts) -> TagLayout {
             .tags()
             // CG holds the real CIGAR of long alignments and is consumed into `cigar`.
             .filter(|t| t != b"CG")
-            .map(|t| (t, predefined_kind(t).or_else(|| counts.observed(t)).unwrap_or(TagKind::String)))
+            .map(|t| (t, spec_kind(t, counts).or_else(|| counts.observed(t)).unwrap_or(TagKind::String)))
             .collect(),
         TagSelection::List(list) => list
             .iter()
             .map(|&(t, k)| {
-                (t, k.or_else(|| predefined_kind(t)).or_else(|| counts.observed(t)).unwrap_or(TagKind::String))
+                (t, k.or_else(|| spec_kind(t, counts)).or_else(|| counts.observed(t)).unwrap_or(TagKind::String))
             })
             .collect(),
     };
     TagLayout { tags }
+}
+
+/// The specification's kind of a tag, with the array subtype the file uses.
+fn spec_kind(tag: TagName, counts: &TagCounts) -> Option<TagKind> {
+    predefined_kind(tag).map(|kind| kind.with_subtype_of(counts.observed(tag)))
 }
 
 #[cfg(test)]
@@ -159,7 +164,7 @@ mod tests {
         counts.add(*b"ZZ", TagKind::Float);
         counts.add(*b"ZZ", TagKind::Float);
         counts.add(*b"ZZ", TagKind::Char);
-        counts.add(*b"CG", TagKind::IntArray);
+        counts.add(*b"CG", TagKind::IntArray(b'I'));
         let auto = resolve(&TagSelection::Auto, &counts);
         assert_eq!(auto.tags, vec![(*b"XS", TagKind::Int), (*b"NM", TagKind::Int), (*b"ZZ", TagKind::Float)]);
         let list = TagSelection::parse("MD,ZZ,QQ,XS:Z").unwrap();

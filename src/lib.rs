@@ -32,6 +32,8 @@ mod decode;
 mod pushdown;
 mod scan;
 mod infer;
+mod encode;
+mod sink;
 mod format;
 mod listing;
 mod table;

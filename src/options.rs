@@ -36,7 +36,7 @@ impl TagSelection {
             let (name, kind) = match entry.split_once(':') {
                 Some((name, ty)) => match TagKind::from_sam_type(ty) {
                     Some(kind) => (name, Some(kind)),
-                    None => return plan_err!("invalid tag type in {entry:?}: expected one of A, Z, H, i, f, B:i, B:f"),
+                    None => return plan_err!("invalid tag type in {entry:?}: expected one of A, Z, H, i, f, B:c, B:C, B:s, B:S, B:i, B:I, B:f"),
                 },
                 None => (entry, None),
             };
@@ -51,7 +51,11 @@ impl TagSelection {
 }
 
 /// The names of the table options, as `OPTIONS` keys (DataFusion adds a `format.` prefix).
-pub const OPTION_NAMES: [&str; 5] = ["tags", "tag_sample_records", "split", "region", "skip_damaged"];
+pub const OPTION_NAMES: [&str; 7] =
+    ["tags", "tag_sample_records", "split", "region", "skip_damaged", "header", "compression_level"];
+
+/// BGZF's (and samtools') default compression level.
+pub const DEFAULT_COMPRESSION_LEVEL: u8 = 6;
 
 /// Options of a BAM table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +72,11 @@ pub struct BamOptions {
     /// Option `skip_damaged`: skip damaged records and unreadable stretches of a file, counting
     /// them (`EXPLAIN ANALYZE`, warnings), instead of failing the query.
     pub skip_damaged: bool,
+    /// Option `header`, for `COPY ... STORED AS BAM`: the BAM file whose header the output takes
+    /// (by default, the header of the BAM table the query reads).
+    pub header: Option<String>,
+    /// Option `compression_level`, for `COPY ... STORED AS BAM`: BGZF's level, 0 (stored) to 9.
+    pub compression_level: u8,
 }
 
 impl Default for BamOptions {
@@ -78,6 +87,8 @@ impl Default for BamOptions {
             split: true,
             regions: Vec::new(),
             skip_damaged: false,
+            header: None,
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
         }
     }
 }
@@ -113,6 +124,12 @@ impl BamOptions {
         self
     }
 
+    /// The header of a BAM output: that of the BAM file at `location`.
+    pub fn with_header(mut self, location: impl Into<String>) -> Self {
+        self.header = Some(location.into());
+        self
+    }
+
     /// Only records overlapping `regions` (see [`parse_regions`]).
     pub fn with_regions(mut self, regions: Vec<Region>) -> Self {
         self.regions = regions;
@@ -143,6 +160,17 @@ impl BamOptions {
                 "split" => self.split = parse_bool("split", value)?,
                 "skip_damaged" => self.skip_damaged = parse_bool("skip_damaged", value)?,
                 "region" => self.regions = parse_regions(value)?,
+                "header" => self.header = Some(value.clone()),
+                "compression_level" => {
+                    self.compression_level = match value.trim().parse() {
+                        Ok(level @ 0..=9) => level,
+                        _ => {
+                            return plan_err!(
+                                "option compression_level must be a whole number from 0 to 9, got {value:?}"
+                            )
+                        }
+                    }
+                }
                 other => {
                     return plan_err!("unknown BAM table option {other:?}; valid options: {}", OPTION_NAMES.join(", "))
                 }

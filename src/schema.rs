@@ -11,7 +11,8 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use datafusion::common::{plan_err, Result};
 
-/// Field metadata key holding a tag field's SAM type (`A`, `Z`, `H`, `i`, `f`, `B:i` or `B:f`).
+/// Field metadata key holding a tag field's SAM type (`A`, `Z`, `H`, `i`, `f`, or `B:` and the
+/// array's subtype: `B:c`, `B:C`, `B:s`, `B:S`, `B:i`, `B:I`, `B:f`).
 pub const SAM_TYPE_KEY: &str = "sam_type";
 
 /// Column indices of the fixed columns, in schema order.
@@ -46,8 +47,9 @@ pub enum TagKind {
     Int,
     /// `f`.
     Float,
-    /// `B` with an integer subtype.
-    IntArray,
+    /// `B` with an integer subtype, kept (`b'c'`, `b'C'`, `b's'`, `b'S'`, `b'i'` or `b'I'`) because
+    /// SAM text shows it (`B:C,1,2`) and a written BAM must give it back.
+    IntArray(u8),
     /// `B` with subtype `f`.
     FloatArray,
 }
@@ -62,7 +64,7 @@ impl TagKind {
             b'c' | b'C' | b's' | b'S' | b'i' | b'I' => Self::Int,
             b'f' => Self::Float,
             b'B' => match subtype {
-                b'c' | b'C' | b's' | b'S' | b'i' | b'I' => Self::IntArray,
+                b'c' | b'C' | b's' | b'S' | b'i' | b'I' => Self::IntArray(subtype),
                 b'f' => Self::FloatArray,
                 _ => return None,
             },
@@ -78,12 +80,18 @@ impl TagKind {
             Self::Hex => "H",
             Self::Int => "i",
             Self::Float => "f",
-            Self::IntArray => "B:i",
+            Self::IntArray(b'c') => "B:c",
+            Self::IntArray(b'C') => "B:C",
+            Self::IntArray(b's') => "B:s",
+            Self::IntArray(b'S') => "B:S",
+            Self::IntArray(b'I') => "B:I",
+            Self::IntArray(_) => "B:i",
             Self::FloatArray => "B:f",
         }
     }
 
-    /// Parses the `TYPE` of a `TAG:TYPE` option entry. Any integer letter means [`TagKind::Int`].
+    /// Parses the `TYPE` of a `TAG:TYPE` option entry. Any integer letter means [`TagKind::Int`];
+    /// an array is `B:` and its subtype (`B:C`, or `BC`), and a bare `B` means `B:i`.
     pub fn from_sam_type(s: &str) -> Option<Self> {
         Some(match s {
             "A" => Self::Char,
@@ -91,10 +99,25 @@ impl TagKind {
             "H" => Self::Hex,
             "c" | "C" | "s" | "S" | "i" | "I" => Self::Int,
             "f" => Self::Float,
-            "B:f" | "Bf" => Self::FloatArray,
-            "B" | "B:i" | "Bi" | "B:c" | "B:C" | "B:s" | "B:S" | "B:I" => Self::IntArray,
-            _ => return None,
+            "B" => Self::IntArray(b'i'),
+            _ => {
+                let subtype = s.strip_prefix("B:").or_else(|| s.strip_prefix('B'))?;
+                match subtype.as_bytes() {
+                    [b'f'] => Self::FloatArray,
+                    &[letter @ (b'c' | b'C' | b's' | b'S' | b'i' | b'I')] => Self::IntArray(letter),
+                    _ => return None,
+                }
+            }
         })
+    }
+
+    /// The kind with an array's subtype taken from `observed` when both are integer arrays: the
+    /// specification fixes that a tag is an integer array, the file which width it uses.
+    pub fn with_subtype_of(self, observed: Option<Self>) -> Self {
+        match (self, observed) {
+            (Self::IntArray(_), Some(Self::IntArray(subtype))) => Self::IntArray(subtype),
+            _ => self,
+        }
     }
 
     pub fn data_type(self) -> DataType {
@@ -102,7 +125,7 @@ impl TagKind {
             Self::Char | Self::String | Self::Hex => DataType::Utf8,
             Self::Int => DataType::Int64,
             Self::Float => DataType::Float32,
-            Self::IntArray => DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true))),
+            Self::IntArray(_) => DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true))),
             Self::FloatArray => DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true))),
         }
     }
@@ -134,7 +157,9 @@ pub fn predefined_kind(tag: TagName) -> Option<TagKind> {
         | b"LB" | b"MC" | b"MD" | b"MI" | b"MM" | b"OA" | b"OC" | b"OQ" | b"OX" | b"PG" | b"PT" | b"PU" | b"Q2"
         | b"QT" | b"QX" | b"R2" | b"RG" | b"RX" | b"SA" | b"U2" => String,
         b"TS" => Char,
-        b"CG" | b"FZ" | b"ML" => IntArray,
+        b"CG" => IntArray(b'I'),
+        b"FZ" => IntArray(b'S'),
+        b"ML" => IntArray(b'C'),
         _ => return None,
     })
 }
@@ -251,7 +276,8 @@ mod tests {
                 (*b"XA", TagKind::Char),
                 (*b"XH", TagKind::Hex),
                 (*b"XF", TagKind::Float),
-                (*b"ML", TagKind::IntArray),
+                (*b"ML", TagKind::IntArray(b'C')),
+                (*b"XI", TagKind::IntArray(b'i')),
                 (*b"XB", TagKind::FloatArray),
             ],
         };
@@ -290,7 +316,12 @@ mod tests {
             TagKind::Hex,
             TagKind::Int,
             TagKind::Float,
-            TagKind::IntArray,
+            TagKind::IntArray(b'c'),
+            TagKind::IntArray(b'C'),
+            TagKind::IntArray(b's'),
+            TagKind::IntArray(b'S'),
+            TagKind::IntArray(b'i'),
+            TagKind::IntArray(b'I'),
             TagKind::FloatArray,
         ] {
             assert_eq!(TagKind::from_sam_type(kind.sam_type()), Some(kind));

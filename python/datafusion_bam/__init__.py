@@ -16,6 +16,7 @@ reach it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import sys
@@ -23,8 +24,9 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import datafusion
 from datafusion import SessionContext, udtf
@@ -41,6 +43,7 @@ from ._datafusion_bam import (
     upload,
     warnings_cursor,
     warnings_since,
+    write_bam,
 )
 
 __all__ = [
@@ -55,6 +58,7 @@ __all__ = [
     "enable",
     "register",
     "table",
+    "to_bam",
     "to_ipc",
     "to_parquet",
     "warnings_cursor",
@@ -104,6 +108,12 @@ def _options(
 StorageOptions = dict[str, str]
 
 
+class ArrowStreamExportable(Protocol):
+    """Anything that exports an Arrow C stream: a datafusion DataFrame, a pyarrow table."""
+
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object: ...
+
+
 def table(
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
@@ -146,8 +156,9 @@ def enable(ctx: SessionContext) -> None:
     ``WITH ORDER``, the table options, and ``aws.*``/``gcp.*``/``http.*`` store options), and the
     ``bam_header(path)`` and ``bam_region(path, region, ...)`` table functions.
 
-    ``COPY ... STORED AS BAM`` stays unavailable: datafusion-python 55 has no way to take a file
-    format from an extension (only tables, table factories and functions cross its FFI).
+    ``COPY ... STORED AS BAM`` is not available in ``ctx``'s SQL: datafusion-python 55 has no way
+    to take a file format from an extension (only tables, table factories and functions cross its
+    FFI). :func:`to_bam` writes BAM instead, from BAM files or from any query's DataFrame.
     """
     ctx.register_table_factory("BAM", BamTableFactory())
     ctx.register_udtf(udtf(BamHeaderFunction(), "bam_header"))
@@ -194,6 +205,55 @@ def _progress_bar(p: Progress) -> None:
     sys.stderr.flush()
 
 
+@contextlib.contextmanager
+def _reporting(progress: bool | ProgressCallback, stacklevel: int) -> Iterator[None]:
+    """Reports progress twice a second while the block runs, and the BAM warnings it caused
+    (``stacklevel`` counted from here to the user's call)."""
+    callback: ProgressCallback | None = _progress_bar if progress is True else (progress or None)
+    stop = threading.Event()
+    watcher = None
+    start_records, start_bytes, start_expected = progress_counters()
+    started = time.monotonic()
+
+    def report() -> None:
+        assert callback is not None
+        records, read, expected = progress_counters()
+        callback(Progress(records - start_records, read - start_bytes, expected - start_expected,
+                          time.monotonic() - started))
+
+    if callback is not None:
+        def watch() -> None:
+            while not stop.wait(0.5):
+                report()
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+    warned = warnings_cursor()
+    try:
+        yield
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join()
+            report()
+            if progress is True:
+                sys.stderr.write("\n")
+        messages, dropped, _ = warnings_since(warned)
+        for message in messages:
+            warnings.warn(message, BamWarning, stacklevel=stacklevel)
+        if dropped:
+            warnings.warn(f"{dropped} more BAM warnings were dropped", BamWarning, stacklevel=stacklevel)
+
+
+def _select(columns: Sequence[str] | None, source: str, where: str | None, min_mapq: int | None) -> str:
+    projection = ", ".join(f'"{c}"' for c in columns) if columns else "*"
+    conditions = [f"({where})"] if where else []
+    if min_mapq is not None:
+        conditions.append(f"mapq >= {int(min_mapq)}")
+    filter_sql = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    return f"SELECT {projection} FROM {source}{filter_sql}"
+
+
 def _is_remote(location: str) -> bool:
     scheme, found, _ = location.partition("://")
     return bool(found) and scheme != "file"
@@ -227,12 +287,7 @@ def _convert(
     name = f"__bam_input_{os.getpid()}_{threading.get_ident()}"
     ctx.register_table(name, table(sources, tags=tags, region=region, skip_damaged=skip_damaged,
                                    storage_options=storage_options))
-    projection = ", ".join(f'"{c}"' for c in columns) if columns else "*"
-    conditions = [f"({where})"] if where else []
-    if min_mapq is not None:
-        conditions.append(f"mapq >= {int(min_mapq)}")
-    filter_sql = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    query = f"SELECT {projection} FROM {name}{filter_sql}"
+    query = _select(columns, name, where, min_mapq)
 
     # Written under a temporary name and renamed when complete, so a failed or interrupted
     # conversion never leaves an output that looks finished. A remote output is written to a
@@ -251,49 +306,21 @@ def _convert(
         partial = os.path.join(directory, f".{base}.partial-{os.getpid()}.{extension}")
     copy = f"COPY ({query}) TO {_quote(partial)} STORED AS {stored_as}"
 
-    callback: ProgressCallback | None = _progress_bar if progress is True else (progress or None)
-    stop = threading.Event()
-    watcher = None
-    if callback is not None:
-        start_records, start_bytes, start_expected = progress_counters()
-        started = time.monotonic()
-
-        def report() -> None:
-            records, read, expected = progress_counters()
-            callback(Progress(records - start_records, read - start_bytes, expected - start_expected,
-                              time.monotonic() - started))
-
-        def watch() -> None:
-            while not stop.wait(0.5):
-                report()
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-    warned = warnings_cursor()
     try:
-        result = ctx.sql(copy).collect()
-        if remote_output:
-            upload(partial, output, storage_options)
-            os.remove(partial)
-        else:
-            os.replace(partial, output)
+        # Frames to the user: this generator, contextlib, _convert, to_parquet/to_ipc.
+        with _reporting(progress, stacklevel=5):
+            result = ctx.sql(copy).collect()
+            if remote_output:
+                upload(partial, output, storage_options)
+                os.remove(partial)
+            else:
+                os.replace(partial, output)
     except BaseException:
         if os.path.exists(partial):
             os.remove(partial)
         raise
     finally:
-        stop.set()
-        if watcher is not None:
-            watcher.join()
-            report()
-            if progress is True:
-                sys.stderr.write("\n")
         ctx.deregister_table(name)
-        messages, dropped, _ = warnings_since(warned)
-        for message in messages:
-            warnings.warn(message, BamWarning, stacklevel=3)
-        if dropped:
-            warnings.warn(f"{dropped} more BAM warnings were dropped", BamWarning, stacklevel=3)
     return int(result[0].column(0)[0].as_py())
 
 
@@ -344,6 +371,53 @@ def to_ipc(
     return _convert(paths, output, "ARROW", columns=columns, where=where, min_mapq=min_mapq,
                     tags=tags, region=region, skip_damaged=skip_damaged,
                     storage_options=storage_options, progress=progress, ctx=ctx)
+
+
+def to_bam(
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | ArrowStreamExportable,
+    output: str | os.PathLike[str],
+    *,
+    columns: Sequence[str] | None = None,
+    where: str | None = None,
+    min_mapq: int | None = None,
+    region: str | Sequence[str] | None = None,
+    skip_damaged: bool | None = None,
+    header: str | os.PathLike[str] | None = None,
+    compression_level: int | None = None,
+    storage_options: StorageOptions | None = None,
+    progress: bool | ProgressCallback = False,
+) -> int:
+    """Writes reads as one BAM file; returns the records written. ``COPY ... STORED AS BAM``, run
+    by the extension (datafusion-python cannot take a file format from it).
+
+    ``source`` is BAM files (as :func:`to_parquet` takes them; ``region`` and ``skip_damaged``
+    apply to them), or any object with ``__arrow_c_stream__`` that has the table's columns: a
+    ``datafusion`` DataFrame (``ctx.sql("SELECT * FROM reads WHERE ...")``, reads of a Parquet
+    copy...), a pyarrow table, a polars frame. ``columns``, ``where`` and ``min_mapq`` select as
+    in :func:`to_parquet`. SAM's eleven mandatory columns are needed; ``tags`` and
+    ``tags_extra`` give the aux fields back.
+
+    ``header`` names the BAM file whose header the output takes; BAM files given as ``source``
+    supply their own, other sources need it. The output may be remote (``s3://``, ``gs://``); it
+    appears only when complete, and a failure leaves nothing. ``compression_level`` is BGZF's,
+    0 to 9 (default 6).
+    """
+    if isinstance(source, (str, os.PathLike)) or not hasattr(source, "__arrow_c_stream__"):
+        sources = _paths(source)  # type: ignore[arg-type]
+        if not sources:
+            raise ValueError("no BAM files given")
+        source = table(sources, region=region, skip_damaged=skip_damaged, storage_options=storage_options)
+    elif header is None:
+        raise ValueError("a BAM output needs a header: give header='path/to/file.bam' with rows "
+                         "that do not come from BAM files")
+    options: dict[str, str] = {}
+    if header is not None:
+        options["header"] = os.fspath(header)
+    if compression_level is not None:
+        options["compression_level"] = str(int(compression_level))
+    with _reporting(progress, stacklevel=4):
+        return write_bam(source, _select(columns, '"input"', where, min_mapq), os.fspath(output), options,
+                         storage_options)
 
 
 def _exists(location: str, storage_options: StorageOptions | None) -> bool:

@@ -20,12 +20,15 @@ use std::ffi::CStr;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
-use arrow::datatypes::SchemaRef;
+use arrow::array::{AsArray, RecordBatchReader};
+use arrow::datatypes::{SchemaRef, UInt64Type};
+use arrow::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
 use async_trait::async_trait;
 use datafusion::arrow;
+use datafusion::catalog::streaming::StreamingTable;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider, TableProviderFactory};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, Statistics};
@@ -37,9 +40,13 @@ use datafusion::execution::{SendableRecordBatchStream, SessionState, SessionStat
 use datafusion::logical_expr::{CreateExternalTable, Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::statistics::StatisticsArgs;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::prelude::SessionContext;
 use datafusion_bam::{
-    object_store_for, progress, warnings, BamHeaderFunction, BamOptions, BamRegionFunction, BamTable, BamTableFactory,
+    object_store_for, progress, warnings, BamHeaderFunction, BamOptions, BamRegionFunction, BamSessionExt, BamTable,
+    BamTableFactory,
 };
 use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 use datafusion_ffi::table_provider::FFI_TableProvider;
@@ -514,6 +521,102 @@ fn upload(
     .map_err(bam_error)
 }
 
+/// The name under which [`write_bam`]'s query finds its source.
+const WRITE_INPUT: &str = "input";
+
+/// Rows of an Arrow C stream (a datafusion-python DataFrame, a pyarrow table or reader, a polars
+/// frame...), read once, each batch on a blocking thread (the producer may take the GIL).
+struct ArrowStreamPartition {
+    schema: SchemaRef,
+    reader: Mutex<Option<ArrowArrayStreamReader>>,
+}
+
+impl fmt::Debug for ArrowStreamPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArrowStreamPartition").field("schema", &self.schema).finish()
+    }
+}
+
+impl PartitionStream for ArrowStreamPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let reader = self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let batches = futures::stream::unfold(reader, |reader| async move {
+            let mut reader = reader?;
+            let (next, reader) = tokio::task::spawn_blocking(move || (reader.next(), reader)).await.ok()?;
+            Some((next?.map_err(DataFusionError::from), Some(reader)))
+        });
+        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), batches))
+    }
+}
+
+/// The table of an object with `__arrow_c_stream__`.
+fn arrow_stream_table(source: &Bound<'_, PyAny>) -> PyResult<Arc<dyn TableProvider>> {
+    let capsule = source.getattr("__arrow_c_stream__")?.call0()?.cast_into::<PyCapsule>()?;
+    let pointer = capsule.pointer_checked(Some(c"arrow_array_stream"))?;
+    // SAFETY: a capsule of this name holds an FFI_ArrowArrayStream (the Arrow PyCapsule
+    // interface); from_raw moves the stream out and leaves the capsule's a released one.
+    let reader = unsafe { ArrowArrayStreamReader::from_raw(pointer.cast::<FFI_ArrowArrayStream>().as_ptr()) }
+        .map_err(|e| BamError::new_err(format!("cannot read the Arrow stream: {e}")))?;
+    let schema = reader.schema();
+    let partition = ArrowStreamPartition { schema: Arc::clone(&schema), reader: Mutex::new(Some(reader)) };
+    let table = StreamingTable::try_new(schema, vec![Arc::new(partition)]).map_err(bam_error)?;
+    Ok(Arc::new(table))
+}
+
+/// SQL string literal.
+fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Runs `COPY (query) TO output STORED AS BAM OPTIONS (options)`, where `query` reads table
+/// `input`: `source`, a [`PyBamTable`] or an object with `__arrow_c_stream__`. Remote outputs
+/// and headers get their stores from `storage_options`. Returns the rows written.
+#[pyfunction]
+#[pyo3(signature = (source, query, output, options = None, storage_options = None))]
+fn write_bam(
+    py: Python<'_>,
+    source: &Bound<'_, PyAny>,
+    query: &str,
+    output: &str,
+    options: Option<HashMap<String, String>>,
+    storage_options: Option<HashMap<String, String>>,
+) -> PyResult<u64> {
+    let input: Arc<dyn TableProvider> = match source.cast::<PyBamTable>() {
+        Ok(table) => Arc::clone(&table.get().table) as _,
+        Err(_) => arrow_stream_table(source)?,
+    };
+    let options = options.unwrap_or_default();
+    let storage_options = storage_options.unwrap_or_default();
+    py.detach(|| {
+        runtime().block_on(async {
+            let locations: Vec<String> = [Some(output), options.get("header").map(String::as_str)]
+                .into_iter()
+                .flatten()
+                .map(str::to_string)
+                .collect();
+            prepare_stores(&locations, &storage_options).await?;
+            let state = SessionStateBuilder::new().with_default_features().with_runtime_env(bam_runtime()).build();
+            let ctx = SessionContext::new_with_state(state);
+            ctx.enable_bam()?;
+            ctx.register_table(WRITE_INPUT, input)?;
+            let mut copy = format!("COPY ({query}) TO {} STORED AS BAM", quoted(output));
+            if !options.is_empty() {
+                let pairs: Vec<String> = options.iter().map(|(k, v)| format!("{} {}", quoted(k), quoted(v))).collect();
+                copy.push_str(&format!(" OPTIONS ({})", pairs.join(", ")));
+            }
+            let batches = ctx.sql(&copy).await?.collect().await?;
+            let count =
+                batches.first().and_then(|b| b.column(0).as_primitive_opt::<UInt64Type>()?.values().first().copied());
+            count.ok_or_else(|| DataFusionError::Internal("COPY returned no row count".into()))
+        })
+    })
+    .map_err(bam_error)
+}
+
 /// Records decoded, compressed bytes read, and compressed bytes the scans so far expect to read
 /// (files or index selections), by BAM scans in this process.
 #[pyfunction]
@@ -542,6 +645,7 @@ fn _datafusion_bam(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBamHeaderFunction>()?;
     m.add_function(wrap_pyfunction!(remote_exists, m)?)?;
     m.add_function(wrap_pyfunction!(upload, m)?)?;
+    m.add_function(wrap_pyfunction!(write_bam, m)?)?;
     m.add_function(wrap_pyfunction!(progress_counters, m)?)?;
     m.add_function(wrap_pyfunction!(warnings_cursor, m)?)?;
     m.add_function(wrap_pyfunction!(warnings_since, m)?)?;

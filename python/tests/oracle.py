@@ -24,3 +24,13 @@ def samtools_count(*args: str) -> int:
 def sql_count(ctx: SessionContext, sql: str) -> int:
     """The single value of a query such as ``SELECT count(*) ...``."""
     return ctx.sql(sql).to_arrow_table().column(0)[0].as_py()
+
+
+def sam_records(path: str | os.PathLike[str], *args: str) -> list[str]:
+    """``samtools view path args...``: each record's eleven fields and its aux fields sorted (a
+    record's tags are a set), the records sorted."""
+    out = []
+    for line in samtools("view", str(path), *args).splitlines():
+        fields = line.split("\t")
+        out.append("\t".join(fields[:11] + sorted(fields[11:])))
+    return sorted(out)

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from datafusion import SessionContext
-from oracle import DATA, SAMPLE, samtools, samtools_count
+from oracle import DATA, SAMPLE, sam_records, samtools, samtools_count
 from oracle import sql_count as count
 
 import datafusion_bam as bam
@@ -317,6 +317,26 @@ def test_a_failed_upload_leaves_nothing(moto: Moto, tmp_path: Path) -> None:
     with pytest.raises(Exception, match="cut.bam"):
         bam.to_parquet(cut, f"s3://{BUCKET}/failed/x.parquet", storage_options=s3_options(moto))
     assert "Contents" not in moto.client().list_objects_v2(Bucket=BUCKET, Prefix="failed/")
+
+
+def test_bam_written_to_s3_with_a_remote_header(moto: Moto, ctx: SessionContext, tmp_path: Path) -> None:
+    options = s3_options(moto)
+    target = f"s3://{BUCKET}/bam/q30.bam"
+    assert bam.to_bam(SAMPLE, target, min_mapq=30, storage_options=options) == samtools_count("-q", "30", SAMPLE)
+    local = tmp_path / "q30.bam"
+    local.write_bytes(moto.client().get_object(Bucket=BUCKET, Key="bam/q30.bam")["Body"].read())
+    assert sam_records(local) == sam_records(SAMPLE, "-q", "30")
+    # Rows from a DataFrame, the header from the bucket.
+    bam.register(ctx, "reads", SAMPLE)
+    df = ctx.sql(f"SELECT * FROM reads WHERE {REGION_SQL}")
+    bam.to_bam(df, f"s3://{BUCKET}/bam/region.bam", header=f"s3://{BUCKET}/sample.bam", storage_options=options)
+    local.write_bytes(moto.client().get_object(Bucket=BUCKET, Key="bam/region.bam")["Body"].read())
+    assert sam_records(local) == sam_records(SAMPLE, REGION)
+    # A failure leaves no object.
+    with pytest.raises(bam.BamError, match="needs columns"):
+        bam.to_bam(SAMPLE, f"s3://{BUCKET}/bam/bad.bam", columns=["qname"], storage_options=options)
+    keys = [o["Key"] for o in moto.client().list_objects_v2(Bucket=BUCKET, Prefix="bam/")["Contents"]]
+    assert keys == ["bam/q30.bam", "bam/region.bam"]
 
 
 def test_http_location(moto: Moto, ctx: SessionContext) -> None:

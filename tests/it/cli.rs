@@ -94,6 +94,20 @@ fn example_filter() {
 }
 
 #[test]
+fn example_write_bam() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = example(dir.path(), "write_bam.sql");
+    let expected = samtools(&["view", "-q", "30", "-F", "1024", &sample()]);
+    assert_eq!(last_number(&out), expected.lines().count() as i64);
+    let written = dir.path().join("q30.bam");
+    let written = written.to_str().unwrap();
+    // Coordinate-sorted: samtools indexes it, and prints the records samtools' own filter keeps.
+    samtools(&["index", written]);
+    assert_eq!(samtools(&["view", written]), expected);
+    assert!(samtools(&["view", "-H", written]).contains("SO:coordinate"));
+}
+
+#[test]
 fn example_region() {
     let dir = tempfile::tempdir().unwrap();
     let out = example(dir.path(), "region.sql");

@@ -15,7 +15,7 @@ use crate::partitions::split_context;
 use crate::query;
 
 /// The BAM files of a directory, by name.
-fn bams_in(dir: &Path) -> Vec<PathBuf> {
+pub fn bams_in(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())

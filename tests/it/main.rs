@@ -14,6 +14,7 @@ mod partitions;
 mod regions;
 mod sql;
 mod table;
+mod write;
 
 use arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;

@@ -18,34 +18,29 @@ pub enum TagValue {
     Hex(String),
     Int(i64),
     Float(String),
-    /// A `B` array of integers with its subtype letter; `None` for a value from the `tags`
-    /// struct, whose `List<Int64>` keeps no subtype (README): it matches any subtype there.
-    IntArray(Vec<i64>, Option<char>),
+    /// A `B` array of integers with its subtype letter (the `tags` struct keeps it in the field's
+    /// `sam_type`, README).
+    IntArray(Vec<i64>, char),
     FloatArray(Vec<String>),
 }
 
 impl TagValue {
-    /// Everything but an integer array's subtype, for ordering.
-    fn key(&self) -> (u8, &str, i64, &[i64], &[String]) {
+    fn key(&self) -> (u8, &str, i64, &[i64], &[String], char) {
         match self {
-            Self::Char(s) => (0, s, 0, &[], &[]),
-            Self::Str(s) => (1, s, 0, &[], &[]),
-            Self::Hex(s) => (2, s, 0, &[], &[]),
-            Self::Int(v) => (3, "", *v, &[], &[]),
-            Self::Float(s) => (4, s, 0, &[], &[]),
-            Self::IntArray(v, _) => (5, "", 0, v, &[]),
-            Self::FloatArray(v) => (6, "", 0, &[], v),
+            Self::Char(s) => (0, s, 0, &[], &[], ' '),
+            Self::Str(s) => (1, s, 0, &[], &[], ' '),
+            Self::Hex(s) => (2, s, 0, &[], &[], ' '),
+            Self::Int(v) => (3, "", *v, &[], &[], ' '),
+            Self::Float(s) => (4, s, 0, &[], &[], ' '),
+            Self::IntArray(v, subtype) => (5, "", 0, v, &[], *subtype),
+            Self::FloatArray(v) => (6, "", 0, &[], v, ' '),
         }
     }
 }
 
 impl PartialEq for TagValue {
     fn eq(&self, other: &Self) -> bool {
-        let subtypes_agree = match (self, other) {
-            (Self::IntArray(_, Some(a)), Self::IntArray(_, Some(b))) => a == b,
-            _ => true,
-        };
-        self.key() == other.key() && subtypes_agree
+        self.key() == other.key()
     }
 }
 
@@ -169,7 +164,7 @@ pub fn parse_sam_tag(field: &str) -> (String, TagValue) {
                 TagValue::FloatArray(items.map(float).collect())
             } else {
                 assert!(matches!(sub, "c" | "C" | "s" | "S" | "i" | "I"), "{field}: B subtype {sub:?}");
-                TagValue::IntArray(items.map(|x| x.parse().unwrap()).collect(), sub.chars().next())
+                TagValue::IntArray(items.map(|x| x.parse().unwrap()).collect(), sub.chars().next().unwrap())
             }
         }
         other => panic!("unknown SAM tag type {other} in {field}"),
@@ -266,9 +261,10 @@ fn tag_values(columns: &[(String, String, arrow::array::ArrayRef)], row: usize) 
             "H" => TagValue::Hex(col.as_string::<i32>().value(row).into()),
             "i" => TagValue::Int(col.as_primitive::<Int64Type>().value(row)),
             "f" => TagValue::Float(float6(col.as_primitive::<Float32Type>().value(row))),
-            "B:i" => {
-                TagValue::IntArray(col.as_list::<i32>().value(row).as_primitive::<Int64Type>().values().to_vec(), None)
-            }
+            "B:c" | "B:C" | "B:s" | "B:S" | "B:i" | "B:I" => TagValue::IntArray(
+                col.as_list::<i32>().value(row).as_primitive::<Int64Type>().values().to_vec(),
+                ty.chars().nth(2).unwrap(),
+            ),
             "B:f" => TagValue::FloatArray(
                 col.as_list::<i32>()
                     .value(row)
