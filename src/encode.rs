@@ -16,6 +16,7 @@ use arrow::datatypes::{
 };
 use datafusion::common::{plan_err, DataFusionError, Result};
 use noodles_bgzf as bgzf;
+use noodles_core::Position;
 use noodles_sam as sam;
 use sam::alignment::io::Write as _;
 
@@ -48,6 +49,20 @@ pub struct RecordEncoder {
     /// The `tags` struct's fields: name, SAM kind.
     tags: Vec<(TagName, TagKind)>,
     compression: bgzf::io::writer::CompressionLevel,
+    /// Whether [`encode`](Self::encode) reports where each record lies, for an index.
+    placements: bool,
+}
+
+/// Where a record lies in the reference, as an index needs it: reference id, start, end, and
+/// whether it is mapped; `None` for a record without a position.
+pub type AlignmentContext = Option<(usize, Position, Position, bool)>;
+
+/// A batch's records as BGZF blocks, with, when asked, each record's alignment context and its
+/// end as a virtual position within the blocks (each record starts where the one before ends).
+pub struct EncodedBatch {
+    pub rows: u64,
+    pub blocks: Vec<u8>,
+    pub placements: Vec<(AlignmentContext, bgzf::VirtualPosition)>,
 }
 
 impl RecordEncoder {
@@ -88,7 +103,16 @@ impl RecordEncoder {
         if !missing.is_empty() {
             return plan_err!("a BAM record needs columns {}: select them too", missing.join(", "));
         }
-        Ok(Self { header, index_of, tags, compression })
+        Ok(Self { header, index_of, tags, compression, placements: false })
+    }
+
+    /// This encoder, reporting each record's placement for an index.
+    pub fn with_placements(self) -> Self {
+        Self { placements: true, ..self }
+    }
+
+    pub fn header(&self) -> &sam::Header {
+        &self.header
     }
 
     /// The header as BGZF blocks, ending a block so that the records start in a new one.
@@ -96,17 +120,19 @@ impl RecordEncoder {
         let mut raw = noodles_bam::io::Writer::from(Vec::new());
         raw.write_header(&self.header)
             .map_err(|e| DataFusionError::Execution(format!("BAM output {path}: cannot write the header: {e}")))?;
-        self.compress(path, raw.get_ref())
+        Ok(self.compress(path, raw.get_ref(), &[])?.0)
     }
 
     /// Encodes `batch` (rows `first_row..` of the output, counted from 0) as BGZF blocks.
-    pub fn encode(&self, path: &str, batch: &RecordBatch, first_row: u64) -> Result<Vec<u8>> {
+    pub fn encode(&self, path: &str, batch: &RecordBatch, first_row: u64) -> Result<EncodedBatch> {
         let columns = Columns::of(self, batch)?;
         let mut line = String::new();
         let mut empty_arrays = String::new();
         let mut record = sam::Record::default();
         let mut record_buf = sam::alignment::RecordBuf::default();
         let mut raw = noodles_bam::io::Writer::from(Vec::with_capacity(batch.num_rows() * 512));
+        let mut contexts = Vec::new();
+        let mut ends = Vec::new();
         for row in 0..batch.num_rows() {
             let failed = |what: String| {
                 let qname = if columns.qname.is_valid(row) { columns.qname.value(row) } else { "*" };
@@ -123,30 +149,64 @@ impl RecordEncoder {
             // them, its eager record (which rejects duplicate tags instead) parses the line.
             line.push_str(&empty_arrays);
             let mut reader = sam::io::Reader::new(line.as_bytes());
-            let written = if empty_arrays.matches('\t').count() > 1 {
+            let parsed: &dyn sam::alignment::Record = if empty_arrays.matches('\t').count() > 1 {
                 reader
                     .read_record_buf(&self.header, &mut record_buf)
                     .map_err(|e| failed(format!("invalid field: {e}")))?;
-                raw.write_alignment_record(&self.header, &record_buf)
+                &record_buf
             } else {
                 reader.read_record(&mut record).map_err(|e| failed(format!("invalid field: {e}")))?;
-                raw.write_alignment_record(&self.header, &record)
+                &record
             };
-            written.map_err(|e| failed(e.to_string()))?;
+            raw.write_alignment_record(&self.header, parsed).map_err(|e| failed(e.to_string()))?;
+            if self.placements {
+                contexts.push(alignment_context(&self.header, parsed).map_err(|e| failed(e.to_string()))?);
+                ends.push(raw.get_ref().len());
+            }
         }
-        self.compress(path, raw.get_ref())
+        let (blocks, record_ends) = self.compress(path, raw.get_ref(), &ends)?;
+        Ok(EncodedBatch {
+            rows: batch.num_rows() as u64,
+            blocks,
+            placements: contexts.into_iter().zip(record_ends).collect(),
+        })
     }
 
-    fn compress(&self, path: &str, data: &[u8]) -> Result<Vec<u8>> {
+    /// `data` as BGZF blocks, and the virtual positions (within them) of the offsets `ends`.
+    fn compress(&self, path: &str, data: &[u8], ends: &[usize]) -> Result<(Vec<u8>, Vec<bgzf::VirtualPosition>)> {
         let mut writer = bgzf::io::writer::Builder::default()
             .set_compression_level(self.compression)
             .build_from_writer(Vec::with_capacity(data.len() / 3 + 64));
-        // `flush` ends the last block without the end-of-file marker, which only the file's end gets.
-        writer
-            .write_all(data)
-            .and_then(|()| writer.flush())
-            .map_err(|e| DataFusionError::Execution(format!("BAM output {path}: BGZF compression failed: {e}")))?;
-        Ok(writer.into_inner())
+        let mut positions = Vec::with_capacity(ends.len());
+        let mut written = 0;
+        let compressed = ends
+            .iter()
+            .chain(std::iter::once(&data.len()))
+            .try_for_each(|&end| {
+                writer.write_all(&data[written..end])?;
+                written = end;
+                positions.push(writer.virtual_position());
+                Ok(())
+            })
+            // `flush` ends the last block without the end-of-file marker, which only the file's end gets.
+            .and_then(|()| writer.flush());
+        compressed.map_err(|e: std::io::Error| {
+            DataFusionError::Execution(format!("BAM output {path}: BGZF compression failed: {e}"))
+        })?;
+        positions.pop();
+        Ok((writer.into_inner(), positions))
+    }
+}
+
+/// A record's alignment context, as noodles' own BAM indexer (`noodles_bam::fs::index`) takes it.
+fn alignment_context(header: &sam::Header, record: &dyn sam::alignment::Record) -> std::io::Result<AlignmentContext> {
+    match (
+        record.reference_sequence_id(header).transpose()?,
+        record.alignment_start().transpose()?,
+        record.alignment_end().transpose()?,
+    ) {
+        (Some(id), Some(start), Some(end)) => Ok(Some((id, start, end, !record.flags()?.is_unmapped()))),
+        _ => Ok(None),
     }
 }
 

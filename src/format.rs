@@ -44,7 +44,7 @@ use crate::file_info::{read_sam_header, Catalog, FileInfo};
 use crate::framing::BGZF_EOF;
 use crate::infer::infer_layout;
 use crate::io::{blocking_stream, ObjectBytes};
-use crate::options::BamOptions;
+use crate::options::{BamOptions, OutputIndex};
 use crate::partition::{plan_range, region_file_groups, select_pieces, Piece, MIN_REGION_PARTITION_BYTES};
 use crate::progress;
 use crate::pushdown::{can_prefilter, region_predicate, regions, Prefilter};
@@ -189,13 +189,20 @@ impl FileFormat for BamFormat {
             .properties()
             .output_ordering()
             .is_some_and(|ordering| is_coordinate_order(ordering, &input.schema(), &source));
+        if self.options.index != OutputIndex::None && !coordinate_sorted {
+            return plan_err!(
+                "option index needs a coordinate-sorted output: end the query with ORDER BY rname, pos \
+                 (this is coordinate order only when the header's reference names are in text order)"
+            );
+        }
         let header = output_header(source, coordinate_sorted)?;
         let level = CompressionLevel::new(self.options.compression_level).ok_or_else(|| {
             DataFusionError::Plan(format!("invalid compression_level {}", self.options.compression_level))
         })?;
         // The files' columns: without `PARTITIONED BY` columns, which DataFusion takes out.
         let encoder = RecordEncoder::try_new(&get_writer_schema(&conf), Arc::new(header), level)?;
-        Ok(Arc::new(DataSinkExec::new(input, Arc::new(BamSink::new(conf, encoder)), order_requirements)))
+        let sink = BamSink::new(conf, encoder, self.options.index);
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), order_requirements)))
     }
 
     fn file_source(&self, table_schema: TableSchema) -> Arc<dyn FileSource> {

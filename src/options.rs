@@ -51,8 +51,19 @@ impl TagSelection {
 }
 
 /// The names of the table options, as `OPTIONS` keys (DataFusion adds a `format.` prefix).
-pub const OPTION_NAMES: [&str; 7] =
-    ["tags", "tag_sample_records", "split", "region", "skip_damaged", "header", "compression_level"];
+pub const OPTION_NAMES: [&str; 8] =
+    ["tags", "tag_sample_records", "split", "region", "skip_damaged", "header", "compression_level", "index"];
+
+/// The index `COPY ... STORED AS BAM` writes beside a coordinate-sorted output (option `index`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputIndex {
+    #[default]
+    None,
+    /// `x.bam.bai`, as `samtools index` writes.
+    Bai,
+    /// `x.bam.csi`, as `samtools index -c` writes (for references longer than BAI allows).
+    Csi,
+}
 
 /// BGZF's (and samtools') default compression level.
 pub const DEFAULT_COMPRESSION_LEVEL: u8 = 6;
@@ -77,6 +88,9 @@ pub struct BamOptions {
     pub header: Option<String>,
     /// Option `compression_level`, for `COPY ... STORED AS BAM`: BGZF's level, 0 (stored) to 9.
     pub compression_level: u8,
+    /// Option `index`, for `COPY ... STORED AS BAM`: `bai` or `csi` writes that index beside the
+    /// output, which must then be coordinate-sorted.
+    pub index: OutputIndex,
 }
 
 impl Default for BamOptions {
@@ -89,6 +103,7 @@ impl Default for BamOptions {
             skip_damaged: false,
             header: None,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
+            index: OutputIndex::None,
         }
     }
 }
@@ -161,6 +176,14 @@ impl BamOptions {
                 "skip_damaged" => self.skip_damaged = parse_bool("skip_damaged", value)?,
                 "region" => self.regions = parse_regions(value)?,
                 "header" => self.header = Some(value.clone()),
+                "index" => {
+                    self.index = match value.trim().to_ascii_lowercase().as_str() {
+                        "bai" => OutputIndex::Bai,
+                        "csi" => OutputIndex::Csi,
+                        "none" | "" => OutputIndex::None,
+                        _ => return plan_err!("option index must be bai, csi or none, got {value:?}"),
+                    }
+                }
                 "compression_level" => {
                     self.compression_level = match value.trim().parse() {
                         Ok(level @ 0..=9) => level,

@@ -21,6 +21,10 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, SendableRecordBatchStream};
 use futures::StreamExt;
+use noodles_bam::index::{Format as IndexFormat, Indexer};
+use noodles_bgzf::VirtualPosition;
+use noodles_core::Position;
+use noodles_csi::binning_index::index::reference_sequence::bin::Chunk;
 use noodles_sam as sam;
 use noodles_sam::header::record::value::map::header::{sort_order, tag as header_tag, Version};
 use noodles_sam::header::record::value::map::program::tag as program_tag;
@@ -31,8 +35,9 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 
-use crate::encode::RecordEncoder;
+use crate::encode::{AlignmentContext, RecordEncoder};
 use crate::framing::BGZF_EOF;
+use crate::options::OutputIndex;
 
 /// The `@PG` name (and ID prefix) of this tool.
 const PROGRAM: &str = "datafusion-bam";
@@ -42,11 +47,15 @@ const PROGRAM: &str = "datafusion-bam";
 pub struct BamSink {
     config: FileSinkConfig,
     encoder: Arc<RecordEncoder>,
+    index: OutputIndex,
 }
 
 impl BamSink {
-    pub fn new(config: FileSinkConfig, encoder: RecordEncoder) -> Self {
-        Self { config, encoder: Arc::new(encoder) }
+    /// A sink writing `encoder`'s records, and `index` beside each file (its rows must then come
+    /// in coordinate order).
+    pub fn new(config: FileSinkConfig, encoder: RecordEncoder, index: OutputIndex) -> Self {
+        let encoder = if index == OutputIndex::None { encoder } else { encoder.with_placements() };
+        Self { config, encoder: Arc::new(encoder), index }
     }
 }
 
@@ -86,7 +95,7 @@ impl FileSink for BamSink {
         let parallelism = options.execution.target_partitions.max(1) + 1;
         let mut writers = JoinSet::new();
         while let Some((path, batches)) = file_stream_rx.recv().await {
-            let file = OutputFile { store: Arc::clone(&object_store), path, buffer_size };
+            let file = OutputFile { store: Arc::clone(&object_store), path, buffer_size, index: self.index };
             writers.spawn(file.write(Arc::clone(&self.encoder), batches, parallelism));
         }
         let demuxed = demux_task.join_unwind().await.map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))?;
@@ -125,6 +134,7 @@ struct OutputFile {
     store: Arc<dyn ObjectStore>,
     path: Path,
     buffer_size: usize,
+    index: OutputIndex,
 }
 
 impl OutputFile {
@@ -138,29 +148,50 @@ impl OutputFile {
         let name = self.path.to_string();
         let mut out = BufWriter::with_capacity(Arc::clone(&self.store), self.path.clone(), self.buffer_size);
         let written = async {
-            out.write_all(&encoder.header_blocks(&name)?).await?;
+            let header = encoder.header_blocks(&name)?;
+            let mut offset = header.len() as u64;
+            let mut indexer = match self.index {
+                OutputIndex::None => None,
+                format => Some(OutputIndexer::new(format, encoder.header(), offset)?),
+            };
+            out.write_all(&header).await?;
             let mut first_row = 0u64;
             let mut encoded = tokio_stream_of(batches)
                 .map(|batch| {
                     let (encoder, name, start) = (Arc::clone(&encoder), name.clone(), first_row);
                     first_row += batch.num_rows() as u64;
-                    let rows = batch.num_rows() as u64;
-                    SpawnedTask::spawn_blocking(move || encoder.encode(&name, &batch, start).map(|b| (rows, b)))
+                    SpawnedTask::spawn_blocking(move || encoder.encode(&name, &batch, start))
                 })
                 .buffered(parallelism);
             let mut rows = 0;
             while let Some(joined) = encoded.next().await {
-                let (n, blocks) = joined.map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??;
-                out.write_all(&blocks).await?;
-                rows += n;
+                let batch = joined.map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??;
+                if let Some(indexer) = &mut indexer {
+                    indexer
+                        .add(offset, &batch.placements)
+                        .map_err(|e| DataFusionError::Execution(format!("BAM output {name}: cannot index it: {e}")))?;
+                }
+                out.write_all(&batch.blocks).await?;
+                offset += batch.blocks.len() as u64;
+                rows += batch.rows;
             }
+            let index = indexer.map(|i| i.finish(encoder.header())).transpose()?;
             out.write_all(&BGZF_EOF).await?;
             out.shutdown().await?;
-            Ok::<_, DataFusionError>(rows)
+            Ok::<_, DataFusionError>((rows, index))
         }
         .await;
         match written {
-            Ok(rows) => Ok((self.path, rows)),
+            Ok((rows, None)) => Ok((self.path, rows)),
+            Ok((rows, Some((extension, bytes)))) => {
+                // Written after the BAM file, so that it is the newer of the two, as readers expect.
+                let index_path = Path::from(format!("{}.{extension}", self.path));
+                if let Err(e) = self.store.put(&index_path, bytes.into()).await {
+                    let _ = self.store.delete(&self.path).await;
+                    return Err(DataFusionError::Execution(format!("BAM output {name}: cannot write its index: {e}")));
+                }
+                Ok((self.path, rows))
+            }
             Err(e) => {
                 if let Err(abort) = out.abort().await {
                     log::warn!("BAM output {name}: aborting the upload failed: {abort}");
@@ -169,6 +200,74 @@ impl OutputFile {
             }
         }
     }
+}
+
+/// The index of an output, built as its batches are written, as noodles' `bam::fs::index` builds
+/// one from a file.
+struct OutputIndexer {
+    format: OutputIndex,
+    indexer: Indexer,
+    /// Where the next record starts.
+    next: VirtualPosition,
+}
+
+impl OutputIndexer {
+    /// An indexer whose first record starts at compressed byte `records_start`.
+    fn new(format: OutputIndex, header: &sam::Header, records_start: u64) -> Result<Self> {
+        let longest = header.reference_sequences().values().map(|r| usize::from(r.length())).max().unwrap_or(1);
+        let builder = Indexer::builder().set_format(match format {
+            OutputIndex::Csi => IndexFormat::Csi,
+            _ => IndexFormat::Bai,
+        });
+        let builder = match Position::new(longest) {
+            Some(max) => builder.set_max_position_hint(max),
+            None => builder,
+        };
+        let indexer = builder.build().map_err(|e| {
+            DataFusionError::Plan(format!(
+                "cannot index the output: {e} (a reference of {longest} bases needs option index 'csi')"
+            ))
+        })?;
+        Ok(Self { format, indexer, next: virtual_position(records_start, 0)? })
+    }
+
+    /// Adds the records of a batch whose blocks start at compressed byte `offset`.
+    fn add(&mut self, offset: u64, placements: &[(AlignmentContext, VirtualPosition)]) -> Result<()> {
+        for (context, end) in placements {
+            let end = virtual_position(offset + end.compressed(), end.uncompressed())?;
+            self.indexer
+                .add_record(*context, Chunk::new(self.next, end))
+                .map_err(|e| DataFusionError::Execution(format!("{e}: its rows are not in coordinate order")))?;
+            self.next = end;
+        }
+        Ok(())
+    }
+
+    /// The index file's extension and bytes.
+    fn finish(self, header: &sam::Header) -> Result<(&'static str, Vec<u8>)> {
+        let references = header.reference_sequences().len();
+        let failed = |e: std::io::Error| DataFusionError::Execution(format!("cannot write the index: {e}"));
+        match (self.format, self.indexer.build(references)) {
+            (OutputIndex::Csi, noodles_bam::Index::Csi(index)) => {
+                let mut writer = noodles_csi::io::Writer::new(Vec::new());
+                writer.write_index(&index).map_err(failed)?;
+                Ok(("csi", writer.into_inner().finish().map_err(failed)?))
+            }
+            (_, noodles_bam::Index::Bai(index)) => {
+                let mut writer = noodles_bam::bai::io::Writer::new(Vec::new());
+                writer.write_index(&index).map_err(failed)?;
+                Ok(("bai", writer.into_inner()))
+            }
+            (_, noodles_bam::Index::Csi(_)) => {
+                Err(DataFusionError::Internal("noodles built a CSI index where a BAI was asked for".into()))
+            }
+        }
+    }
+}
+
+fn virtual_position(compressed: u64, uncompressed: u16) -> Result<VirtualPosition> {
+    VirtualPosition::try_from((compressed, uncompressed))
+        .map_err(|e| DataFusionError::Execution(format!("output too large for BAM virtual positions: {e}")))
 }
 
 /// The batches of a demuxed file as a stream.

@@ -384,6 +384,8 @@ def to_bam(
     skip_damaged: bool | None = None,
     header: str | os.PathLike[str] | None = None,
     compression_level: int | None = None,
+    index: str | None = None,
+    sort: bool = False,
     storage_options: StorageOptions | None = None,
     progress: bool | ProgressCallback = False,
 ) -> int:
@@ -400,7 +402,10 @@ def to_bam(
     ``header`` names the BAM file whose header the output takes; BAM files given as ``source``
     supply their own, other sources need it. The output may be remote (``s3://``, ``gs://``); it
     appears only when complete, and a failure leaves nothing. ``compression_level`` is BGZF's,
-    0 to 9 (default 6).
+    0 to 9 (default 6). ``sort=True`` sorts the rows by coordinate (``ORDER BY rname, pos``, in
+    the extension: an ordering does not cross the Arrow stream of a DataFrame), so the output is
+    marked ``SO:coordinate`` when the header's reference names are in text order.
+    ``index="bai"`` (or ``"csi"``) sorts so too and writes the index beside the output.
     """
     if isinstance(source, (str, os.PathLike)) or not hasattr(source, "__arrow_c_stream__"):
         sources = _paths(source)  # type: ignore[arg-type]
@@ -415,9 +420,13 @@ def to_bam(
         options["header"] = os.fspath(header)
     if compression_level is not None:
         options["compression_level"] = str(int(compression_level))
+    if index is not None:
+        options["index"] = index
+    query = _select(columns, '"input"', where, min_mapq)
+    if sort or index is not None:
+        query += " ORDER BY rname, pos"
     with _reporting(progress, stacklevel=4):
-        return write_bam(source, _select(columns, '"input"', where, min_mapq), os.fspath(output), options,
-                         storage_options)
+        return write_bam(source, query, os.fspath(output), options, storage_options)
 
 
 def _exists(location: str, storage_options: StorageOptions | None) -> bool:

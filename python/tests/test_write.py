@@ -29,9 +29,13 @@ def test_a_dataframe_of_any_query_to_bam(tmp_path: Path) -> None:
     ctx = SessionContext()
     bam.register(ctx, "reads", SAMPLE)
     out = tmp_path / "sorted.bam"
-    df = ctx.sql("SELECT * FROM reads WHERE flag & 16 = 0 ORDER BY rname, pos")
-    bam.to_bam(df, out, header=SAMPLE)
+    df = ctx.sql("SELECT * FROM reads WHERE flag & 16 = 0")
+    bam.to_bam(df, out, header=SAMPLE, index="bai")
+    assert "SO:coordinate" in samtools("view", "-H", str(out))
     assert records(out) == records(SAMPLE, "-F", "16")
+    # The index written beside it answers region queries as samtools' filter does.
+    assert Path(f"{out}.bai").is_file()
+    assert records(out, "chr1:40000-60000") == records(SAMPLE, "-F", "16", "chr1:40000-60000")
     # A DataFrame has no header of its own: it must be named.
     with pytest.raises(ValueError, match="header="):
         bam.to_bam(ctx.sql("SELECT * FROM reads"), tmp_path / "no_header.bam")

@@ -125,25 +125,39 @@ fn sort_order(path: &Path) -> String {
 }
 
 /// Output ordered by `rname, pos` is marked `SO:coordinate` when the header's reference names are
-/// in text order (then it is BAM's coordinate order): samtools indexes it, and region counts
-/// through the index equal the original's. Otherwise, and without ORDER BY, it is `unsorted`.
+/// in text order (then it is BAM's coordinate order); option `index` writes its `.bai` or `.csi`,
+/// through which samtools' region counts equal the original's, and samtools indexes it the same.
+/// Otherwise, and without ORDER BY, it is `unsorted`, and cannot be indexed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ordered_output_is_marked_coordinate_sorted_and_indexes() {
+async fn ordered_output_is_marked_coordinate_sorted_and_indexed() {
     let out = tempfile::tempdir().unwrap();
     let ctx = split_context(3);
     let source = data("sample.bam");
     query(&ctx, &format!("CREATE EXTERNAL TABLE t STORED AS BAM LOCATION '{}'", source.display())).await.unwrap();
-    let sorted = out.path().join("sorted.bam");
-    query(&ctx, &format!("COPY (SELECT * FROM t ORDER BY rname, pos) TO '{}' STORED AS BAM", sorted.display()))
-        .await
-        .unwrap();
-    assert_eq!(sort_order(&sorted), "coordinate");
-    samtools(&["index", sorted.to_str().unwrap()]);
-    for region in ["chr1", "chr2:1000-5000", "chr3:1-1"] {
-        let count = |p: &Path| samtools(&["view", "-c", p.to_str().unwrap(), region]);
-        assert_eq!(count(&sorted), count(&source), "{region}");
+    let regions = ["chr1", "chr2:1000-5000", "chr3:1-1", "chr1:50000-50100", "chr4", "*"];
+    let count = |p: &Path, region: &str| samtools(&["view", "-c", p.to_str().unwrap(), region]);
+    for kind in ["bai", "csi"] {
+        let sorted = out.path().join(format!("sorted_{kind}.bam"));
+        let copy = format!(
+            "COPY (SELECT * FROM t ORDER BY rname, pos) TO '{}' STORED AS BAM OPTIONS ('index' '{kind}')",
+            sorted.display()
+        );
+        query(&ctx, &copy).await.unwrap();
+        assert_eq!(sort_order(&sorted), "coordinate");
+        let index = out.path().join(format!("sorted_{kind}.bam.{kind}"));
+        assert!(index.is_file(), "no {}", index.display());
+        for region in regions {
+            assert_eq!(count(&sorted, region), count(&source, region), "{kind}: {region}");
+        }
+        assert_eq!(records(&sorted), records(&source));
+        // samtools' own index of the file answers the same.
+        std::fs::remove_file(&index).unwrap();
+        samtools(&["index", sorted.to_str().unwrap()]);
+        for region in regions {
+            assert_eq!(count(&sorted, region), count(&source, region), "samtools' index: {region}");
+        }
     }
-    assert_eq!(records(&sorted), records(&source));
+    let sorted = out.path().join("sorted_bai.bam");
     let programs = header_lines(&sorted, "@PG");
     assert!(
         programs.iter().any(|l| l.contains("ID:datafusion-bam") && l.contains("PN:datafusion-bam")),
@@ -153,6 +167,9 @@ async fn ordered_output_is_marked_coordinate_sorted_and_indexes() {
     let unordered = out.path().join("unordered.bam");
     query(&ctx, &format!("COPY (SELECT * FROM t) TO '{}' STORED AS BAM", unordered.display())).await.unwrap();
     assert_eq!(sort_order(&unordered), "unsorted");
+    let copy = format!("COPY (SELECT * FROM t) TO '{}' STORED AS BAM OPTIONS ('index' 'bai')", unordered.display());
+    let err = query(&ctx, &copy).await.unwrap_err().to_string();
+    assert!(err.contains("ORDER BY rname, pos"), "{err}");
 
     // `huge` sorts before `small` by name, but comes after it in the header.
     let by_name = out.path().join("by_name.bam");
