@@ -16,7 +16,7 @@ peers=1
 [[ "${1:-}" == "--no-peers" ]] && peers=0
 mkdir -p "$dir/noindex" "$dir/out"
 
-[[ -f "$dir/big.bam" ]] || "$root/tests/data/make.sh" --big "$dir" > /dev/null
+[[ -f "$dir/big.bam" ]] || "$root/tests/data/make.sh" --big-only "$dir" > /dev/null
 # The same file without an index beside it: the scans below must read every record.
 ln -sf "$dir/big.bam" "$dir/noindex/big.bam"
 indexed=$dir/big.bam

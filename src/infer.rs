@@ -45,23 +45,30 @@ impl TagCounts {
     }
 }
 
-/// Counts the tags of up to `limit` records of one BAM stream; returns how many were read.
-/// Damage is an error, unless `skip_damaged`: then damaged records are passed over and damaged
-/// framing ends the sample (the scan reports both).
+/// How much of the files a tag sample may still read.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleBudget {
+    pub records: usize,
+    pub bytes: usize,
+}
+
+/// Counts the tags of one BAM stream's first records, within `budget` (the record that crosses
+/// the byte budget still counts); returns the budget left. Damage is an error, unless
+/// `skip_damaged`: then damaged records are passed over and damaged framing ends the sample (the
+/// scan reports both).
 pub fn sample_tags<R: Read>(
     path: &str,
     inner: R,
-    limit: usize,
+    mut budget: SampleBudget,
     skip_damaged: bool,
     counts: &mut TagCounts,
-) -> Result<usize> {
+) -> Result<SampleBudget> {
     let mut reader = bgzf_reader(path, inner)?;
     let header = read_header(path, &mut reader)?;
     let n_ref = header.file.reference_names.len();
     let mut buf = Vec::new();
     let mut fields = Vec::new();
-    let mut n = 0;
-    while n < limit {
+    while budget.records > 0 && budget.bytes > 0 {
         let start = reader.virtual_position();
         match read_record_bytes(path, 0, &mut reader, &mut buf) {
             Ok(true) => {}
@@ -87,9 +94,10 @@ pub fn sample_tags<R: Read>(
             Err(_) if skip_damaged => {}
             Err(e) => return Err(error_at(path, start, format!("invalid record: {e}"))),
         }
-        n += 1;
+        budget.records -= 1;
+        budget.bytes = budget.bytes.saturating_sub(buf.len());
     }
-    Ok(n)
+    Ok(budget)
 }
 
 /// Resolves the tag selection of `options` into a layout, sampling the files if needed.
@@ -105,22 +113,22 @@ pub async fn infer_layout(
     };
     let mut counts = TagCounts::default();
     if needs_sample {
-        let mut remaining = options.tag_sample_records;
+        let mut budget = SampleBudget { records: options.tag_sample_records, bytes: options.tag_sample_bytes.max(1) };
         for object in objects {
-            if remaining == 0 {
+            if budget.records == 0 || budget.bytes == 0 {
                 break;
             }
             let reader = open_blocking_reader(store, &object.location).await?;
             let path = object.location.to_string();
             let mut file_counts = std::mem::take(&mut counts);
             let skip_damaged = options.skip_damaged;
-            let (read, file_counts) = tokio::task::spawn_blocking(move || {
-                sample_tags(&path, reader, remaining, skip_damaged, &mut file_counts).map(|n| (n, file_counts))
+            let (left, file_counts) = tokio::task::spawn_blocking(move || {
+                sample_tags(&path, reader, budget, skip_damaged, &mut file_counts).map(|left| (left, file_counts))
             })
             .await
             .map_err(|e| DataFusionError::Execution(format!("tag sampling task failed: {e}")))??;
             counts = file_counts;
-            remaining -= read;
+            budget = left;
         }
     }
     Ok(resolve(&options.tags, &counts))
@@ -154,6 +162,25 @@ fn spec_kind(tag: TagName, counts: &TagCounts) -> Option<TagKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Long reads stop the sample at the byte budget, after the record that crosses it.
+    #[test]
+    fn the_sample_stops_at_its_byte_budget() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/long_reads.bam");
+        let file = || std::fs::File::open(path).unwrap();
+        let whole = SampleBudget { records: usize::MAX, bytes: usize::MAX };
+        let left = sample_tags(path, file(), whole, false, &mut TagCounts::default()).unwrap();
+        let (records, bytes) = (usize::MAX - left.records, usize::MAX - left.bytes);
+        assert!(records > 20, "{records} records in the file");
+        let budget = SampleBudget { records: usize::MAX, bytes: bytes / 4 };
+        let left = sample_tags(path, file(), budget, false, &mut TagCounts::default()).unwrap();
+        let sampled = usize::MAX - left.records;
+        assert_eq!(left.bytes, 0);
+        assert!(sampled > 0 && sampled < records / 2, "{sampled} of {records} records sampled");
+        let one = SampleBudget { records: usize::MAX, bytes: 1 };
+        let left = sample_tags(path, file(), one, false, &mut TagCounts::default()).unwrap();
+        assert_eq!(usize::MAX - left.records, 1, "at least one record is read");
+    }
 
     #[test]
     fn spec_types_win_over_observed_ones() {

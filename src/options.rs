@@ -51,8 +51,17 @@ impl TagSelection {
 }
 
 /// The names of the table options, as `OPTIONS` keys (DataFusion adds a `format.` prefix).
-pub const OPTION_NAMES: [&str; 8] =
-    ["tags", "tag_sample_records", "split", "region", "skip_damaged", "header", "compression_level", "index"];
+pub const OPTION_NAMES: [&str; 9] = [
+    "tags",
+    "tag_sample_records",
+    "tag_sample_bytes",
+    "split",
+    "region",
+    "skip_damaged",
+    "header",
+    "compression_level",
+    "index",
+];
 
 /// The index `COPY ... STORED AS BAM` writes beside a coordinate-sorted output (option `index`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,6 +74,9 @@ pub enum OutputIndex {
     Csi,
 }
 
+/// About what 10,000 short reads with a few tags take: long reads stop the sample there.
+pub const DEFAULT_TAG_SAMPLE_BYTES: usize = 4 << 20;
+
 /// BGZF's (and samtools') default compression level.
 pub const DEFAULT_COMPRESSION_LEVEL: u8 = 6;
 
@@ -75,6 +87,10 @@ pub struct BamOptions {
     pub tags: TagSelection,
     /// Option `tag_sample_records`: how many records (over all files) `auto` inspects.
     pub tag_sample_records: usize,
+    /// Option `tag_sample_bytes`: how many bytes of records (uncompressed, over all files) `auto`
+    /// inspects at most, so that a file of long reads is sampled as quickly as one of short
+    /// reads. At least one record is read.
+    pub tag_sample_bytes: usize,
     /// Option `split`: whether a file may be split into byte ranges decoded in parallel.
     pub split: bool,
     /// Option `region`: only records overlapping these regions (samtools syntax, separated by
@@ -98,6 +114,7 @@ impl Default for BamOptions {
         Self {
             tags: TagSelection::Auto,
             tag_sample_records: 10_000,
+            tag_sample_bytes: DEFAULT_TAG_SAMPLE_BYTES,
             split: true,
             regions: Vec::new(),
             skip_damaged: false,
@@ -113,6 +130,10 @@ impl Default for BamOptions {
 /// object store.
 pub fn is_format_option(key: &str) -> bool {
     key.starts_with("format.") || !key.contains('.')
+}
+
+fn parse_count(option: &str, value: &str) -> Result<usize> {
+    value.trim().parse().or_else(|_| plan_err!("option {option} must be a whole number, got {value:?}"))
 }
 
 fn parse_bool(option: &str, value: &str) -> Result<bool> {
@@ -166,12 +187,8 @@ impl BamOptions {
             }
             match key.strip_prefix("format.").unwrap_or(key) {
                 "tags" => self.tags = TagSelection::parse(value)?,
-                "tag_sample_records" => {
-                    self.tag_sample_records = value
-                        .trim()
-                        .parse()
-                        .or_else(|_| plan_err!("option tag_sample_records must be a whole number, got {value:?}"))?
-                }
+                "tag_sample_records" => self.tag_sample_records = parse_count("tag_sample_records", value)?,
+                "tag_sample_bytes" => self.tag_sample_bytes = parse_count("tag_sample_bytes", value)?,
                 "split" => self.split = parse_bool("split", value)?,
                 "skip_damaged" => self.skip_damaged = parse_bool("skip_damaged", value)?,
                 "region" => self.regions = parse_regions(value)?,

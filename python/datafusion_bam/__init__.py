@@ -90,6 +90,7 @@ def _options(
     split: bool | None = None,
     tag_sample_records: int | None = None,
     skip_damaged: bool | None = None,
+    tag_sample_bytes: int | None = None,
 ) -> dict[str, str]:
     options: dict[str, str] = {}
     if tags is not None:
@@ -100,6 +101,8 @@ def _options(
         options["split"] = "true" if split else "false"
     if tag_sample_records is not None:
         options["tag_sample_records"] = str(tag_sample_records)
+    if tag_sample_bytes is not None:
+        options["tag_sample_bytes"] = str(tag_sample_bytes)
     if skip_damaged is not None:
         options["skip_damaged"] = "true" if skip_damaged else "false"
     return options
@@ -123,6 +126,7 @@ def table(
     tag_sample_records: int | None = None,
     skip_damaged: bool | None = None,
     storage_options: StorageOptions | None = None,
+    tag_sample_bytes: int | None = None,
 ) -> BamTable:
     """Opens BAM files (a path, a directory of ``.bam`` files or a glob, or a list of them) as one
     table. Its tag columns come from all the files, so files with different tags share it.
@@ -130,7 +134,8 @@ def table(
     ``https://host/x.bam`` (a file: plain HTTP cannot list directories).
 
     ``tags`` chooses the fields of the typed ``tags`` struct: ``"auto"`` (the default: the tags of
-    the first records), a list (``"NM,MD"``, ``"NM:i,MD:Z"``) or ``"none"``. A table without tag
+    the first records: ``tag_sample_records`` of them, or ``tag_sample_bytes``), a list
+    (``"NM,MD"``, ``"NM:i,MD:Z"``) or ``"none"``. A table without tag
     fields has no ``tags`` column; ``tags_extra`` holds every aux field the struct does not.
     ``region`` keeps only records overlapping samtools-style regions (``"chr1:100-200"``);
     ``split=False`` reads each file as one partition; ``skip_damaged=True`` skips and counts
@@ -142,8 +147,8 @@ def table(
     ``{"region": "eu-west-1"}``, ``{"aws.endpoint": "http://localhost:9000", "aws.allow_http":
     "true"}``, ``{"skip_signature": "true"}`` for a public bucket, ``{"service_account_key": ...}``.
     """
-    return BamTable(_paths(path), _options(tags, region, split, tag_sample_records, skip_damaged),
-                    storage_options)
+    return BamTable(_paths(path), _options(tags, region, split, tag_sample_records, skip_damaged,
+                                           tag_sample_bytes), storage_options)
 
 
 def _paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -176,12 +181,13 @@ def register(
     tag_sample_records: int | None = None,
     skip_damaged: bool | None = None,
     storage_options: StorageOptions | None = None,
+    tag_sample_bytes: int | None = None,
 ) -> None:
     """Registers BAM files as table ``name`` in ``ctx`` (see :func:`table`), and enables BAM in
     its SQL (see :func:`enable`)."""
     ctx.register_table(name, table(path, tags=tags, region=region, split=split,
                                    tag_sample_records=tag_sample_records, skip_damaged=skip_damaged,
-                                   storage_options=storage_options))
+                                   storage_options=storage_options, tag_sample_bytes=tag_sample_bytes))
     enable(ctx)
 
 

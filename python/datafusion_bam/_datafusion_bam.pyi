@@ -12,7 +12,7 @@ class BamTable:
     DataFusion table, with one schema over all the files.
 
     ``options`` takes the keys of ``CREATE EXTERNAL TABLE ... OPTIONS``: ``tags``, ``region``,
-    ``split``, ``tag_sample_records``, ``skip_damaged``; ``storage_options`` configures the
+    ``split``, ``tag_sample_records``, ``tag_sample_bytes``, ``skip_damaged``; ``storage_options`` configures the
     object store of remote locations. Opening reads the headers; errors raise :class:`BamError`.
     """
 

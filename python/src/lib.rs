@@ -277,7 +277,7 @@ async fn prepare_stores(locations: &[String], storage_options: &HashMap<String, 
 /// a DataFusion table, with one schema over all the files.
 ///
 /// `options` takes the same keys as `CREATE EXTERNAL TABLE ... OPTIONS`: `tags`, `region`,
-/// `split`, `tag_sample_records`, `skip_damaged`; `storage_options` configures the object store
+/// `split`, `tag_sample_records`, `tag_sample_bytes`, `skip_damaged`; `storage_options` configures the object store
 /// of remote locations.
 #[pyclass(name = "BamTable", module = "datafusion_bam", frozen)]
 struct PyBamTable {

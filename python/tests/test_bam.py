@@ -222,3 +222,11 @@ def test_convert_each_resumes_after_a_failure(tmp_path: Path) -> None:
     assert pq.read_table(out / "a.parquet").num_rows == samtools_count(SAMPLE)
     with pytest.raises(ValueError, match="unknown output format"):
         bam.convert_each(paths, out, stored_as="csv")
+
+
+def test_the_tag_sample_is_bounded_by_records_and_bytes() -> None:
+    corners = str(DATA / "corpus" / "hand_corners.bam")
+    # Its first record has no aux field: a sample of it alone gives no tags struct.
+    assert "tags" in pa.schema(bam.table(corners)).names
+    for bound in [{"tag_sample_records": 1}, {"tag_sample_bytes": 1}]:
+        assert "tags" not in pa.schema(bam.table(corners, **bound)).names, bound

@@ -4,12 +4,15 @@
 #
 #   tests/data/make.sh          small files, committed to the repository
 #   tests/data/make.sh --big DIR    also DIR/big.bam (about 3M records, for benchmarks; not committed)
+#   tests/data/make.sh --big-only DIR    only DIR/big.bam
 #
 # Everything is seeded, so re-running gives the same records.
 set -euo pipefail
 big_out=""
-if [[ "${1:-}" == "--big" ]]; then
+big_only=0
+if [[ "${1:-}" == "--big" || "${1:-}" == "--big-only" ]]; then
   big_out=$(realpath -m "${2:?usage: make.sh --big DIR}")
+  [[ "$1" == "--big-only" ]] && big_only=1
 fi
 cd "$(dirname "$0")"
 export PYTHONPATH="$PWD"   # fasta.py
@@ -33,6 +36,29 @@ realistic() { # name, fold coverage, seed
   minimap2 -t 2 -ax sr --MD -R "@RG\tID:sim\tSM:sample\tPL:ILLUMINA" "$work/ref.fa" \
     "$work/$1_1.fq" "$work/$1_2.fq" 2> /dev/null | sed "/^@PG/d" > "$work/$1.sam"
 }
+
+long_reads() { # output, depth
+  pbsim --prefix "$work/long" --data-type CLR --depth "$2" --length-mean 8000 --length-max 30000 --seed 5 \
+    --model_qc /usr/share/pbsim/models/model_qc_clr "$work/ref.fa" > "$work/pbsim.log" 2>&1
+  cat "$work"/long_*.fastq > "$work/long.fq"
+  minimap2 -t 2 -ax map-pb "$work/ref.fa" "$work/long.fq" 2> /dev/null | sed "/^@PG/d" \
+    | samtools sort --no-PG -o "$1" - 2> /dev/null
+  samtools index "$1"
+  rm -f "$work"/long_* "$work/long.fq"
+}
+
+# Benchmark files: short reads (about 3M), and long reads (about 11k, 100 MB).
+big() {
+  mkdir -p "$big_out"
+  realistic big 1000 11
+  samtools sort --no-PG -@2 -m 1G -o "$big_out/big.bam" "$work/big.sam" 2> /dev/null
+  samtools index "$big_out/big.bam"
+  long_reads "$big_out/big_long.bam" 140
+}
+if (( big_only )); then
+  big
+  exit 0
+fi
 
 realistic sample 5 7
 samtools sort --no-PG -@2 -o sample.bam "$work/sample.sam" 2> /dev/null
@@ -95,12 +121,7 @@ with open(many, "w") as f:
         f.write(f"read{i}\t0\tcontig_{i:05d}\t{1 + i % 900}\t{i % 61}\t50M\t*\t0\t0\t{'ACGTT' * 10}\t{'F' * 50}\tNM:i:{i % 3}\n")
 PY
 # Long reads (PacBio CLR-like, up to 30 kbp): records span many BGZF blocks.
-pbsim --prefix "$work/long" --data-type CLR --depth 1 --length-mean 8000 --length-max 30000 --seed 5 \
-  --model_qc /usr/share/pbsim/models/model_qc_clr "$work/ref.fa" > "$work/pbsim.log" 2>&1
-cat "$work"/long_*.fastq > "$work/long.fq"
-minimap2 -t 2 -ax map-pb "$work/ref.fa" "$work/long.fq" 2> /dev/null | sed "/^@PG/d" \
-  | samtools sort --no-PG -o long_reads.bam - 2> /dev/null
-samtools index long_reads.bam
+long_reads long_reads.bam 1
 
 # A reference longer than BAI's 2^29 limit: only CSI can index it.
 python3 - "$work/long_ref.sam" <<'PY'
@@ -122,10 +143,7 @@ samtools index many_refs.bam
 printf '@HD\tVN:1.6\tSO:coordinate\n@SQ\tSN:chr1\tLN:1000\n' | samtools view --no-PG -b -o empty.bam -
 
 if [[ -n "$big_out" ]]; then
-  mkdir -p "$big_out"
-  realistic big 1000 11
-  samtools sort --no-PG -@2 -m 1G -o "$big_out/big.bam" "$work/big.sam" 2> /dev/null
-  samtools index "$big_out/big.bam"
+  big
 fi
 ls -l *.bam
 

@@ -119,13 +119,15 @@ async fn every_shipped_test_file_equals_samtools_and_converts() {
     check_all(&files, BamOptions::default()).await;
 }
 
-/// With no tag struct at all, and with a tag sample of one record (so tags first seen later go
-/// to `tags_extra`), the corpus still converts and nothing is lost.
+/// With no tag struct at all, and with a tag sample of one record (by record count, and by a
+/// budget of one byte; so tags first seen later go to `tags_extra`), the corpus still converts
+/// and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corpus_converts_without_tag_columns_and_with_a_tiny_tag_sample() {
     let files = corpus();
     check_all(&files, BamOptions::default().with_tags(TagSelection::parse("").unwrap())).await;
     check_all(&files, BamOptions { tag_sample_records: 1, ..BamOptions::default() }).await;
+    check_all(&files, BamOptions { tag_sample_bytes: 1, ..BamOptions::default() }).await;
 }
 
 /// The corpus holds what it is for: records crossing BGZF blocks (written by bgzip, Picard,
