@@ -20,7 +20,7 @@ use noodles_core::Position;
 use noodles_sam as sam;
 use sam::alignment::io::Write as _;
 
-use crate::schema::{bam_schema, col, TagKind, TagLayout, TagName, COLUMN_NAMES, SAM_TYPE_KEY};
+use crate::schema::{col, fixed_column_type, TagKind, TagName, COLUMN_NAMES, SAM_TYPE_KEY};
 
 /// The columns a BAM record needs: SAM's eleven mandatory fields.
 const REQUIRED: [usize; 11] = [
@@ -212,9 +212,7 @@ fn alignment_context(header: &sam::Header, record: &dyn sam::alignment::Record) 
 
 /// The type a column of the table has, which a written column is cast to.
 fn expected_type(id: usize) -> DataType {
-    let schema = bam_schema(&TagLayout::default());
-    let name = COLUMN_NAMES[id];
-    schema.field_with_name(name).map(|f| f.data_type().clone()).unwrap_or(DataType::Utf8)
+    fixed_column_type(id).0
 }
 
 /// The fields of a `tags` struct, typed by their `sam_type` metadata or, for a struct built in

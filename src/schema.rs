@@ -229,20 +229,27 @@ pub const COLUMN_NAMES: [&str; col::COUNT] = [
 pub fn bam_schema(layout: &TagLayout) -> SchemaRef {
     let fields = COLUMN_NAMES.iter().enumerate().filter_map(|(id, &name)| {
         let (data_type, nullable) = match id {
-            col::QNAME | col::RNAME | col::CIGAR | col::RNEXT | col::SEQ | col::QUAL | col::TAGS_EXTRA => {
-                (DataType::Utf8, true)
-            }
-            col::FLAG => (DataType::UInt16, false),
-            col::POS | col::ENDPOS | col::PNEXT => (DataType::Int64, true),
-            col::MAPQ => (DataType::UInt8, true),
-            col::TLEN => (DataType::Int32, false),
             col::TAGS if layout.tags.is_empty() => return None,
             col::TAGS => (DataType::Struct(layout.struct_fields()), false),
-            _ => unreachable!("COLUMN_NAMES has col::COUNT entries"),
+            _ => fixed_column_type(id),
         };
         Some(Field::new(name, data_type, nullable))
     });
     Arc::new(Schema::new(fields.collect::<Vec<_>>()))
+}
+
+/// The type of a column other than `tags`, and whether it is nullable.
+pub fn fixed_column_type(id: usize) -> (DataType, bool) {
+    match id {
+        col::QNAME | col::RNAME | col::CIGAR | col::RNEXT | col::SEQ | col::QUAL | col::TAGS_EXTRA => {
+            (DataType::Utf8, true)
+        }
+        col::FLAG => (DataType::UInt16, false),
+        col::POS | col::ENDPOS | col::PNEXT => (DataType::Int64, true),
+        col::MAPQ => (DataType::UInt8, true),
+        col::TLEN => (DataType::Int32, false),
+        _ => unreachable!("column {id} is tags or not a column"),
+    }
 }
 
 /// The [`col`] id of field `index` of a table schema made by [`bam_schema`] (ids and indices

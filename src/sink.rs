@@ -2,9 +2,9 @@
 //!
 //! DataFusion splits the rows into output files (one, or one per `PARTITIONED BY` value); each
 //! file gets the header, then its batches encoded and compressed in parallel (in order), then the
-//! BGZF end-of-file marker. A file is written through object_store's multipart upload and
-//! completed only when all of it is written: a failed COPY leaves no output behind, and the files
-//! a failed partitioned COPY had completed are deleted.
+//! BGZF end-of-file marker. A file is written through object_store's buffered writer (one put,
+//! or a multipart upload) and completed only when all of it is written: a failed COPY leaves no
+//! output behind, and the files a failed partitioned COPY had completed are deleted.
 
 use std::fmt;
 use std::sync::Arc;
@@ -104,8 +104,8 @@ impl FileSink for BamSink {
         let mut failure = None;
         while let Some(joined) = writers.join_next().await {
             match joined.map_err(|e| DataFusionError::ExecutionJoin(Box::new(e))).and_then(|r| r) {
-                Ok((path, n)) => {
-                    written.push(path);
+                Ok((paths, n)) => {
+                    written.extend(paths);
                     rows += n;
                 }
                 Err(e) => {
@@ -113,7 +113,8 @@ impl FileSink for BamSink {
                 }
             }
         }
-        // A writer's error first: the demultiplexer fails only because a writer stopped reading.
+        // A writer's error first: when one fails, the demultiplexer fails too, for it can no
+        // longer send; the demultiplexer's error alone is the input's.
         match failure.or(demuxed.err()) {
             None => Ok(rows),
             Some(e) => {
@@ -138,13 +139,15 @@ struct OutputFile {
 }
 
 impl OutputFile {
-    /// Writes the header, the batches and the end-of-file marker; aborts the upload on failure.
+    /// Writes the header, the batches and the end-of-file marker, then the index if asked;
+    /// aborts the upload on failure. Returns the files written (the BAM file, its index) and the
+    /// records.
     async fn write(
         self,
         encoder: Arc<RecordEncoder>,
         batches: tokio::sync::mpsc::Receiver<arrow::array::RecordBatch>,
         parallelism: usize,
-    ) -> Result<(Path, u64)> {
+    ) -> Result<(Vec<Path>, u64)> {
         let name = self.path.to_string();
         let mut out = BufWriter::with_capacity(Arc::clone(&self.store), self.path.clone(), self.buffer_size);
         let written = async {
@@ -182,7 +185,7 @@ impl OutputFile {
         }
         .await;
         match written {
-            Ok((rows, None)) => Ok((self.path, rows)),
+            Ok((rows, None)) => Ok((vec![self.path], rows)),
             Ok((rows, Some((extension, bytes)))) => {
                 // Written after the BAM file, so that it is the newer of the two, as readers expect.
                 let index_path = Path::from(format!("{}.{extension}", self.path));
@@ -190,7 +193,7 @@ impl OutputFile {
                     let _ = self.store.delete(&self.path).await;
                     return Err(DataFusionError::Execution(format!("BAM output {name}: cannot write its index: {e}")));
                 }
-                Ok((self.path, rows))
+                Ok((vec![self.path, index_path], rows))
             }
             Err(e) => {
                 if let Err(abort) = out.abort().await {
