@@ -21,8 +21,10 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use std::collections::HashMap;
 
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::{DFParser, Statement};
-use datafusion_bam::{progress, warnings, BamOptions, BamSessionExt};
+use datafusion_bam::{object_store_for, progress, store_options, warnings, BamOptions, BamSessionExt};
 
 use crate::convert::{convert_each, Outcome, OutputFormat};
 use crate::output_guard::OutputGuard;
@@ -199,19 +201,20 @@ async fn run_input(ctx: &SessionContext, sql: &str, print_options: &PrintOptions
     outcome
 }
 
-/// Executes and prints as datafusion-cli does, except `CREATE EXTERNAL TABLE ... STORED AS BAM`,
-/// which runs through [`create_bam_table`]: datafusion-cli rejects options of the format (it
-/// checks `OPTIONS` against the built-in formats' options) and parses locations itself, before
-/// the BAM table factory could report what is wrong with them.
+/// Executes and prints as datafusion-cli does, except `CREATE EXTERNAL TABLE ... STORED AS BAM`
+/// and `COPY ... STORED AS BAM`, which run through [`run_bam_statement`]: datafusion-cli rejects
+/// options of a format it does not know (it checks `OPTIONS` against the built-in formats'
+/// options, `exec.rs`, `register_object_store_and_config_extensions`) and parses locations itself,
+/// before the BAM table factory could report what is wrong with them.
 async fn execute(ctx: &SessionContext, sql: &str, print_options: &PrintOptions) -> Result<()> {
     let statements = match DFParser::parse_sql(sql) {
-        Ok(statements) if statements.iter().any(is_bam_table) => statements,
+        Ok(statements) if statements.iter().any(is_bam_statement) => statements,
         // Unparsable SQL gets datafusion-cli's error.
         _ => return exec::exec_from_commands(ctx, vec![sql.to_string()], print_options).await,
     };
     for statement in statements {
-        if is_bam_table(&statement) {
-            create_bam_table(ctx, statement, print_options).await?;
+        if is_bam_statement(&statement) {
+            run_bam_statement(ctx, statement, print_options).await?;
         } else {
             exec::exec_from_commands(ctx, vec![statement.to_string()], print_options).await?;
         }
@@ -333,16 +336,30 @@ async fn convert(
 }
 
 /// Whether `statement` is `CREATE EXTERNAL TABLE ... STORED AS BAM`.
-fn is_bam_table(statement: &Statement) -> bool {
-    matches!(statement, Statement::CreateExternalTable(t) if t.file_type.eq_ignore_ascii_case("bam"))
+/// A BAM table, or a BAM output (`STORED AS BAM`, or a `.bam` target without `STORED AS`).
+fn is_bam_statement(statement: &Statement) -> bool {
+    let is_bam = |format: &str| format.eq_ignore_ascii_case("bam");
+    match statement {
+        Statement::CreateExternalTable(t) => is_bam(&t.file_type),
+        Statement::CopyTo(copy) => match &copy.stored_as {
+            Some(format) => is_bam(format),
+            None => copy.target.to_ascii_lowercase().ends_with(".bam"),
+        },
+        _ => false,
+    }
 }
 
-/// Runs a `CREATE EXTERNAL TABLE ... STORED AS BAM` through the session; the BAM table factory
-/// builds the store of a remote location from the statement's `aws.*`, `gcp.*` or `http.*`
-/// options and the environment. Prints what datafusion-cli prints for it.
-async fn create_bam_table(ctx: &SessionContext, statement: Statement, print_options: &PrintOptions) -> Result<()> {
+/// Runs a BAM statement through the session. The BAM table factory builds the store of a remote
+/// location from the statement's `aws.*`, `gcp.*` or `http.*` options and the environment; for a
+/// COPY, the store of a remote target is built here, the same way. Prints what datafusion-cli
+/// prints for it.
+async fn run_bam_statement(ctx: &SessionContext, statement: Statement, print_options: &PrintOptions) -> Result<()> {
     let start = Instant::now();
     let plan = ctx.state().statement_to_plan(statement).await?;
+    if let LogicalPlan::Copy(copy) = &plan {
+        let target = ListingTableUrl::parse(&copy.output_url)?;
+        object_store_for(ctx.runtime_env().as_ref(), &target, &store_options(&copy.options)).await?;
+    }
     let created = ctx.execute_logical_plan(plan).await?;
     let schema = Arc::clone(created.schema().inner());
     let batches = created.collect().await?;

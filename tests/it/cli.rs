@@ -101,10 +101,16 @@ fn example_write_bam() {
     assert_eq!(last_number(&out), expected.lines().count() as i64);
     let written = dir.path().join("q30.bam");
     let written = written.to_str().unwrap();
-    // Coordinate-sorted: samtools indexes it, and prints the records samtools' own filter keeps.
-    samtools(&["index", written]);
+    // Coordinate-sorted and indexed: samtools prints the records its own filter keeps, and its
+    // region queries through the written index agree.
     assert_eq!(samtools(&["view", written]), expected);
     assert!(samtools(&["view", "-H", written]).contains("SO:coordinate"));
+    assert!(dir.path().join("q30.bam.bai").is_file());
+    let source = sample();
+    for region in ["chr1:40000-60000", "chr2", "chr3:100-200"] {
+        let filtered = samtools(&["view", "-q", "30", "-F", "1024", &source, region]);
+        assert_eq!(samtools(&["view", written, region]), filtered, "{region}");
+    }
 }
 
 #[test]
