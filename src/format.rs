@@ -218,7 +218,8 @@ impl FileFormat for BamFormat {
 
 impl BamFormat {
     /// The header a BAM output starts from: option `header`'s file, else the first BAM file the
-    /// query reads, whose references every other file read must share.
+    /// query reads, whose references every other file read must share, with the read groups of
+    /// all of them.
     async fn header_source(&self, state: &dyn Session, input: &Arc<dyn ExecutionPlan>) -> Result<noodles_sam::Header> {
         let runtime = state.runtime_env();
         if let Some(location) = &self.options.header {
@@ -235,22 +236,25 @@ impl BamFormat {
             );
         };
         let store = runtime.object_store(url)?;
-        let header = read_sam_header(&store, &first.location).await?;
-        let catalog = Catalog::of(runtime);
+        let mut header = read_sam_header(&store, &first.location).await?;
+        let references = |h: &noodles_sam::Header| -> Vec<(Vec<u8>, usize)> {
+            h.reference_sequences().iter().map(|(name, r)| (name.to_vec(), usize::from(r.length()))).collect()
+        };
         for (url, meta) in &files[1..] {
-            let store = runtime.object_store(url)?;
-            catalog.load_all(&store, vec![meta.clone()]).await?;
-            let same = catalog.get(meta).is_some_and(|info| {
-                let names = header.reference_sequences().keys().map(|k| -> &[u8] { k.as_ref() });
-                info.context.reference_names.iter().map(|n| n.as_bytes()).eq(names)
-            });
-            if !same {
+            let other = read_sam_header(&runtime.object_store(url)?, &meta.location).await?;
+            if references(&other) != references(&header) {
                 return plan_err!(
                     "a BAM output has one header, but the query reads BAM files with different reference \
                      sequences ({} and {}): name the header to use with OPTIONS ('header' 'path/to/file.bam')",
                     first.location,
                     meta.location
                 );
+            }
+            // Records name their read group (`RG`): every file's groups go in, the first of an ID wins.
+            for (id, group) in other.read_groups() {
+                if !header.read_groups().contains_key(id) {
+                    header.read_groups_mut().insert(id.clone(), group.clone());
+                }
             }
         }
         Ok(header)

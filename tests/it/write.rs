@@ -311,3 +311,36 @@ async fn a_source_that_fails_part_way_leaves_no_output() {
         assert!(!target.exists(), "{partitions} partitions: the failed COPY left {name}");
     }
 }
+
+/// A table over several files with the same references writes one header holding every file's
+/// read groups (records name theirs in `RG`), and every file's records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_groups_of_every_file_are_kept() {
+    let out = tempfile::tempdir().unwrap();
+    let ctx = split_context(2);
+    let (a, b) = (data("corpus").join("bwa_mem.bam"), data("corpus").join("addreplacerg.bam"));
+    let create = format!("CREATE EXTERNAL TABLE t STORED AS BAM LOCATION ('{}', '{}')", a.display(), b.display());
+    query(&ctx, &create).await.unwrap();
+    let target = out.path().join("merged.bam");
+    query(&ctx, &format!("COPY (SELECT * FROM t) TO '{}' STORED AS BAM", target.display())).await.unwrap();
+    let ids = |p: &Path| -> Vec<String> {
+        let mut ids: Vec<String> =
+            header_lines(p, "@RG").iter().map(|l| l.split('\t').nth(1).unwrap().into()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&a), ["ID:lane1"]);
+    assert_eq!(ids(&b), ["ID:new"]);
+    assert_eq!(ids(&target), ["ID:lane1", "ID:new"]);
+    let mut lines = header_lines(&a, "@RG");
+    lines.extend(header_lines(&b, "@RG"));
+    lines.sort();
+    let mut written = header_lines(&target, "@RG");
+    written.sort();
+    assert_eq!(written, lines);
+    let mut both = records(&a);
+    both.extend(records(&b));
+    both.sort();
+    assert_eq!(records(&target), both);
+    quickcheck(&target).unwrap();
+}
