@@ -418,6 +418,8 @@ def to_bam(
         if not sources:
             raise ValueError("no BAM files given")
         source = table(sources, region=region, skip_damaged=skip_damaged, storage_options=storage_options)
+    elif region is not None or skip_damaged is not None:
+        raise ValueError("region and skip_damaged apply to BAM files; filter a DataFrame in its query")
     elif header is None:
         raise ValueError("a BAM output needs a header: give header='path/to/file.bam' with rows "
                          "that do not come from BAM files")

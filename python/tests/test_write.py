@@ -39,6 +39,8 @@ def test_a_dataframe_of_any_query_to_bam(tmp_path: Path) -> None:
     # A DataFrame has no header of its own: it must be named.
     with pytest.raises(ValueError, match="header="):
         bam.to_bam(ctx.sql("SELECT * FROM reads"), tmp_path / "no_header.bam")
+    with pytest.raises(ValueError, match="region"):
+        bam.to_bam(ctx.sql("SELECT * FROM reads"), tmp_path / "region.bam", header=SAMPLE, region="chr1")
 
 
 def test_a_parquet_copy_comes_back_as_the_original(tmp_path: Path) -> None:
