@@ -9,6 +9,11 @@ use crate::oracle::{data, samtools};
 use crate::partitions::split_context;
 use crate::query;
 
+/// `CREATE EXTERNAL TABLE name STORED AS BAM LOCATION 'path'`, as a user writes it.
+async fn create_table(ctx: &datafusion::prelude::SessionContext, name: &str, path: &Path) {
+    query(ctx, &format!("CREATE EXTERNAL TABLE {name} STORED AS BAM LOCATION '{}'", path.display())).await.unwrap();
+}
+
 /// `samtools view` of a file, each record as its eleven fields and its aux fields sorted (a
 /// record's tags are a set: the table keeps typed tags and the others apart), records sorted.
 fn records(path: &Path) -> Vec<String> {
@@ -133,7 +138,7 @@ async fn ordered_output_is_marked_coordinate_sorted_and_indexed() {
     let out = tempfile::tempdir().unwrap();
     let ctx = split_context(3);
     let source = data("sample.bam");
-    query(&ctx, &format!("CREATE EXTERNAL TABLE t STORED AS BAM LOCATION '{}'", source.display())).await.unwrap();
+    create_table(&ctx, "t", &source).await;
     let regions = ["chr1", "chr2:1000-5000", "chr3:1-1", "chr1:50000-50100", "chr4", "*"];
     let count = |p: &Path, region: &str| samtools(&["view", "-c", p.to_str().unwrap(), region]);
     for kind in ["bai", "csi"] {
@@ -174,7 +179,7 @@ async fn ordered_output_is_marked_coordinate_sorted_and_indexed() {
     // `huge` sorts before `small` by name, but comes after it in the header.
     let by_name = out.path().join("by_name.bam");
     let long_ref = data("long_ref.bam");
-    query(&ctx, &format!("CREATE EXTERNAL TABLE l STORED AS BAM LOCATION '{}'", long_ref.display())).await.unwrap();
+    create_table(&ctx, "l", &long_ref).await;
     query(&ctx, &format!("COPY (SELECT * FROM l ORDER BY rname, pos) TO '{}' STORED AS BAM", by_name.display()))
         .await
         .unwrap();
@@ -189,7 +194,7 @@ async fn rows_that_cannot_be_records_fail_and_leave_nothing() {
     let out = tempfile::tempdir().unwrap();
     let ctx = split_context(2);
     let source = data("sample.bam");
-    query(&ctx, &format!("CREATE EXTERNAL TABLE t STORED AS BAM LOCATION '{}'", source.display())).await.unwrap();
+    create_table(&ctx, "t", &source).await;
     let target = out.path().join("bad.bam");
     let first =
         samtools(&["view", source.to_str().unwrap()]).lines().next().unwrap().split('\t').next().unwrap().to_string();
@@ -247,7 +252,7 @@ async fn write_options_and_partitioned_outputs() {
         .to_string();
     assert!(err.contains("different reference sequences") && err.contains("'header'"), "{err}");
 
-    query(&ctx, &format!("CREATE EXTERNAL TABLE t STORED AS BAM LOCATION '{}'", a.display())).await.unwrap();
+    create_table(&ctx, "t", &a).await;
     let size = |level: u8| {
         let path = out.path().join(format!("level{level}.bam"));
         (
@@ -303,7 +308,7 @@ async fn a_source_that_fails_part_way_leaves_no_output() {
     std::fs::write(&cut, &bytes[..blocks[blocks.len() * 2 / 3] + 100]).unwrap();
     for (partitions, name) in [(1, "one.bam"), (3, "three.bam")] {
         let ctx = split_context(partitions);
-        query(&ctx, &format!("CREATE EXTERNAL TABLE t STORED AS BAM LOCATION '{}'", cut.display())).await.unwrap();
+        create_table(&ctx, "t", &cut).await;
         let target = out.path().join(name);
         let copy = format!("COPY (SELECT * FROM t) TO '{}' STORED AS BAM", target.display());
         let err = query(&ctx, &copy).await.unwrap_err().to_string();
