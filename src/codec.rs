@@ -35,7 +35,7 @@ use prost::Message;
 
 use crate::format::BamSource;
 use crate::listing;
-use crate::options::BamOptions;
+use crate::options::{AlignmentFormat, BamOptions};
 use crate::region::parse_regions;
 use crate::table::BamTable;
 
@@ -61,6 +61,12 @@ struct BamOptionsNode {
     /// The `region` option, in samtools syntax.
     #[prost(string, repeated, tag = "3")]
     regions: Vec<String>,
+    /// The format's `STORED AS` name (empty: BAM, as plans serialized before CRAM).
+    #[prost(string, tag = "4")]
+    format: String,
+    /// Option `reference` (CRAM).
+    #[prost(string, optional, tag = "5")]
+    reference: Option<String>,
 }
 
 impl BamOptionsNode {
@@ -69,12 +75,27 @@ impl BamOptionsNode {
             split: options.split,
             skip_damaged: options.skip_damaged,
             regions: options.regions.iter().map(|r| r.to_string()).collect(),
+            format: options.format.name().to_string(),
+            reference: options.reference.clone(),
         }
     }
 
     fn options(&self) -> Result<BamOptions> {
         let regions = if self.regions.is_empty() { Vec::new() } else { parse_regions(&self.regions.join(" "))? };
-        Ok(BamOptions::default().with_split(self.split).with_skip_damaged(self.skip_damaged).with_regions(regions))
+        let format = match self.format.as_str() {
+            "" => AlignmentFormat::Bam,
+            name => AlignmentFormat::from_name(name)
+                .ok_or_else(|| DataFusionError::Internal(format!("a serialized scan of unknown format {name}")))?,
+        };
+        let options = BamOptions::default()
+            .with_split(self.split)
+            .with_skip_damaged(self.skip_damaged)
+            .with_regions(regions)
+            .with_format(format);
+        Ok(match &self.reference {
+            Some(path) => options.with_reference(path),
+            None => options,
+        })
     }
 }
 
@@ -195,8 +216,11 @@ mod tests {
         let bytes = BamOptionsNode::new(&options).encode_to_vec();
         let back = BamOptionsNode::decode(bytes.as_slice()).unwrap().options().unwrap();
         assert_eq!(
-            (back.split, back.skip_damaged, back.regions),
-            (options.split, options.skip_damaged, options.regions)
+            (back.split, back.skip_damaged, back.regions, back.format),
+            (options.split, options.skip_damaged, options.regions, AlignmentFormat::Bam)
         );
+        let cram = BamOptions::default().with_format(AlignmentFormat::Cram).with_reference("ref.fa");
+        let bytes = BamOptionsNode::new(&cram).encode_to_vec();
+        assert_eq!(BamOptionsNode::decode(bytes.as_slice()).unwrap().options().unwrap(), cram);
     }
 }

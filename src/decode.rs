@@ -18,10 +18,9 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 
 use crate::framing::FileContext;
-use crate::record::{cigar_op, cigar_ops, reference_span, AuxField, RawRecord, RecordError, FLAG_UNMAPPED};
+use crate::record::{cigar_op, cigar_ops, reference_span, AuxField, RawRecord, RecordError, FLAG_UNMAPPED, SEQ_CODES};
 use crate::schema::{col, column_id, TagKind, TagLayout, TagName};
 
-const SEQ_CODES: &[u8; 16] = b"=ACMGRSVTWYHKDBN";
 /// Both bases of a packed sequence byte, so a byte is decoded with one lookup.
 const SEQ_PAIRS: [[u8; 2]; 256] = {
     let mut pairs = [[0u8; 2]; 256];

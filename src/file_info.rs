@@ -5,7 +5,7 @@
 //! and query that reads a file shares them until the file changes.
 
 use std::any::Any;
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::sync::Arc;
 
 use datafusion::common::{DataFusionError, Result};
@@ -17,10 +17,12 @@ use noodles_bgzf::VirtualPosition;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
+use crate::cram::{read_cram_header, CRAM_MAGIC};
 use crate::framing::{bgzf_reader, read_header, reader_at, show_virtual, FileContext};
 use crate::index::{BamIndex, IndexKind};
 use crate::io::{open_blocking_reader, ObjectBytes};
 use crate::resync::plausible_record;
+use crate::sam::{is_gzip, read_sam_text_header, SamLines};
 use crate::warnings;
 
 /// A BAM file's header facts and index.
@@ -71,11 +73,22 @@ impl FileInfo {
     }
 }
 
-/// The SAM header of the BAM file at `location`.
+/// The SAM header of the BAM, CRAM or SAM file at `location` (told apart by their first bytes,
+/// and a `.sam.gz` name from BAM, which is BGZF too).
 pub async fn read_sam_header(store: &Arc<dyn ObjectStore>, location: &Path) -> Result<noodles_sam::Header> {
     let reader = open_blocking_reader(store, location).await?;
     let name = location.to_string();
     tokio::task::spawn_blocking(move || {
+        let mut reader = std::io::BufReader::new(reader);
+        let head = reader.fill_buf().map(|head| head.get(..4).unwrap_or(head).to_vec()).unwrap_or_default();
+        if head.starts_with(CRAM_MAGIC) {
+            return read_cram_header(&name, reader).map(|h| h.header);
+        }
+        let sam_gz = is_gzip(&head) && name.to_ascii_lowercase().ends_with(".sam.gz");
+        if sam_gz || head.first() == Some(&b'@') {
+            let mut lines = SamLines::new(Box::new(reader), 0, sam_gz);
+            return read_sam_text_header(&name, &mut lines).map(|h| h.header);
+        }
         let mut reader = bgzf_reader(&name, reader)?;
         read_header(&name, &mut reader).map(|h| h.header)
     })

@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
@@ -24,7 +25,7 @@ use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::DataFusionError;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::dml::InsertOp;
@@ -39,24 +40,24 @@ use futures::StreamExt;
 use noodles_bgzf::io::writer::CompressionLevel;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
+use crate::cram::Reference;
+use crate::cram_scan::{CramRecords, CramScan};
 use crate::encode::RecordEncoder;
 use crate::file_info::{read_sam_header, Catalog, FileInfo};
-use crate::framing::BGZF_EOF;
+use crate::framing::{FileContext, BGZF_EOF};
 use crate::infer::infer_layout;
 use crate::io::{blocking_stream, ObjectBytes};
-use crate::options::{BamOptions, OutputIndex};
+use crate::options::{AlignmentFormat, BamOptions, OutputIndex};
 use crate::partition::{plan_range, region_file_groups, select_pieces, Piece, MIN_REGION_PARTITION_BYTES};
 use crate::progress;
 use crate::pushdown::{can_prefilter, region_predicate, regions, Prefilter};
 use crate::region::Region;
-use crate::scan::{BatchReader, DecodeSpec, ScanMetrics};
+use crate::sam_scan::SamRecords;
+use crate::scan::{BamRecords, BatchReader, DecodeSpec, RecordSource, ScanMetrics};
 use crate::schema::{bam_schema, layout_of, TagLayout};
 use crate::sink::{is_coordinate_order, output_header, BamSink};
 use crate::store::object_store_for;
 use crate::warnings;
-
-/// The file extension, without its dot.
-pub const BAM_EXTENSION: &str = "bam";
 
 /// Creates [`BamFormat`]s for `CREATE EXTERNAL TABLE ... STORED AS BAM OPTIONS (...)`.
 #[derive(Debug, Default)]
@@ -72,7 +73,7 @@ impl BamFormatFactory {
 
 impl GetExt for BamFormatFactory {
     fn get_ext(&self) -> String {
-        BAM_EXTENSION.to_string()
+        self.options.format.extension().to_string()
     }
 }
 
@@ -87,7 +88,7 @@ impl FileFormatFactory for BamFormatFactory {
     }
 }
 
-/// BAM as a DataFusion [`FileFormat`].
+/// BAM (or CRAM, by [`BamOptions::format`]) as a DataFusion [`FileFormat`].
 #[derive(Debug, Default, Clone)]
 pub struct BamFormat {
     options: BamOptions,
@@ -106,7 +107,7 @@ impl BamFormat {
 #[async_trait]
 impl FileFormat for BamFormat {
     fn get_ext(&self) -> String {
-        BAM_EXTENSION.to_string()
+        self.options.format.extension().to_string()
     }
 
     fn get_ext_with_compression(&self, compression: &FileCompressionType) -> Result<String> {
@@ -139,7 +140,8 @@ impl FileFormat for BamFormat {
         object: &ObjectMeta,
     ) -> Result<Statistics> {
         let unknown = Statistics::new_unknown(&table_schema);
-        if !self.options.regions.is_empty() {
+        // Only BAM indexes count records (a `.crai` does not).
+        if !self.options.regions.is_empty() || self.options.format != AlignmentFormat::Bam {
             return Ok(unknown);
         }
         let catalog = Catalog::of(state.runtime_env());
@@ -165,7 +167,9 @@ impl FileFormat for BamFormat {
         let store = state.runtime_env().object_store(&conf.object_store_url)?;
         let metas: Vec<ObjectMeta> =
             conf.file_groups.iter().flat_map(|g| g.iter()).map(|f| f.object_meta.clone()).collect();
-        Catalog::of(state.runtime_env()).load_all(&store, metas.clone()).await?;
+        if self.options.format == AlignmentFormat::Bam {
+            Catalog::of(state.runtime_env()).load_all(&store, metas.clone()).await?;
+        }
         if let Some(source) = conf.file_source.downcast_ref::<BamSource>() {
             conf.file_source = Arc::new(source.clone().with_runtime(state.runtime_env()).with_files(metas));
         }
@@ -288,6 +292,11 @@ pub struct BamSource {
     split: bool,
     /// Option `skip_damaged`.
     skip_damaged: bool,
+    /// BAM or CRAM.
+    format: AlignmentFormat,
+    /// Option `reference` (CRAM), and the FASTA once a partition opened it.
+    reference_path: Option<String>,
+    reference: Arc<std::sync::Mutex<Option<Reference>>>,
     /// Headers and indexes of the files: the session's cache once the scan is planned.
     catalog: Catalog,
     /// The scan's files, for `EXPLAIN`'s index selection and the progress bar.
@@ -311,6 +320,9 @@ impl BamSource {
             metrics: ExecutionPlanMetricsSet::new(),
             split: true,
             skip_damaged: false,
+            format: AlignmentFormat::Bam,
+            reference_path: None,
+            reference: Arc::default(),
             catalog: Catalog::default(),
             files: Arc::from([]),
             progress_counted: Arc::default(),
@@ -320,15 +332,38 @@ impl BamSource {
         }
     }
 
-    /// This source with the scan options of `options` (`split`, `skip_damaged`; regions become
-    /// predicates, see [`with_predicates`](Self::with_predicates)).
+    /// This source with the scan options of `options` (`split`, `skip_damaged`, the format and
+    /// its `reference`; regions become predicates, see [`with_predicates`](Self::with_predicates)).
     pub fn with_options(self, options: &BamOptions) -> Self {
-        Self { split: options.split, skip_damaged: options.skip_damaged, ..self }
+        Self {
+            split: options.split,
+            skip_damaged: options.skip_damaged,
+            format: options.format,
+            reference_path: options.reference.clone(),
+            reference: Arc::default(),
+            ..self
+        }
     }
 
     /// The scan options of this source (regions are in its predicate).
     pub fn options(&self) -> BamOptions {
-        BamOptions::default().with_split(self.split).with_skip_damaged(self.skip_damaged)
+        let options =
+            BamOptions::default().with_split(self.split).with_skip_damaged(self.skip_damaged).with_format(self.format);
+        match &self.reference_path {
+            Some(path) => options.with_reference(path),
+            None => options,
+        }
+    }
+
+    /// The reference FASTA of a CRAM scan, opened once for all its partitions.
+    fn reference(&self) -> Result<Reference> {
+        let mut opened =
+            self.reference.lock().map_err(|_| DataFusionError::Internal("reference lock poisoned".into()))?;
+        if let Some(reference) = &*opened {
+            return Ok(reference.clone());
+        }
+        let reference = Reference::open(self.reference_path.as_deref())?;
+        Ok(opened.insert(reference).clone())
     }
 
     /// This source in `runtime`: its buffers reserved in the runtime's memory pool, file facts
@@ -468,7 +503,7 @@ impl FileSource for BamSource {
     }
 
     fn file_type(&self) -> &str {
-        BAM_EXTENSION
+        self.format.extension()
     }
 
     /// Files are split into byte ranges (the partition module) unless option `split` is off.
@@ -573,8 +608,9 @@ impl FileOpener for BamOpener {
                 Some(r) => (r.start as u64, (r.end as u64).min(meta.size)),
                 None => (0, meta.size),
             };
-            // Only the range holding the file's end checks for the BGZF end-of-file block.
-            if end >= meta.size {
+            // Only the range holding the file's end checks for the BGZF end-of-file block (a CRAM
+            // scan meets its end-of-file container, or its absence, when it reads that far).
+            if end >= meta.size && source.format == AlignmentFormat::Bam {
                 check_eof_marker(&store, &meta).await?;
             }
             let bytes = ObjectBytes {
@@ -586,11 +622,6 @@ impl FileOpener for BamOpener {
             let stream = blocking_stream(move || {
                 let path = meta.location.to_string();
                 let schema = source.table_schema.file_schema();
-                let info = source.catalog.get_or_load(&bytes, &meta)?;
-                let (pieces, chunks) = plan_range(&path, &bytes, &info, start, end, source.regions.as_deref())?;
-                metrics.index_chunks.add(chunks);
-                let prefilter =
-                    source.predicate.as_ref().map(|p| Prefilter::new(p, schema, &layout, &info.context)).transpose()?;
                 let spec = DecodeSpec {
                     table_schema: schema,
                     projection: &source.projection.file_indices,
@@ -598,15 +629,56 @@ impl FileOpener for BamOpener {
                     batch_size: source.batch_size,
                     skip_damaged: source.skip_damaged,
                 };
-                let reader = BatchReader::new(&path, bytes, pieces, &info.context, spec, prefilter, metrics)?;
-                Ok(match &source.memory_pool {
-                    Some(pool) => reader.with_memory(MemoryConsumer::new(format!("BAM scan of {path}")).register(pool)),
-                    None => reader,
-                })
+                let prefilter = |context| {
+                    source.predicate.as_ref().map(|p| Prefilter::new(p, schema, &layout, context)).transpose()
+                };
+                let memory = || {
+                    let name = format!("{} scan of {path}", source.format.name());
+                    source.memory_pool.as_ref().map(|pool| MemoryConsumer::new(name).register(pool))
+                };
+                let (format, partition) = (source.format, metrics.clone());
+                match format {
+                    AlignmentFormat::Bam => {
+                        let info = source.catalog.get_or_load(&bytes, &meta)?;
+                        let (pieces, chunks) = plan_range(&path, &bytes, &info, start, end, source.regions.as_deref())?;
+                        metrics.index_chunks.add(chunks);
+                        let prefilter = prefilter(&info.context)?;
+                        let records = BamRecords::new(&path, bytes, pieces, &info.context, &spec, partition);
+                        batches(records, &info.context, spec, prefilter, metrics, memory())
+                    }
+                    AlignmentFormat::Cram => {
+                        let scan = CramScan {
+                            reference: source.reference()?,
+                            range: (start, end),
+                            regions: source.regions.clone(),
+                            skip_damaged: source.skip_damaged,
+                        };
+                        let records = CramRecords::open(&path, bytes, &meta, scan, true, partition)?;
+                        let file = Arc::clone(records.file());
+                        batches(records, &file, spec, prefilter(&file)?, metrics, memory())
+                    }
+                    AlignmentFormat::Sam => {
+                        let records = SamRecords::open(&path, &bytes, (start, end), source.skip_damaged, partition)?;
+                        let file = Arc::clone(records.file());
+                        batches(records, &file, spec, prefilter(&file)?, metrics, memory())
+                    }
+                }
             });
             Ok(stream.boxed())
         }))
     }
+}
+
+/// The batches of a scan's `records`, decoded as `spec` says.
+fn batches<S: RecordSource + 'static>(
+    records: S,
+    file: &Arc<FileContext>,
+    spec: DecodeSpec<'_>,
+    prefilter: Option<Prefilter>,
+    metrics: ScanMetrics,
+    memory: Option<MemoryReservation>,
+) -> Result<Box<dyn Iterator<Item = Result<RecordBatch>>>> {
+    Ok(Box::new(BatchReader::new(records, file, spec, prefilter, metrics)?.with_memory(memory)))
 }
 
 /// A BAM file ends with the 28-byte BGZF EOF block. Without it the file was probably cut short

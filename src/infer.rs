@@ -4,12 +4,17 @@ use std::io::Read;
 use std::sync::Arc;
 
 use datafusion::common::{DataFusionError, Result};
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use object_store::{ObjectMeta, ObjectStore};
 
+use crate::cram::Reference;
+use crate::cram_scan::{CramRecords, CramScan};
 use crate::framing::{bgzf_reader, error_at, read_header, read_record_bytes};
-use crate::io::open_blocking_reader;
-use crate::options::{BamOptions, TagSelection};
-use crate::record::RawRecord;
+use crate::io::ObjectBytes;
+use crate::options::{AlignmentFormat, BamOptions, TagSelection};
+use crate::record::{RawRecord, RecordError};
+use crate::sam_scan::SamRecords;
+use crate::scan::{RawBatch, RecordSource, ScanMetrics};
 use crate::schema::{is_tag_name, predefined_kind, TagKind, TagLayout, TagName};
 
 /// How often each (tag, kind) occurred, in order of first appearance. A record has a handful
@@ -76,21 +81,8 @@ pub fn sample_tags<R: Read>(
             Err(_) if skip_damaged => break,
             Err(e) => return Err(e),
         }
-        // The record's (tag, kind) pairs, counted only once the whole record parsed. Fields
-        // with an invalid name or type cannot be struct columns; the decoder shows them in
-        // `tags_extra` or reports them.
-        fields.clear();
-        let parsed = RawRecord::parse(&buf, n_ref).and_then(|record| {
-            record.aux().try_for_each(|field| {
-                let field = field?;
-                if let Some(kind) = TagKind::from_bam_type(field.ty, field.subtype).filter(|_| is_tag_name(field.tag)) {
-                    fields.push((field.tag, kind));
-                }
-                Ok(())
-            })
-        });
-        match parsed {
-            Ok(()) => fields.iter().for_each(|&(tag, kind)| counts.add(tag, kind)),
+        match count_record_tags(&buf, n_ref, &mut fields, counts) {
+            Ok(()) => {}
             Err(_) if skip_damaged => {}
             Err(e) => return Err(error_at(path, start, format!("invalid record: {e}"))),
         }
@@ -98,6 +90,96 @@ pub fn sample_tags<R: Read>(
         budget.bytes = budget.bytes.saturating_sub(buf.len());
     }
     Ok(budget)
+}
+
+/// Counts the (tag, kind) pairs of one record's bytes, only once the whole record parsed. Fields
+/// with an invalid name or type cannot be struct columns; the decoder shows them in `tags_extra`
+/// or reports them.
+fn count_record_tags(
+    buf: &[u8],
+    n_ref: usize,
+    fields: &mut Vec<(TagName, TagKind)>,
+    counts: &mut TagCounts,
+) -> Result<(), RecordError> {
+    fields.clear();
+    RawRecord::parse(buf, n_ref)?.aux().try_for_each(|field| {
+        let field = field?;
+        if let Some(kind) = TagKind::from_bam_type(field.ty, field.subtype).filter(|_| is_tag_name(field.tag)) {
+            fields.push((field.tag, kind));
+        }
+        Ok::<_, RecordError>(())
+    })?;
+    fields.iter().for_each(|&(tag, kind)| counts.add(tag, kind));
+    Ok(())
+}
+
+/// Counts the tags of the first records of `source` (a CRAM or SAM file), within `budget`, as
+/// [`sample_tags`] does for BAM.
+fn sample_source<S: RecordSource>(
+    mut source: S,
+    n_ref: usize,
+    mut budget: SampleBudget,
+    skip_damaged: bool,
+    counts: &mut TagCounts,
+) -> Result<SampleBudget> {
+    let (mut raw, mut fields) = (RawBatch::default(), Vec::new());
+    while budget.records > 0 && budget.bytes > 0 {
+        let more = match source.fill(&mut raw, budget.records.min(SAMPLE_BATCH)) {
+            Ok(more) => more,
+            Err(_) if skip_damaged => break,
+            Err(e) => return Err(e),
+        };
+        let mut begin = 0;
+        for (&end, &at) in raw.ends.iter().zip(&raw.starts) {
+            if budget.records == 0 || budget.bytes == 0 {
+                break;
+            }
+            match count_record_tags(&raw.data[begin..end], n_ref, &mut fields, counts) {
+                Ok(()) => {}
+                Err(_) if skip_damaged => {}
+                Err(e) => return Err(source.invalid(at, e)),
+            }
+            budget.records -= 1;
+            budget.bytes = budget.bytes.saturating_sub(end - begin);
+            begin = end;
+        }
+        if !more {
+            break;
+        }
+    }
+    Ok(budget)
+}
+
+/// Records decoded per step of a CRAM or SAM sample.
+const SAMPLE_BATCH: usize = 1024;
+
+/// Counts the tags of the first records of one file of `options.format`, within `budget`.
+fn sample_file(
+    path: &str,
+    bytes: ObjectBytes,
+    meta: &ObjectMeta,
+    options: &BamOptions,
+    budget: SampleBudget,
+    counts: &mut TagCounts,
+) -> Result<SampleBudget> {
+    let (skip, whole) = (options.skip_damaged, (0, meta.size));
+    // Sample reads report nothing: the scan reports what it meets.
+    let metrics = ScanMetrics::new(&ExecutionPlanMetricsSet::new(), 0);
+    match options.format {
+        AlignmentFormat::Bam => sample_tags(path, bytes.open_at(0)?, budget, skip, counts),
+        AlignmentFormat::Cram => {
+            let reference = Reference::open(options.reference.as_deref())?;
+            let scan = CramScan { reference, range: whole, regions: None, skip_damaged: false };
+            let records = CramRecords::open(path, bytes, meta, scan, false, metrics)?;
+            let n_ref = records.file().reference_names.len();
+            sample_source(records, n_ref, budget, skip, counts)
+        }
+        AlignmentFormat::Sam => {
+            let records = SamRecords::open(path, &bytes, whole, false, metrics)?;
+            let n_ref = records.file().reference_names.len();
+            sample_source(records, n_ref, budget, skip, counts)
+        }
+    }
 }
 
 /// Resolves the tag selection of `options` into a layout, sampling the files if needed.
@@ -118,12 +200,17 @@ pub async fn infer_layout(
             if budget.records == 0 || budget.bytes == 0 {
                 break;
             }
-            let reader = open_blocking_reader(store, &object.location).await?;
             let path = object.location.to_string();
             let mut file_counts = std::mem::take(&mut counts);
-            let skip_damaged = options.skip_damaged;
+            let bytes = ObjectBytes {
+                store: Arc::clone(store),
+                location: object.location.clone(),
+                size: object.size,
+                handle: tokio::runtime::Handle::current(),
+            };
+            let (meta, options) = (object.clone(), options.clone());
             let (left, file_counts) = tokio::task::spawn_blocking(move || {
-                sample_tags(&path, reader, budget, skip_damaged, &mut file_counts).map(|left| (left, file_counts))
+                sample_file(&path, bytes, &meta, &options, budget, &mut file_counts).map(|left| (left, file_counts))
             })
             .await
             .map_err(|e| DataFusionError::Execution(format!("tag sampling task failed: {e}")))??;

@@ -17,6 +17,7 @@
 // The modules form one chain, each using only those above it (README, "Layout").
 mod schema;
 mod record;
+mod mismatches;
 mod region;
 mod options;
 mod io;
@@ -24,6 +25,8 @@ mod store;
 pub mod progress;
 pub mod warnings;
 mod framing;
+mod cram;
+mod sam;
 mod resync;
 mod index;
 mod file_info;
@@ -31,6 +34,8 @@ mod partition;
 mod decode;
 mod pushdown;
 mod scan;
+mod cram_scan;
+mod sam_scan;
 mod infer;
 mod encode;
 mod sink;
@@ -51,7 +56,7 @@ use datafusion::prelude::{DataFrame, SessionContext};
 pub use format::{BamFormat, BamFormatFactory, BamSource};
 pub use header_fn::BamHeaderFunction;
 pub use listing::{bam_listing_table, bam_listing_table_of, table_url};
-pub use options::{BamOptions, TagSelection};
+pub use options::{AlignmentFormat, BamOptions, TagSelection};
 pub use region::{parse_region, parse_regions, Region, RegionReference};
 pub use region_fn::BamRegionFunction;
 pub use schema::{TagKind, SAM_TYPE_KEY};
@@ -68,14 +73,15 @@ pub mod bench {
     pub use crate::schema::{bam_schema, col, TagLayout};
 }
 
-/// The key under which `STORED AS BAM` finds its table factory (DataFusion upper-cases it).
-const STORED_AS: &str = "BAM";
-
-/// Adds the BAM file format to a session state, so `CREATE EXTERNAL TABLE ... STORED AS BAM`
-/// works in any session built from it.
+/// Adds the BAM, CRAM and SAM file formats to a session state, so `CREATE EXTERNAL TABLE ...
+/// STORED AS BAM` (or `CRAM`, or `SAM`) works in any session built from it.
 pub fn register_bam_format(state: &mut SessionState) -> Result<()> {
-    state.register_file_format(Arc::new(BamFormatFactory::default()), false)?;
-    state.table_factories_mut().insert(STORED_AS.to_string(), Arc::new(table::BamTableFactory));
+    for format in AlignmentFormat::ALL {
+        let options = BamOptions::default().with_format(format);
+        state.register_file_format(Arc::new(BamFormatFactory::new(options)), false)?;
+        // DataFusion looks table factories up by the upper-cased `STORED AS` name.
+        state.table_factories_mut().insert(format.name().to_string(), Arc::new(BamTableFactory::for_format(format)));
+    }
     Ok(())
 }
 

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use datafusion::catalog::Session;
 use datafusion::common::plan_err;
+
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::{DataFusionError, Result};
 use futures::TryStreamExt;
 use object_store::ObjectMeta;
 
-use crate::format::{BamFormat, BAM_EXTENSION};
+use crate::format::BamFormat;
 use crate::options::BamOptions;
 
 /// A table location as a [`ListingTableUrl`]: a file, a directory, or a glob, also in URLs with
@@ -80,10 +81,12 @@ pub fn listing_error(url: &ListingTableUrl, e: DataFusionError) -> DataFusionErr
     ))
 }
 
-/// Listing options for BAM files at `urls`: directories and globs give their `.bam` files only
+/// Listing options for BAM (or CRAM) files at `urls`: directories and globs give their `.bam` (or
+/// `.cram`) files only
 /// (indexes may sit beside them); files named one by one are read whatever their names.
 pub fn bam_listing_options(urls: &[ListingTableUrl], options: BamOptions) -> ListingOptions {
-    let extension = if urls.iter().all(names_a_file) { String::new() } else { format!(".{BAM_EXTENSION}") };
+    let extension =
+        if urls.iter().all(names_a_file) { String::new() } else { format!(".{}", options.format.extension()) };
     ListingOptions::new(Arc::new(BamFormat::new(options))).with_file_extension(extension)
 }
 
@@ -109,6 +112,8 @@ pub(crate) async fn listing_table(
         );
     }
     let store = crate::store::object_store_for(state.runtime_env(), first, &HashMap::new()).await?;
+    let ext = listing.format.get_ext();
+    let kind = ext.to_uppercase();
     let mut files = Vec::new();
     for url in &urls {
         let named_file = names_a_file(url);
@@ -119,19 +124,19 @@ pub(crate) async fn listing_table(
         let location = || location_string(url);
         match found.as_slice() {
             [] if named_file && listing.file_extension.is_empty() => {
-                return plan_err!("BAM location {}: not found", location())
+                return plan_err!("{kind} location {}: not found", location())
             }
             [] if named_file => {
                 return plan_err!(
-                    "BAM location {}: not found, or its name does not end in .bam (needed beside directories or globs)",
+                    "{kind} location {}: not found, or its name does not end in .{ext} (needed beside directories or globs)",
                     location()
                 )
             }
-            [] => return plan_err!("BAM location {}: no .bam files there", location()),
+            [] => return plan_err!("{kind} location {}: no .{ext} files there", location()),
             // DataFusion's listing skips zero-byte files; one named explicitly is an error instead.
             [file] if named_file && file.size == 0 => {
                 return Err(DataFusionError::Execution(format!(
-                    "BAM file {}: the file is empty: not a BAM file",
+                    "{kind} file {}: the file is empty: not a {kind} file",
                     location()
                 )))
             }

@@ -50,8 +50,60 @@ impl TagSelection {
     }
 }
 
+/// The alignment format of a table's files: `STORED AS BAM`, `STORED AS CRAM` or `STORED AS
+/// SAM`. All give the same columns, options and behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AlignmentFormat {
+    #[default]
+    Bam,
+    Cram,
+    /// SAM text, plain or BGZF-compressed (`.sam.gz`).
+    Sam,
+}
+
+impl AlignmentFormat {
+    /// The file extension, without its dot (`bam`, `cram`): what directories and globs list.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Bam => "bam",
+            Self::Cram => "cram",
+            Self::Sam => "sam",
+        }
+    }
+
+    /// The name in `STORED AS` and in messages (`BAM`, `CRAM`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bam => "BAM",
+            Self::Cram => "CRAM",
+            Self::Sam => "SAM",
+        }
+    }
+
+    /// The format `STORED AS name` names, if it is one of these.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Every format.
+    pub const ALL: [Self; 3] = [Self::Bam, Self::Cram, Self::Sam];
+
+    /// The format a path's name suggests: `.cram` is CRAM, `.sam` and `.sam.gz` are SAM, the rest
+    /// BAM (for the table functions and the Python helpers, which take paths).
+    pub fn of_path(path: &str) -> Self {
+        let path = path.to_ascii_lowercase();
+        if path.ends_with(".cram") {
+            Self::Cram
+        } else if path.ends_with(".sam") || path.ends_with(".sam.gz") {
+            Self::Sam
+        } else {
+            Self::Bam
+        }
+    }
+}
+
 /// The names of the table options, as `OPTIONS` keys (DataFusion adds a `format.` prefix).
-pub const OPTION_NAMES: [&str; 9] = [
+pub const OPTION_NAMES: [&str; 10] = [
     "tags",
     "tag_sample_records",
     "tag_sample_bytes",
@@ -61,6 +113,7 @@ pub const OPTION_NAMES: [&str; 9] = [
     "header",
     "compression_level",
     "index",
+    "reference",
 ];
 
 /// The index `COPY ... STORED AS BAM` writes beside a coordinate-sorted output (option `index`).
@@ -107,6 +160,12 @@ pub struct BamOptions {
     /// Option `index`, for `COPY ... STORED AS BAM`: `bai` or `csi` writes that index beside the
     /// output, which must then be coordinate-sorted.
     pub index: OutputIndex,
+    /// The files' format: set by `STORED AS` (or [`with_format`](Self::with_format)), not an option.
+    pub format: AlignmentFormat,
+    /// Option `reference`, for CRAM: the FASTA file (with its `.fai`; or bgzipped, with `.fai` and
+    /// `.gzi`) the records were compressed against. CRAMs with embedded references or without
+    /// reference-based compression need none.
+    pub reference: Option<String>,
 }
 
 impl Default for BamOptions {
@@ -121,6 +180,8 @@ impl Default for BamOptions {
             header: None,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             index: OutputIndex::None,
+            format: AlignmentFormat::Bam,
+            reference: None,
         }
     }
 }
@@ -166,6 +227,18 @@ impl BamOptions {
         self
     }
 
+    /// The files' format (BAM by default).
+    pub fn with_format(mut self, format: AlignmentFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// The reference FASTA of CRAM files (option `reference`).
+    pub fn with_reference(mut self, path: impl Into<String>) -> Self {
+        self.reference = Some(path.into());
+        self
+    }
+
     /// Only records overlapping `regions` (see [`parse_regions`]).
     pub fn with_regions(mut self, regions: Vec<Region>) -> Self {
         self.regions = regions;
@@ -193,6 +266,7 @@ impl BamOptions {
                 "skip_damaged" => self.skip_damaged = parse_bool("skip_damaged", value)?,
                 "region" => self.regions = parse_regions(value)?,
                 "header" => self.header = Some(value.clone()),
+                "reference" => self.reference = Some(value.clone()).filter(|v| !v.trim().is_empty()),
                 "index" => {
                     self.index = match value.trim().to_ascii_lowercase().as_str() {
                         "bai" => OutputIndex::Bai,
@@ -212,7 +286,11 @@ impl BamOptions {
                     }
                 }
                 other => {
-                    return plan_err!("unknown BAM table option {other:?}; valid options: {}", OPTION_NAMES.join(", "))
+                    return plan_err!(
+                        "unknown {} table option {other:?}; valid options: {}",
+                        self.format.name(),
+                        OPTION_NAMES.join(", ")
+                    )
                 }
             }
         }

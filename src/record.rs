@@ -186,6 +186,9 @@ pub mod cigar_op {
     }
 }
 
+/// The bases of BAM's 4-bit sequence codes.
+pub const SEQ_CODES: &[u8; 16] = b"=ACMGRSVTWYHKDBN";
+
 /// FLAG bit 0x4: the segment is unmapped.
 pub const FLAG_UNMAPPED: u16 = 0x4;
 
@@ -353,11 +356,10 @@ fn show_tag(tag: [u8; 2]) -> String {
     String::from_utf8_lossy(&tag).into_owned()
 }
 
+/// Record bytes for unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Builds a record's bytes from parts (test helper).
+pub mod test_support {
+    /// Builds a record's bytes from parts (refID 0, pos 99, MAPQ 60, no mate).
     pub fn record_bytes(name: &[u8], cigar: &[u32], seq_len: usize, aux: &[u8]) -> Vec<u8> {
         let mut b = Vec::new();
         b.extend(0i32.to_le_bytes());
@@ -381,6 +383,12 @@ mod tests {
         b.extend(aux);
         b
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::record_bytes;
+    use super::*;
 
     #[test]
     fn parses_fixed_fields_and_aux() {

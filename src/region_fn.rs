@@ -12,7 +12,7 @@ use datafusion::common::{plan_err, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::Expr;
 use tokio::runtime::{Handle, RuntimeFlavor};
 
-use crate::options::BamOptions;
+use crate::options::{AlignmentFormat, BamOptions};
 use crate::region::parse_regions;
 use crate::table::BamTable;
 
@@ -57,6 +57,9 @@ impl TableFunctionImpl for BamRegionFunction {
             parsed.extend(parse_regions(text)?);
         }
         let options = BamOptions::default().with_regions(parsed);
+        // A `.cram` path is read as CRAM (one whose records need a reference FASTA takes a table
+        // with option `reference` instead), `.sam` and `.sam.gz` as SAM.
+        let options = options.with_format(AlignmentFormat::of_path(path));
         let session = args.session();
         // The runtime that owns the store's HTTP connections should outlive the call, so a
         // multi-threaded one (whose other workers drive I/O while this one waits) is preferred.

@@ -1,4 +1,5 @@
-//! Reading one BAM byte stream: header, then records into Arrow batches.
+//! Reading records into Arrow batches: the batch reader over any [`RecordSource`], and the
+//! records of a BAM byte stream.
 //!
 //! BGZF inflation (libdeflate, CRC-checked) and header parsing are noodles'. This module frames
 //! records by their `block_size`, hands them to the [`BatchDecoder`], and turns every failure into
@@ -72,24 +73,85 @@ impl ScanMetrics {
     }
 }
 
-/// Record bytes read for one batch, before decoding.
-#[derive(Default)]
-struct RawBatch {
-    data: Vec<u8>,
-    ends: Vec<usize>,
-    starts: Vec<bgzf::VirtualPosition>,
+/// Record bytes read for one batch, before decoding, with where each record starts (a BGZF
+/// virtual position in BAM, a container and record number in CRAM).
+pub struct RawBatch<P> {
+    pub data: Vec<u8>,
+    pub ends: Vec<usize>,
+    pub starts: Vec<P>,
 }
 
-impl RawBatch {
-    fn clear(&mut self) {
+impl<P> Default for RawBatch<P> {
+    fn default() -> Self {
+        Self { data: Vec::new(), ends: Vec::new(), starts: Vec::new() }
+    }
+}
+
+impl<P: Copy> RawBatch<P> {
+    pub fn clear(&mut self) {
         self.data.clear();
         self.ends.clear();
         self.starts.clear();
     }
 
-    fn records(&self) -> impl Iterator<Item = (bgzf::VirtualPosition, &[u8])> {
+    fn records(&self) -> impl Iterator<Item = (P, &[u8])> {
         let begins = std::iter::once(0).chain(self.ends.iter().copied());
         self.starts.iter().copied().zip(begins.zip(self.ends.iter().copied()).map(|(b, e)| &self.data[b..e]))
+    }
+}
+
+/// What turns a [`RawBatch`]'s records into rows: the decoder, the pushed-down predicate, and
+/// option `skip_damaged`.
+pub struct RecordSink {
+    pub decoder: BatchDecoder,
+    pub prefilter: Option<Prefilter>,
+    pub skip_damaged: bool,
+    pub n_ref: usize,
+    pub metrics: ScanMetrics,
+}
+
+impl RecordSink {
+    /// Decodes the records of `raw` that pass the prefilter; `invalid` makes the error of an
+    /// invalid record at its position.
+    pub fn decode<P: Copy>(
+        &mut self,
+        raw: &RawBatch<P>,
+        invalid: impl Fn(P, crate::record::RecordError) -> DataFusionError,
+    ) -> Result<()> {
+        let n_ref = self.n_ref;
+        // Skipping damaged records, every record is checked whole before any is decoded.
+        let mut damaged = Vec::new();
+        if self.skip_damaged {
+            for (i, (start, bytes)) in raw.records().enumerate() {
+                if let Err(e) = RawRecord::parse(bytes, n_ref).and_then(|r| BatchDecoder::check(&r)) {
+                    warnings::warn(format!("{}; record skipped (option skip_damaged)", invalid(start, e)));
+                    damaged.push(i);
+                }
+            }
+            self.metrics.damaged_records.add(damaged.len());
+            progress::add_damaged(damaged.len() as u64);
+        }
+        let sound = |i: &usize| damaged.binary_search(i).is_err();
+        let keep = match &mut self.prefilter {
+            None => None,
+            Some(prefilter) => {
+                for (_, (start, bytes)) in raw.records().enumerate().filter(|(i, _)| sound(i)) {
+                    let record = RawRecord::parse(bytes, n_ref).map_err(|e| invalid(start, e))?;
+                    prefilter.push(&record).map_err(|e| invalid(start, e))?;
+                }
+                Some(prefilter.evaluate()?)
+            }
+        };
+        for (j, (start, bytes)) in raw.records().enumerate().filter(|(i, _)| sound(i)).map(|(_, r)| r).enumerate() {
+            if keep.as_ref().is_some_and(|k| !k.value(j)) {
+                self.metrics.records_filtered.add(1);
+                continue;
+            }
+            let record = RawRecord::parse(bytes, n_ref).map_err(|e| invalid(start, e))?;
+            self.decoder.push(&record).map_err(|e| invalid(start, e))?;
+        }
+        self.metrics.records_read.add(raw.ends.len());
+        Ok(())
     }
 }
 
@@ -129,70 +191,156 @@ pub struct DecodeSpec<'a> {
     pub skip_damaged: bool,
 }
 
-/// Iterates the records of some pieces of one file as Arrow batches.
-pub struct BatchReader {
-    path: String,
-    bytes: ObjectBytes,
-    pieces: VecDeque<Piece>,
-    current: Option<Current>,
-    decoder: BatchDecoder,
-    prefilter: Option<Prefilter>,
-    file: Arc<FileContext>,
+/// Where a scan's record bytes come from: the pieces of a BAM file ([`BamRecords`]), or the
+/// containers of a CRAM file.
+pub trait RecordSource: Send {
+    /// Where a record starts, for messages.
+    type Position: Copy;
+
+    /// Reads records into `raw` (cleared first) until it holds `batch_size` records or
+    /// [`BATCH_BYTE_BUDGET`] bytes; returns `false` once there are no more records.
+    fn fill(&mut self, raw: &mut RawBatch<Self::Position>, batch_size: usize) -> Result<bool>;
+
+    /// The error of an invalid record at `at`.
+    fn invalid(&self, at: Self::Position, e: crate::record::RecordError) -> DataFusionError;
+
+    /// Compressed bytes read since the last call, for the progress counters.
+    fn bytes_read(&mut self) -> u64;
+}
+
+/// Iterates the records of a [`RecordSource`] as Arrow batches.
+pub struct BatchReader<S: RecordSource> {
+    source: S,
+    sink: RecordSink,
+    raw: RawBatch<S::Position>,
     batch_size: usize,
-    skip_damaged: bool,
-    raw: RawBatch,
     done: bool,
     failed: bool,
-    metrics: ScanMetrics,
     /// The share of the session's memory pool held for the record buffer and the last batch.
     memory: Option<MemoryReservation>,
     /// Counts this scan as running (for the CLI's progress bar) until it is dropped.
     _activity: progress::Activity,
 }
 
-impl BatchReader {
-    /// Decodes `spec`'s projection from `pieces` of the file `bytes`, keeping only the records
-    /// for which `prefilter`'s predicate holds.
+impl<S: RecordSource> BatchReader<S> {
+    /// Decodes `spec`'s projection from the records of `source`, keeping only the records for
+    /// which `prefilter`'s predicate holds.
     pub fn new(
-        path: &str,
-        bytes: ObjectBytes,
-        pieces: Vec<Piece>,
+        source: S,
         file: &Arc<FileContext>,
         spec: DecodeSpec<'_>,
         prefilter: Option<Prefilter>,
         metrics: ScanMetrics,
     ) -> Result<Self> {
         let decoder = BatchDecoder::new(spec.table_schema, spec.projection, spec.layout, file)?;
+        let n_ref = file.reference_names.len();
         Ok(Self {
-            path: path.to_string(),
-            bytes,
-            pieces: pieces.into(),
-            current: None,
-            file: Arc::clone(file),
-            decoder,
-            prefilter,
-            batch_size: spec.batch_size.max(1),
-            skip_damaged: spec.skip_damaged,
+            source,
+            sink: RecordSink { decoder, prefilter, skip_damaged: spec.skip_damaged, n_ref, metrics },
             raw: RawBatch::default(),
+            batch_size: spec.batch_size.max(1),
             done: false,
             failed: false,
-            metrics,
             memory: None,
             _activity: progress::Activity::start(),
         })
     }
 
-    /// Accounts for the reader's buffers in a memory pool: a batch that does not fit is an error.
-    pub fn with_memory(mut self, memory: MemoryReservation) -> Self {
-        self.memory = Some(memory);
+    /// Accounts for the reader's buffers in a memory pool, if given: a batch that does not fit is
+    /// an error.
+    pub fn with_memory(mut self, memory: Option<MemoryReservation>) -> Self {
+        self.memory = memory;
         self
     }
 
-    /// Reads the records of the next batch into `self.raw`; sets `done` after the last piece.
-    fn fill(&mut self) -> Result<()> {
-        self.raw.clear();
-        while self.raw.ends.len() < self.batch_size && self.raw.data.len() < BATCH_BYTE_BUDGET {
-            match self.read_record() {
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        while !self.done && self.sink.decoder.len() < self.batch_size {
+            let started = Instant::now();
+            self.done = !self.source.fill(&mut self.raw, self.batch_size)?;
+            self.sink.metrics.inflate_time.add_elapsed(started);
+            let started = Instant::now();
+            let source = &self.source;
+            self.sink.decode(&self.raw, |at, e| source.invalid(at, e))?;
+            self.sink.metrics.decode_time.add_elapsed(started);
+            let bytes = self.source.bytes_read();
+            self.sink.metrics.compressed_bytes.add(bytes as usize);
+            progress::add(self.raw.ends.len() as u64, bytes);
+            if self.raw.data.len() >= BATCH_BYTE_BUDGET {
+                break;
+            }
+        }
+        if self.sink.decoder.is_empty() {
+            return Ok(None);
+        }
+        let batch = self.sink.decoder.finish()?;
+        if let Some(memory) = &mut self.memory {
+            memory.try_resize(self.raw.data.capacity() + batch.get_array_memory_size())?;
+        }
+        Ok(Some(batch))
+    }
+}
+
+impl<S: RecordSource> Iterator for BatchReader<S> {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.done && self.sink.decoder.is_empty() {
+            return None;
+        }
+        match self.next_batch() {
+            Ok(Some(batch)) => Some(Ok(batch)),
+            Ok(None) => None,
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// The records of some pieces of one BAM file.
+pub struct BamRecords {
+    path: String,
+    bytes: ObjectBytes,
+    pieces: VecDeque<Piece>,
+    current: Option<Current>,
+    file: Arc<FileContext>,
+    skip_damaged: bool,
+    metrics: ScanMetrics,
+    /// Compressed bytes read and not yet reported by `bytes_read`.
+    unreported: u64,
+}
+
+impl BamRecords {
+    /// The records of `pieces` of the BAM file `bytes`.
+    pub fn new(
+        path: &str,
+        bytes: ObjectBytes,
+        pieces: Vec<Piece>,
+        file: &Arc<FileContext>,
+        spec: &DecodeSpec<'_>,
+        metrics: ScanMetrics,
+    ) -> Self {
+        Self {
+            path: path.to_string(),
+            bytes,
+            pieces: pieces.into(),
+            current: None,
+            file: Arc::clone(file),
+            skip_damaged: spec.skip_damaged,
+            metrics,
+            unreported: 0,
+        }
+    }
+}
+
+impl RecordSource for BamRecords {
+    type Position = bgzf::VirtualPosition;
+
+    fn fill(&mut self, raw: &mut RawBatch<Self::Position>, batch_size: usize) -> Result<bool> {
+        raw.clear();
+        while raw.ends.len() < batch_size && raw.data.len() < BATCH_BYTE_BUDGET {
+            match self.read_record(raw) {
                 Ok(Step::Record) => {}
                 Ok(Step::PieceEnded { piece, at, next }) => {
                     if let (Some(to), Some(origin)) = (piece.to, &piece.boundary_from) {
@@ -201,20 +349,31 @@ impl BatchReader {
                         }
                     }
                 }
-                Ok(Step::NoMorePieces) => {
-                    self.done = true;
-                    return Ok(());
-                }
+                Ok(Step::NoMorePieces) => return Ok(false),
                 Err(e) if self.skip_damaged => self.skip_damaged_data(e)?,
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(true)
     }
 
+    fn invalid(&self, at: Self::Position, e: crate::record::RecordError) -> DataFusionError {
+        error_at(&self.path, at, format!("invalid record: {e}"))
+    }
+
+    fn bytes_read(&mut self) -> u64 {
+        let mut bytes = std::mem::take(&mut self.unreported);
+        if let Some(cur) = &mut self.current {
+            bytes += cur.advance(absolute(cur.base, cur.reader.virtual_position()).compressed());
+        }
+        bytes
+    }
+}
+
+impl BamRecords {
     /// Reads the next record of the current piece (opening the next piece if needed) into
-    /// `self.raw`. Every error is damage in the file.
-    fn read_record(&mut self) -> Result<Step> {
+    /// `raw`. Every error is damage in the file.
+    fn read_record(&mut self, raw: &mut RawBatch<bgzf::VirtualPosition>) -> Result<Step> {
         if self.current.is_none() {
             let Some(piece) = self.pieces.pop_front() else { return Ok(Step::NoMorePieces) };
             match Current::open(&self.path, &self.bytes, piece.clone()) {
@@ -243,20 +402,20 @@ impl BatchReader {
             self.metrics.bgzf_blocks.add(1);
             cur.last_block = start.compressed();
         }
-        let record_from = self.raw.data.len();
-        if let Err(e) = append_record_at(&self.path, start, &mut cur.reader, &mut self.raw.data) {
-            self.raw.data.truncate(record_from);
+        let record_from = raw.data.len();
+        if let Err(e) = append_record_at(&self.path, start, &mut cur.reader, &mut raw.data) {
+            raw.data.truncate(record_from);
             return Err(e);
         }
-        if cur.piece.read_until.is_some_and(|until| until.is_passed_by(&self.raw.data[record_from..])) {
-            self.raw.data.truncate(record_from);
+        if cur.piece.read_until.is_some_and(|until| until.is_passed_by(&raw.data[record_from..])) {
+            raw.data.truncate(record_from);
             let read_to = absolute(cur.base, cur.reader.virtual_position()).compressed();
             // Stopped before the piece's end: there is no boundary to verify.
             let piece = Piece { boundary_from: None, ..self.close_piece(read_to) };
             return Ok(Step::PieceEnded { piece, at: start, next: Some(start) });
         }
-        self.raw.ends.push(self.raw.data.len());
-        self.raw.starts.push(start);
+        raw.ends.push(raw.data.len());
+        raw.starts.push(start);
         let end_block = absolute(cur.base, cur.reader.virtual_position()).compressed();
         if end_block != cur.last_block {
             self.metrics.bgzf_blocks.add(1);
@@ -268,9 +427,7 @@ impl BatchReader {
     /// Drops the current piece's reader, counting the compressed bytes read up to `offset`.
     fn close_piece(&mut self, offset: u64) -> Piece {
         let mut cur = self.current.take().expect("a current piece");
-        let bytes = cur.advance(offset);
-        self.metrics.compressed_bytes.add(bytes as usize);
-        progress::add(0, bytes);
+        self.unreported += cur.advance(offset);
         cur.piece
     }
 
@@ -316,79 +473,6 @@ impl BatchReader {
         }
         Ok(None)
     }
-
-    /// Decodes the records in `self.raw` that pass the prefilter.
-    fn decode(&mut self) -> Result<()> {
-        let n_ref = self.file.reference_names.len();
-        let path = self.path.as_str();
-        let invalid = |start, e: crate::record::RecordError| error_at(path, start, format!("invalid record: {e}"));
-        // Skipping damaged records, every record is checked whole before any is decoded.
-        let mut damaged = Vec::new();
-        if self.skip_damaged {
-            for (i, (start, bytes)) in self.raw.records().enumerate() {
-                if let Err(e) = RawRecord::parse(bytes, n_ref).and_then(|r| BatchDecoder::check(&r)) {
-                    warnings::warn(format!("{}; record skipped (option skip_damaged)", invalid(start, e)));
-                    damaged.push(i);
-                }
-            }
-            self.metrics.damaged_records.add(damaged.len());
-            progress::add_damaged(damaged.len() as u64);
-        }
-        let sound = |i: &usize| damaged.binary_search(i).is_err();
-        let keep = match &mut self.prefilter {
-            None => None,
-            Some(prefilter) => {
-                for (_, (start, bytes)) in self.raw.records().enumerate().filter(|(i, _)| sound(i)) {
-                    let record = RawRecord::parse(bytes, n_ref).map_err(|e| invalid(start, e))?;
-                    prefilter.push(&record).map_err(|e| invalid(start, e))?;
-                }
-                Some(prefilter.evaluate()?)
-            }
-        };
-        for (j, (start, bytes)) in self.raw.records().enumerate().filter(|(i, _)| sound(i)).map(|(_, r)| r).enumerate()
-        {
-            if keep.as_ref().is_some_and(|k| !k.value(j)) {
-                self.metrics.records_filtered.add(1);
-                continue;
-            }
-            let record = RawRecord::parse(bytes, n_ref).map_err(|e| invalid(start, e))?;
-            self.decoder.push(&record).map_err(|e| invalid(start, e))?;
-        }
-        self.metrics.records_read.add(self.raw.ends.len());
-        Ok(())
-    }
-
-    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-        while !self.done && self.decoder.len() < self.batch_size {
-            let started = Instant::now();
-            self.fill()?;
-            self.metrics.inflate_time.add_elapsed(started);
-            let started = Instant::now();
-            self.decode()?;
-            self.metrics.decode_time.add_elapsed(started);
-            self.report_progress();
-            if self.raw.data.len() >= BATCH_BYTE_BUDGET {
-                break;
-            }
-        }
-        if self.decoder.is_empty() {
-            return Ok(None);
-        }
-        let batch = self.decoder.finish()?;
-        if let Some(memory) = &mut self.memory {
-            memory.try_resize(self.raw.data.capacity() + batch.get_array_memory_size())?;
-        }
-        Ok(Some(batch))
-    }
-
-    fn report_progress(&mut self) {
-        let bytes = match &mut self.current {
-            Some(cur) => cur.advance(absolute(cur.base, cur.reader.virtual_position()).compressed()),
-            None => 0,
-        };
-        self.metrics.compressed_bytes.add(bytes as usize);
-        progress::add(self.raw.ends.len() as u64, bytes);
-    }
 }
 
 impl Current {
@@ -425,22 +509,4 @@ fn misplaced_boundary(
         show(stop),
         show(Some(to))
     ))
-}
-
-impl Iterator for BatchReader {
-    type Item = Result<RecordBatch>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.done && self.decoder.is_empty() {
-            return None;
-        }
-        match self.next_batch() {
-            Ok(Some(batch)) => Some(Ok(batch)),
-            Ok(None) => None,
-            Err(e) => {
-                self.failed = true;
-                Some(Err(e))
-            }
-        }
-    }
 }

@@ -25,7 +25,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use crate::format::{BamFormat, BamSource};
 use crate::listing::{self, bam_listing_table_of};
-use crate::options::BamOptions;
+use crate::options::{AlignmentFormat, BamOptions};
 use crate::pushdown::can_prefilter;
 use crate::store::{object_store_for, store_options};
 use arrow::datatypes::DataType;
@@ -138,20 +138,32 @@ impl TableProvider for BamTable {
 /// that a plan sent to another process keeps its glob. Hive-style partition directories
 /// (`sample=a/`) become columns as in DataFusion: inferred, named by `PARTITIONED BY`, or typed in
 /// a column list that holds only partition columns (the other columns come from the files).
+///
+/// The same factory makes `STORED AS CRAM` tables ([`BamTableFactory::for_format`]).
 #[derive(Debug, Default)]
-pub struct BamTableFactory;
+pub struct BamTableFactory {
+    format: AlignmentFormat,
+}
+
+impl BamTableFactory {
+    /// The factory of `STORED AS BAM` or `STORED AS CRAM` tables.
+    pub fn for_format(format: AlignmentFormat) -> Self {
+        Self { format }
+    }
+}
 
 #[async_trait]
 impl TableProviderFactory for BamTableFactory {
     async fn create(&self, state: &dyn Session, cmd: &CreateExternalTable) -> Result<Arc<dyn TableProvider>> {
-        let options = BamOptions::from_map(&cmd.options)?;
+        let options = BamOptions::default().with_format(self.format).with_map(&cmd.options)?;
+        let stored_as = self.format.name();
         let urls = cmd
             .locations
             .iter()
             .map(|location| Ok(listing::table_url(location)?.with_table_ref(cmd.name.clone())))
             .collect::<Result<Vec<_>>>()?;
         let Some(first) = urls.first() else {
-            return plan_err!("CREATE EXTERNAL TABLE ... STORED AS BAM needs a LOCATION");
+            return plan_err!("CREATE EXTERNAL TABLE ... STORED AS {stored_as} needs a LOCATION");
         };
         // The locations share one store (checked with the listing): its options come with them.
         object_store_for(state.runtime_env(), first, &store_options(&cmd.options)).await?;

@@ -91,8 +91,11 @@ def _options(
     tag_sample_records: int | None = None,
     skip_damaged: bool | None = None,
     tag_sample_bytes: int | None = None,
+    reference: str | os.PathLike[str] | None = None,
 ) -> dict[str, str]:
     options: dict[str, str] = {}
+    if reference is not None:
+        options["reference"] = os.fspath(reference)
     if tags is not None:
         options["tags"] = tags if isinstance(tags, str) else ",".join(tags)
     if region is not None:
@@ -127,9 +130,12 @@ def table(
     skip_damaged: bool | None = None,
     storage_options: StorageOptions | None = None,
     tag_sample_bytes: int | None = None,
+    reference: str | os.PathLike[str] | None = None,
 ) -> BamTable:
     """Opens BAM files (a path, a directory of ``.bam`` files or a glob, or a list of them) as one
-    table. Its tag columns come from all the files, so files with different tags share it.
+    table; paths (or globs) that all end in ``.cram`` are read as CRAM, with ``reference`` naming
+    the FASTA their records were compressed against (indexed by ``.fai``), and paths that all end
+    in ``.sam`` or ``.sam.gz`` as SAM. Its tag columns come from all the files, so files with different tags share it.
     Locations may be local or remote: ``s3://bucket/x.bam``, ``gs://bucket/runs/*.bam``,
     ``https://host/x.bam`` (a file: plain HTTP cannot list directories).
 
@@ -148,7 +154,7 @@ def table(
     "true"}``, ``{"skip_signature": "true"}`` for a public bucket, ``{"service_account_key": ...}``.
     """
     return BamTable(_paths(path), _options(tags, region, split, tag_sample_records, skip_damaged,
-                                           tag_sample_bytes), storage_options)
+                                           tag_sample_bytes, reference), storage_options)
 
 
 def _paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -156,7 +162,8 @@ def _paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> 
 
 
 def enable(ctx: SessionContext) -> None:
-    """Enables BAM in ``ctx``'s SQL: ``CREATE EXTERNAL TABLE ... STORED AS BAM`` with everything
+    """Enables BAM in ``ctx``'s SQL: ``CREATE EXTERNAL TABLE ... STORED AS BAM`` (and ``STORED AS
+    CRAM``, with option ``reference``, and ``STORED AS SAM``) with everything
     the CLI takes there (files, directories, globs, several locations, ``PARTITIONED BY``,
     ``WITH ORDER``, the table options, and ``aws.*``/``gcp.*``/``http.*`` store options), and the
     ``bam_header(path)`` and ``bam_region(path, region, ...)`` table functions.
@@ -166,6 +173,8 @@ def enable(ctx: SessionContext) -> None:
     FFI). :func:`to_bam` writes BAM instead, from BAM files or from any query's DataFrame.
     """
     ctx.register_table_factory("BAM", BamTableFactory())
+    ctx.register_table_factory("CRAM", BamTableFactory("CRAM"))
+    ctx.register_table_factory("SAM", BamTableFactory("SAM"))
     ctx.register_udtf(udtf(BamHeaderFunction(), "bam_header"))
     ctx.register_udtf(udtf(BamRegionFunction(), "bam_region"))
 
@@ -182,12 +191,14 @@ def register(
     skip_damaged: bool | None = None,
     storage_options: StorageOptions | None = None,
     tag_sample_bytes: int | None = None,
+    reference: str | os.PathLike[str] | None = None,
 ) -> None:
-    """Registers BAM files as table ``name`` in ``ctx`` (see :func:`table`), and enables BAM in
-    its SQL (see :func:`enable`)."""
+    """Registers BAM (or CRAM) files as table ``name`` in ``ctx`` (see :func:`table`), and enables
+    BAM in its SQL (see :func:`enable`)."""
     ctx.register_table(name, table(path, tags=tags, region=region, split=split,
                                    tag_sample_records=tag_sample_records, skip_damaged=skip_damaged,
-                                   storage_options=storage_options, tag_sample_bytes=tag_sample_bytes))
+                                   storage_options=storage_options, tag_sample_bytes=tag_sample_bytes,
+                                   reference=reference))
     enable(ctx)
 
 
@@ -283,6 +294,7 @@ def _convert(
     storage_options: StorageOptions | None,
     progress: bool | ProgressCallback,
     ctx: SessionContext | None,
+    reference: str | os.PathLike[str] | None = None,
 ) -> int:
     sources = _paths(paths)
     if not sources:
@@ -292,7 +304,7 @@ def _convert(
     # One table over all inputs: one schema, whatever tags each file has.
     name = f"__bam_input_{os.getpid()}_{threading.get_ident()}"
     ctx.register_table(name, table(sources, tags=tags, region=region, skip_damaged=skip_damaged,
-                                   storage_options=storage_options))
+                                   storage_options=storage_options, reference=reference))
     query = _select(columns, name, where, min_mapq)
 
     # Written under a temporary name and renamed when complete, so a failed or interrupted
@@ -343,8 +355,10 @@ def to_parquet(
     storage_options: StorageOptions | None = None,
     progress: bool | ProgressCallback = False,
     ctx: SessionContext | None = None,
+    reference: str | os.PathLike[str] | None = None,
 ) -> int:
-    """Converts BAM files (one path or several) to one Parquet file; returns the rows written.
+    """Converts BAM files (one path or several; CRAM files when the paths end in ``.cram``, with
+    ``reference`` their FASTA) to one Parquet file; returns the rows written.
 
     A thin wrapper over ``COPY (SELECT ...) TO 'output' STORED AS PARQUET``. ``where`` is a SQL
     condition over the table's columns; ``min_mapq`` and ``region`` are pushed into the decoder
@@ -356,7 +370,7 @@ def to_parquet(
     """
     return _convert(paths, output, "PARQUET", columns=columns, where=where, min_mapq=min_mapq,
                     tags=tags, region=region, skip_damaged=skip_damaged,
-                    storage_options=storage_options, progress=progress, ctx=ctx)
+                    storage_options=storage_options, progress=progress, ctx=ctx, reference=reference)
 
 
 def to_ipc(
@@ -372,11 +386,12 @@ def to_ipc(
     storage_options: StorageOptions | None = None,
     progress: bool | ProgressCallback = False,
     ctx: SessionContext | None = None,
+    reference: str | os.PathLike[str] | None = None,
 ) -> int:
-    """Converts BAM files to one Arrow IPC file; as :func:`to_parquet` otherwise."""
+    """Converts BAM (or CRAM) files to one Arrow IPC file; as :func:`to_parquet` otherwise."""
     return _convert(paths, output, "ARROW", columns=columns, where=where, min_mapq=min_mapq,
                     tags=tags, region=region, skip_damaged=skip_damaged,
-                    storage_options=storage_options, progress=progress, ctx=ctx)
+                    storage_options=storage_options, progress=progress, ctx=ctx, reference=reference)
 
 
 def to_bam(

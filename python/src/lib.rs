@@ -45,8 +45,8 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::prelude::SessionContext;
 use datafusion_bam::{
-    object_store_for, progress, warnings, BamHeaderFunction, BamOptions, BamRegionFunction, BamSessionExt, BamTable,
-    BamTableFactory,
+    object_store_for, progress, warnings, AlignmentFormat, BamHeaderFunction, BamOptions, BamRegionFunction,
+    BamSessionExt, BamTable, BamTableFactory,
 };
 use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 use datafusion_ffi::table_provider::FFI_TableProvider;
@@ -300,7 +300,14 @@ impl PyBamTable {
             Ok(one) => vec![one],
             Err(_) => path.extract()?,
         };
-        let options = BamOptions::from_map(&options.unwrap_or_default()).map_err(bam_error)?;
+        // Paths (or globs) that all end in `.cram` are CRAM files, in `.sam`/`.sam.gz` SAM files.
+        let formats: Vec<AlignmentFormat> = paths.iter().map(|p| AlignmentFormat::of_path(p)).collect();
+        let format = match formats.first() {
+            Some(&first) if formats.iter().all(|&f| f == first) => first,
+            _ => AlignmentFormat::Bam,
+        };
+        let options =
+            BamOptions::default().with_format(format).with_map(&options.unwrap_or_default()).map_err(bam_error)?;
         let storage_options = storage_options.unwrap_or_default();
         let table = py
             .detach(|| {
@@ -338,15 +345,15 @@ impl PyBamTable {
     }
 }
 
-/// `CREATE EXTERNAL TABLE ... STORED AS BAM`, made in this library's runtimes.
+/// `CREATE EXTERNAL TABLE ... STORED AS BAM` (or `CRAM`), made in this library's runtimes.
 #[derive(Debug)]
-struct InRuntimeFactory;
+struct InRuntimeFactory(AlignmentFormat);
 
 #[async_trait]
 impl TableProviderFactory for InRuntimeFactory {
     async fn create(&self, session: &dyn Session, cmd: &CreateExternalTable) -> Result<Arc<dyn TableProvider>> {
         let state = local_state(session);
-        let created = in_runtime(BamTableFactory.create(&state, cmd)).await?;
+        let created = in_runtime(BamTableFactory::for_format(self.0).create(&state, cmd)).await?;
         // Physical filter pushdown does not cross datafusion-ffi: a BamTable takes the filters
         // at planning time instead.
         let table: Arc<dyn TableProvider> = match created.downcast_ref::<ListingTable>() {
@@ -357,15 +364,19 @@ impl TableProviderFactory for InRuntimeFactory {
     }
 }
 
-/// The table factory of `STORED AS BAM`, for `SessionContext.register_table_factory("BAM", ...)`.
+/// The table factory of `STORED AS BAM` (or, made with `"CRAM"`, of `STORED AS CRAM`), for
+/// `SessionContext.register_table_factory("BAM", ...)`.
 #[pyclass(name = "BamTableFactory", module = "datafusion_bam", frozen)]
-struct PyBamTableFactory;
+struct PyBamTableFactory(AlignmentFormat);
 
 #[pymethods]
 impl PyBamTableFactory {
     #[new]
-    fn new() -> Self {
-        Self
+    #[pyo3(signature = (format = "BAM"))]
+    fn new(format: &str) -> PyResult<Self> {
+        AlignmentFormat::from_name(format)
+            .map(Self)
+            .ok_or_else(|| BamError::new_err(format!("unknown alignment format {format:?}: BAM, CRAM or SAM")))
     }
 
     fn __datafusion_table_provider_factory__<'py>(
@@ -375,7 +386,7 @@ impl PyBamTableFactory {
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let codec = logical_codec(&codec)?;
         let factory = FFI_TableProviderFactory::new_with_ffi_codec(
-            Arc::new(InRuntimeFactory),
+            Arc::new(InRuntimeFactory(self.0)),
             Some(runtime().handle().clone()),
             codec,
         );

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::{DFParser, Statement};
-use datafusion_bam::{object_store_for, progress, store_options, warnings, BamOptions, BamSessionExt};
+use datafusion_bam::{object_store_for, progress, store_options, warnings, AlignmentFormat, BamOptions, BamSessionExt};
 
 use crate::convert::{convert_each, Outcome, OutputFormat};
 use crate::output_guard::OutputGuard;
@@ -335,12 +335,12 @@ async fn convert(
     .await
 }
 
-/// Whether `statement` is `CREATE EXTERNAL TABLE ... STORED AS BAM`.
-/// A BAM table, or a BAM output (`STORED AS BAM`, or a `.bam` target without `STORED AS`).
+/// Whether `statement` is a BAM or CRAM table (`CREATE EXTERNAL TABLE ... STORED AS BAM`, or
+/// `CRAM`), or a BAM output (`STORED AS BAM`, or a `.bam` target without `STORED AS`).
 fn is_bam_statement(statement: &Statement) -> bool {
     let is_bam = |format: &str| format.eq_ignore_ascii_case("bam");
     match statement {
-        Statement::CreateExternalTable(t) => is_bam(&t.file_type),
+        Statement::CreateExternalTable(t) => AlignmentFormat::from_name(&t.file_type).is_some(),
         Statement::CopyTo(copy) => match &copy.stored_as {
             Some(format) => is_bam(format),
             None => copy.target.to_ascii_lowercase().ends_with(".bam"),

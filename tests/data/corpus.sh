@@ -198,3 +198,9 @@ q bamtools filter -in "$out/minimap2_long_Y.bam" -out "$out/bamtools_filter.bam"
 
 rm -f "$out"/*.bam.tmp*
 ls -l "$out"
+
+# CRAM files from these BAMs, against this genome (the FASTA is kept for the CRAM tests).
+mkdir -p "$data/cram"
+cp ref.fa "$data/cram/ref.fa"
+"$data/cram.sh" > /dev/null
+"$data/sam.sh" > /dev/null

@@ -114,6 +114,30 @@ fn example_write_bam() {
 }
 
 #[test]
+fn example_cram() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = example(dir.path(), "cram.sql");
+    let cram = repo_root().join("tests/data/cram/bwa_mem.cram");
+    let reference = repo_root().join("tests/data/cram/ref.fa");
+    let (cram, reference) = (cram.to_str().unwrap(), reference.to_str().unwrap());
+    assert_eq!(last_number(&out), samtools_count(&["-q", "30", "-T", reference, cram]));
+    // The BAM written from the CRAM holds what samtools reads from the CRAM.
+    let written = dir.path().join("bwa_mem_q30.bam");
+    let expected = samtools(&["view", "-q", "30", "-T", reference, cram]);
+    let mut got: Vec<&str> = Vec::new();
+    let written_records = samtools(&["view", written.to_str().unwrap()]);
+    got.extend(written_records.lines());
+    let mut expected: Vec<&str> = expected.lines().collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got.len(), expected.len());
+    let fields = |line: &str| line.split('\t').take(11).collect::<Vec<_>>().join("\t");
+    for (g, e) in got.iter().zip(&expected) {
+        assert_eq!(fields(g), fields(e));
+    }
+}
+
+#[test]
 fn example_region() {
     let dir = tempfile::tempdir().unwrap();
     let out = example(dir.path(), "region.sql");

@@ -37,12 +37,22 @@ fn sorted(mut rows: Vec<Row>) -> Vec<Row> {
     rows
 }
 
-/// Compares the rows of `path` with samtools at 1, 2 and 7 partitions, then COPYs `SELECT *` to
-/// Parquet and Arrow and compares what is read back. Returns what went wrong, if anything.
-async fn check_file(path: &Path, options: &BamOptions, out: &Path) -> Result<(), String> {
+/// The partition counts every file is compared at.
+pub const PARTITIONS: [usize; 3] = [1, 2, 7];
+
+/// Compares the rows of `path` with samtools (given `samtools_args`, such as a CRAM's reference)
+/// at each of `partitions`, then (at 2 partitions) COPYs `SELECT *` to Parquet and Arrow and
+/// compares what is read back. Returns what went wrong, if anything.
+pub async fn check_file(
+    path: &Path,
+    options: &BamOptions,
+    samtools_args: &[&str],
+    partitions: &[usize],
+    out: &Path,
+) -> Result<(), String> {
     let name = path.file_name().unwrap().to_str().unwrap();
-    let expected = sorted(samtools_rows(path, &[]));
-    for n in [1, 2, 7] {
+    let expected = sorted(samtools_rows(path, samtools_args));
+    for &n in partitions {
         let ctx = split_context(n);
         ctx.register_bam("t", path.to_str().unwrap(), options.clone()).await.map_err(|e| format!("{name}: {e}"))?;
         let rows = sorted(table_rows(
@@ -84,7 +94,7 @@ async fn check_all(files: &[PathBuf], options: BamOptions) {
     let out = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
     for path in files {
-        if let Err(why) = check_file(path, &options, out.path()).await {
+        if let Err(why) = check_file(path, &options, &[], &PARTITIONS, out.path()).await {
             failures.push(why);
         }
     }

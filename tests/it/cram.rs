@@ -1,0 +1,343 @@
+//! CRAM tables (`STORED AS CRAM`): every CRAM of `tests/data/cram/` (written by samtools in CRAM
+//! 2.1, 3.0 and 3.1, with embedded and without references, and by htsjdk) equals
+//! `samtools view -T ref.fa` at 1, 2 and 7 partitions and through `COPY (SELECT *)` to Parquet and
+//! Arrow; regions skip containers; a missing reference is an error that names what is missing.
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+use datafusion_bam::{AlignmentFormat, BamOptions, BamSessionExt};
+
+use crate::corpus::check_file;
+use crate::oracle::{data, samtools, samtools_rows, table_rows};
+use crate::partitions::split_context;
+use crate::query;
+
+fn reference() -> PathBuf {
+    data("cram").join("ref.fa")
+}
+
+fn cram_options() -> BamOptions {
+    BamOptions::default().with_format(AlignmentFormat::Cram).with_reference(reference().to_str().unwrap())
+}
+
+/// The CRAM files of the test data, by name.
+fn crams() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data("cram"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cram"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "tests/data/cram holds {} CRAM files: run tests/data/cram.sh", files.len());
+    files
+}
+
+/// The `samtools view` arguments that read `path` as the table does: with the reference, and,
+/// for a file with an embedded reference, without regenerating `MD`/`NM` (htslib does from the
+/// embedded reference; noodles-cram keeps it private, see README).
+fn samtools_args(path: &Path) -> Vec<String> {
+    let mut args = vec!["-T".to_string(), reference().to_str().unwrap().to_string()];
+    if path.file_name().unwrap().to_str().unwrap().contains("embedded") {
+        args.extend(["--input-fmt-option".to_string(), "decode_md=0".to_string()]);
+    }
+    args
+}
+
+/// A counter of `EXPLAIN ANALYZE` output (`name=1.69 K` is 1690).
+fn metric(plan: &str, name: &str) -> f64 {
+    let text = plan.split(&format!("{name}=")).nth(1).unwrap_or_else(|| panic!("no {name} in {plan}"));
+    let number: String = text.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    let unit = match text[number.len()..].strip_prefix(' ').and_then(|rest| rest.chars().next()) {
+        Some('K') => 1e3,
+        Some('M') => 1e6,
+        _ => 1.0,
+    };
+    number.parse::<f64>().unwrap() * unit
+}
+
+fn count(batches: &[arrow::array::RecordBatch]) -> i64 {
+    batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cram_equals_samtools_and_converts() {
+    let out = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for path in crams() {
+        let args = samtools_args(&path);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        if let Err(why) = check_file(&path, &cram_options(), &args, &[1, 2, 3, 7], out.path()).await {
+            failures.push(why);
+        }
+    }
+    assert!(failures.is_empty(), "{} CRAM files failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The bgzipped reference (with `.fai` and `.gzi`) decodes the same records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bgzipped_reference_works_too() {
+    let out = tempfile::tempdir().unwrap();
+    let gz = data("cram").join("ref.fa.gz");
+    let options = cram_options().with_reference(gz.to_str().unwrap());
+    let path = data("cram").join("bwa_mem_v31.cram");
+    check_file(&path, &options, &["-T", reference().to_str().unwrap()], &[1, 2], out.path()).await.unwrap();
+}
+
+/// Several partitions of one file each decode their own containers: with the `.crai` and by
+/// walking the containers (no index).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_file_is_split_into_container_ranges() {
+    for name in ["bwa_mem.cram", "bwa_mem_v31.cram"] {
+        let ctx = split_context(7);
+        let path = data("cram").join(name);
+        ctx.register_bam("t", path.to_str().unwrap(), cram_options()).await.unwrap();
+        let plan = arrow::util::pretty::pretty_format_batches(&query(&ctx, "EXPLAIN SELECT * FROM t").await.unwrap())
+            .unwrap()
+            .to_string();
+        assert!(plan.contains("file_groups={7 groups:"), "{name}: {plan}");
+        let analyzed = arrow::util::pretty::pretty_format_batches(
+            &query(&ctx, "EXPLAIN ANALYZE SELECT count(qname) FROM t").await.unwrap(),
+        )
+        .unwrap()
+        .to_string();
+        assert_eq!(metric(&analyzed, "records_read"), 1690.0, "{name}: every record once: {analyzed}");
+    }
+}
+
+/// Regions are answered as samtools answers them, and containers off the region are not decoded
+/// (with the `.crai`, and from the containers' own reference spans without one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regions_skip_containers_and_equal_samtools() {
+    let reference = reference();
+    let indexed = tempfile::tempdir().unwrap();
+    for name in ["bwa_mem.cram", "bwa_mem_v31.cram", "long_embedded_ref.cram"] {
+        let path = data("cram").join(name);
+        // samtools answers regions through an index: a copy indexed for it (ours reads the
+        // original, which may have none).
+        let oracle = indexed.path().join(name);
+        std::fs::copy(&path, &oracle).unwrap();
+        samtools(&["index", oracle.to_str().unwrap()]);
+        let ctx = split_context(2);
+        ctx.register_bam("t", path.to_str().unwrap(), cram_options()).await.unwrap();
+        for (region, filter) in [
+            ("chr1:20000-30000", "rname = 'chr1' AND pos <= 30000 AND endpos >= 20000"),
+            ("chr2", "rname = 'chr2'"),
+            ("chrM:1-100", "rname = 'chrM' AND pos <= 100 AND endpos >= 1"),
+        ] {
+            let mut args = samtools_args(&path);
+            args.push(region.to_string());
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut expected = samtools_rows(&oracle, &args);
+            expected.sort();
+            let mut rows = table_rows(&query(&ctx, &format!("SELECT * FROM t WHERE {filter}")).await.unwrap());
+            rows.sort();
+            assert_eq!(rows, expected, "{name} {region}");
+        }
+        let plan = arrow::util::pretty::pretty_format_batches(
+            &query(
+                &ctx,
+                "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE rname = 'chr1' AND pos <= 30000 AND endpos >= 20000",
+            )
+            .await
+            .unwrap(),
+        )
+        .unwrap()
+        .to_string();
+        let read = metric(&plan, "records_read");
+        let total = samtools(&["view", "-c", "-T", reference.to_str().unwrap(), path.to_str().unwrap()]);
+        let total: f64 = total.trim().parse().unwrap();
+        assert!(read < total, "{name}: the region decoded {read} of {total} records: {plan}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_as_cram_in_sql_reads_a_directory_and_its_header() {
+    let ctx = crate::context();
+    let dir = data("cram");
+    let create = format!(
+        "CREATE EXTERNAL TABLE reads STORED AS CRAM LOCATION '{}/' OPTIONS ('reference' '{}', 'tags' 'NM,MD')",
+        dir.display(),
+        reference().display()
+    );
+    query(&ctx, &create).await.unwrap();
+    let expected: i64 = crams()
+        .iter()
+        .map(|p| {
+            samtools(&["view", "-c", "-T", reference().to_str().unwrap(), p.to_str().unwrap()])
+                .trim()
+                .parse::<i64>()
+                .unwrap()
+        })
+        .sum();
+    let got = count(&query(&ctx, "SELECT count(*) FROM reads").await.unwrap());
+    assert_eq!(got, expected, "the directory's CRAM files only (not its .crai, .fa, .fai)");
+    let path = dir.join("bwa_mem.cram");
+    let lines = query(&ctx, &format!("SELECT line FROM bam_header('{}') WHERE record_type = 'SQ'", path.display()))
+        .await
+        .unwrap();
+    let ours: Vec<String> =
+        lines.iter().flat_map(|b| b.column(0).as_string::<i32>().iter().map(|v| v.unwrap().to_string())).collect();
+    let theirs: Vec<String> = samtools(&["view", "-H", path.to_str().unwrap()])
+        .lines()
+        .filter(|l| l.starts_with("@SQ"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ours, theirs);
+}
+
+/// A CRAM read into a BAM: `COPY ... STORED AS BAM` takes the CRAM's header and gives the
+/// records samtools reads from the CRAM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cram_table_is_written_back_as_bam() {
+    let out = tempfile::tempdir().unwrap();
+    let reference = reference();
+    for name in ["bwa_mem_v31.cram", "hand_corners.cram", "unaligned.cram"] {
+        let path = data("cram").join(name);
+        let ctx = split_context(2);
+        ctx.register_bam("t", path.to_str().unwrap(), cram_options()).await.unwrap();
+        let bam = out.path().join(format!("{name}.bam"));
+        query(&ctx, &format!("COPY (SELECT * FROM t) TO '{}' STORED AS BAM", bam.display())).await.unwrap();
+        let mut expected = samtools_rows(&path, &["-T", reference.to_str().unwrap()]);
+        let mut got = samtools_rows(&bam, &[]);
+        expected.sort();
+        got.sort();
+        assert_eq!(got, expected, "{name}");
+    }
+}
+
+fn error_of(result: datafusion::error::Result<Vec<arrow::array::RecordBatch>>) -> String {
+    match result {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+async fn scan_error(path: &Path, options: BamOptions) -> String {
+    let ctx = split_context(2);
+    match ctx.register_bam("t", path.to_str().unwrap(), options).await {
+        Err(e) => e.to_string(),
+        Ok(()) => error_of(query(&ctx, "SELECT count(seq) FROM t").await),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_wrong_reference_names_what_is_missing() {
+    let path = data("cram").join("bwa_mem_v31.cram");
+    let cram = BamOptions::default().with_format(AlignmentFormat::Cram);
+    let err = scan_error(&path, cram.clone()).await;
+    assert!(
+        err.contains("bwa_mem_v31.cram")
+            && err.contains("reference sequence chr1")
+            && err.contains("M5 ")
+            && err.contains("'reference'"),
+        "{err}"
+    );
+    // A FASTA without the file's references.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.fa");
+    std::fs::write(&other, ">chrX\nACGTACGTAC\n").unwrap();
+    samtools(&["faidx", other.to_str().unwrap()]);
+    let err = scan_error(&path, cram.clone().with_reference(other.to_str().unwrap())).await;
+    assert!(err.contains("reference sequence chr1") && err.contains("does not hold"), "{err}");
+    // The right names, other bases: noodles' checksum test fails.
+    let wrong = dir.path().join("wrong.fa");
+    let text = std::fs::read_to_string(reference()).unwrap();
+    let flipped: String = text
+        .lines()
+        .map(|l| if l.starts_with('>') { l.to_string() } else { l.replace('A', "C") })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&wrong, flipped + "\n").unwrap();
+    samtools(&["faidx", wrong.to_str().unwrap()]);
+    let err = scan_error(&path, cram.clone().with_reference(wrong.to_str().unwrap())).await;
+    assert!(err.contains("bwa_mem_v31.cram") && err.contains("container at byte"), "{err}");
+    // No FASTA index.
+    let bare = dir.path().join("bare.fa");
+    std::fs::write(&bare, ">chr1\nACGT\n").unwrap();
+    let err = scan_error(&path, cram.with_reference(bare.to_str().unwrap())).await;
+    assert!(err.contains("bare.fa.fai"), "{err}");
+    // The embedded and reference-free files need none.
+    for name in ["long_embedded_ref.cram", "sr_no_ref.cram", "unaligned.cram"] {
+        let ctx = split_context(2);
+        let path = data("cram").join(name);
+        ctx.register_bam("t", path.to_str().unwrap(), BamOptions::default().with_format(AlignmentFormat::Cram))
+            .await
+            .unwrap();
+        let n = count(&query(&ctx, "SELECT count(seq) FROM t").await.unwrap());
+        assert_eq!(n.to_string(), samtools(&["view", "-c", path.to_str().unwrap()]).trim(), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_crams_fail_with_the_file_and_byte_or_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read(data("cram").join("bwa_mem_v31.cram")).unwrap();
+    // CRAM 2.1, which noodles-cram does not read.
+    let err = scan_error(&data("cram").join("unsupported/bwa_mem_v21.cram"), cram_options()).await;
+    assert!(err.contains("bwa_mem_v21.cram") && err.contains("CRAM 2.1 is not supported"), "{err}");
+    // Not a CRAM at all.
+    let err = scan_error(&data("corpus").join("bwa_mem.bam"), cram_options()).await;
+    assert!(err.contains("not a CRAM file") && err.contains("STORED AS BAM"), "{err}");
+    // Cut in the middle of a container.
+    let cut = dir.path().join("cut.cram");
+    std::fs::write(&cut, &source[..source.len() / 2]).unwrap();
+    let err = scan_error(&cut, cram_options()).await;
+    assert!(err.contains("cut.cram") && err.contains("truncated") && err.contains("byte"), "{err}");
+    // A flipped byte inside a container's data: an error naming the container, or, with
+    // skip_damaged, the container skipped with a warning and the rest read.
+    let mut flipped = source.clone();
+    let at = source.len() * 3 / 5;
+    flipped[at] ^= 0x5a;
+    let bad = dir.path().join("flipped.cram");
+    std::fs::write(&bad, &flipped).unwrap();
+    let err = scan_error(&bad, cram_options()).await;
+    assert!(err.contains("flipped.cram") && err.contains("container at byte"), "{err}");
+    let ctx = split_context(1);
+    let skip = BamOptions { skip_damaged: true, ..cram_options() };
+    ctx.register_bam("t", bad.to_str().unwrap(), skip).await.unwrap();
+    let n = count(&query(&ctx, "SELECT count(seq) FROM t").await.unwrap());
+    assert!(n > 0 && n < 1690, "{n} records read around the damage");
+}
+
+/// Mutated CRAM files never panic: each either reads or fails with an error naming the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutated_crams_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read(data("cram").join("hand_corners.cram")).unwrap();
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut failed, mut read) = (0, 0);
+    for case in 0..200 {
+        let mut bytes = source.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() % bytes.len() as u64) as usize;
+            bytes[at] = next() as u8;
+        }
+        let path = dir.path().join(format!("m{case}.cram"));
+        std::fs::write(&path, &bytes).unwrap();
+        let ctx = split_context(1 + case % 3);
+        let result = match ctx.register_bam("t", path.to_str().unwrap(), cram_options()).await {
+            Ok(()) => query(&ctx, "SELECT * FROM t").await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => read += 1,
+            Err(e) => {
+                let text = e.to_string();
+                assert!(text.contains(&format!("m{case}.cram")), "case {case}: {text}");
+                assert!(!text.contains("task failed") && !text.contains("panicked"), "case {case}: {text}");
+                failed += 1;
+            }
+        }
+    }
+    // Both outcomes occur, so both were checked (CRAM 3 checksums its headers and blocks, so
+    // most mutations are caught there).
+    assert!(failed > 100 && read > 0, "{failed} failed, {read} read");
+}
