@@ -10,7 +10,7 @@ use std::time::Instant;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 
-use datafusion_bam::{BamOptions, BamSessionExt};
+use datafusion_bam::{AlignmentFormat, BamOptions, BamSessionExt};
 
 /// The format of the converted files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub enum Outcome {
 /// Where the output of `input` goes: `output_dir/<file name without .bam>.<extension>`.
 pub fn output_path(input: &Path, output_dir: &Path, format: OutputFormat) -> PathBuf {
     let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let stem = name.strip_suffix(".bam").unwrap_or(&name);
+    let stem = [".bam", ".cram", ".sam.gz", ".sam"].iter().find_map(|ext| name.strip_suffix(ext)).unwrap_or(&name);
     output_dir.join(format!("{stem}.{}", format.extension()))
 }
 
@@ -109,7 +109,9 @@ async fn convert_one(
         .to_str()
         .ok_or_else(|| DataFusionError::Execution(format!("BAM file {}: the path is not UTF-8", input.display())))?;
     let table = format!("__bam_convert_{}", std::process::id());
-    ctx.register_bam(&table, path, options.clone()).await?;
+    // `.cram`, `.sam` and `.sam.gz` inputs are read as CRAM and SAM (`-o reference=...` for CRAM).
+    let options = options.clone().with_format(AlignmentFormat::of_path(path));
+    ctx.register_bam(&table, path, options).await?;
     let written = async {
         let target = partial.to_string_lossy().replace('\'', "''");
         let sql = format!("COPY (SELECT * FROM {table}) TO '{target}' STORED AS {}", format.stored_as());

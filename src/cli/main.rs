@@ -79,8 +79,9 @@ struct Args {
 enum Action {
     /// Converts BAM files one by one to OUTPUT_DIR/<name>.parquet (or .arrow). Each output appears
     /// only when complete, so a rerun after a failure or Ctrl-C skips the files already done.
+    /// Files named `.cram`, `.sam` or `.sam.gz` are read as CRAM and SAM.
     Convert {
-        /// The BAM files.
+        /// The BAM (or CRAM, SAM) files.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
         /// Where the outputs go (created if missing).

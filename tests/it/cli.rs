@@ -304,6 +304,24 @@ async fn file_without_aux_fields_converts() {
     assert_eq!(parquet_rows(&dir.path().join("out/unaligned.parquet")).await, expected);
 }
 
+/// `convert` reads `.cram` (with `-o reference=`) and `.sam` inputs as CRAM and SAM.
+#[tokio::test]
+async fn convert_reads_cram_and_sam_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cram = data("cram").join("bwa_mem.cram");
+    let sam = data("sam").join("hand_corners.sam");
+    let reference = data("cram").join("ref.fa");
+    let option = format!("reference={}", reference.display());
+    let args = ["convert", "-d", "out", "-o", &option, cram.to_str().unwrap(), sam.to_str().unwrap()];
+    stdout_ok(&run_in(dir.path(), &args));
+    let cram_rows = samtools_count(&["-T", reference.to_str().unwrap(), cram.to_str().unwrap()]);
+    assert_eq!(parquet_rows(&dir.path().join("out/bwa_mem.parquet")).await, cram_rows);
+    assert_eq!(
+        parquet_rows(&dir.path().join("out/hand_corners.parquet")).await,
+        samtools_count(&[sam.to_str().unwrap()])
+    );
+}
+
 /// `convert` writes one complete file per input; after a failure, a rerun skips what was done
 /// and converts the rest.
 #[tokio::test]
