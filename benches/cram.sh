@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# CRAM and SAM read benchmark: our scans against samtools on the same CRAM, in one run on one
+# machine, the commands alternated.
+#
+#   benches/cram.sh BAM REF.fa      RUNS (default 3) rounds of every command
+#
+# Makes BAM.cram (samtools view -C -T REF.fa, CRAM 3.0, with a .crai) once. Prints a Markdown
+# table (wall: median and range; CPU seconds, user + sys; peak RSS) and ratios to samtools.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+bam=$(realpath "${1:?usage: benches/cram.sh BAM REF.fa}")
+ref=$(realpath "${2:?usage: benches/cram.sh BAM REF.fa}")
+runs=${RUNS:-3}
+cram=${bam%.bam}.cram
+[[ -f "$cram" ]] || { samtools view -C -T "$ref" -o "$cram" "$bam" && samtools index "$cram"; }
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+(cd "$root" && cargo build --release --quiet --bin datafusion-bam)
+bin=${CARGO_TARGET_DIR:-$root/target}/release/datafusion-bam
+records=$(samtools view -c -@2 "$bam")
+echo "# $records records, CRAM $(( $(stat -c %s "$cram") / 1000000 )) MB, $(nproc) cores, ${runs} rounds"
+echo
+
+ours() { # SQL over the CRAM table, 2 partitions
+  "$bin" -q -c "SET datafusion.execution.target_partitions = 2" \
+    -c "CREATE EXTERNAL TABLE reads STORED AS CRAM LOCATION '$cram' OPTIONS ('reference' '$ref')" -c "$1" > /dev/null
+}
+names=(
+  "samtools view -c -@2 (CRAM)"
+  "samtools view -@2 -o /dev/null (CRAM, every record decoded)"
+  "SELECT count(*) (CRAM, every container decoded)"
+  "COPY (SELECT *) TO Parquet (CRAM)"
+  "COPY (SELECT *) TO Parquet (BAM, same records)"
+)
+run() {
+  case $1 in
+    0) samtools view -c -@2 -T "$ref" "$cram" > /dev/null ;;
+    1) samtools view -@2 -T "$ref" -o /dev/null "$cram" ;;
+    2) ours "SELECT count(*) FROM reads" ;;
+    3) ours "COPY (SELECT * FROM reads) TO '$out/cram.parquet' STORED AS PARQUET" ;;
+    4) "$bin" -q -c "SET datafusion.execution.target_partitions = 2" \
+         -c "CREATE EXTERNAL TABLE b STORED AS BAM LOCATION '$bam'" \
+         -c "COPY (SELECT * FROM b) TO '$out/bam.parquet' STORED AS PARQUET" > /dev/null ;;
+  esac
+}
+declare -A walls cpus rss
+for ((round = 0; round < runs; round++)); do
+  for i in "${!names[@]}"; do
+    stats=$( { /usr/bin/time -f "%e %U %S %M" bash -c "$(declare -f run ours); bin='$bin' cram='$cram' ref='$ref' bam='$bam' out='$out' run $i" > /dev/null; } 2>&1 | tail -1)
+    read -r wall user sys kb <<< "$stats"
+    walls[$i]+="$wall "
+    cpus[$i]+="$(echo "$user + $sys" | bc) "
+    rss[$i]=$(( kb / 1024 ))
+  done
+done
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+range() { tr ' ' '\n' | grep . | sort -g | awk 'NR==1{lo=$1} {hi=$1} END {printf "%s-%s", lo, hi}'; }
+base_wall=$(echo "${walls[1]}" | median)
+base_cpu=$(echo "${cpus[1]}" | median)
+echo "| job | wall s (median, range) | CPU s (median) | peak RSS MiB | wall / samtools full decode | CPU / samtools |"
+echo "|---|---:|---:|---:|---:|---:|"
+for i in "${!names[@]}"; do
+  w=$(echo "${walls[$i]}" | median); c=$(echo "${cpus[$i]}" | median)
+  echo "| ${names[$i]} | $w ($(echo "${walls[$i]}" | range)) | $c | ${rss[$i]} | $(echo "scale=2; $w / $base_wall" | bc) | $(echo "scale=2; $c / $base_cpu" | bc) |"
+done
