@@ -467,9 +467,10 @@ def convert_each(
     storage_options: StorageOptions | None = None,
     progress: bool | ProgressCallback = False,
     ctx: SessionContext | None = None,
+    reference: str | os.PathLike[str] | None = None,
 ) -> dict[str, int | None]:
-    """Converts each BAM file to its own ``output_dir/<name>.parquet`` (or ``.arrow`` with
-    ``stored_as="arrow"``), resumably: an output appears only when complete, and outputs that
+    """Converts each BAM file (or CRAM, with ``reference``, or SAM, by their names) to its own
+    ``output_dir/<name>.parquet`` (or ``.arrow`` with ``stored_as="arrow"``), resumably: an output appears only when complete, and outputs that
     exist already are skipped. Returns, per input, the rows written (``None`` when skipped).
     Inputs and ``output_dir`` may be remote (see :func:`to_parquet`). Stops at the first
     failure; rerun to resume.
@@ -483,7 +484,7 @@ def convert_each(
     for path in paths:
         path = os.fspath(path)
         name = posixpath.basename(path) if _is_remote(path) else os.path.basename(path)
-        stem = name[:-4] if name.endswith(".bam") else name
+        stem = next((name[: -len(ext)] for ext in (".bam", ".cram", ".sam.gz", ".sam") if name.endswith(ext)), name)
         file_name = f"{stem}.{stored_as.lower()}"
         output = f"{output_dir.rstrip('/')}/{file_name}" if remote_dir else os.path.join(output_dir, file_name)
         if output in outputs.values():
@@ -497,5 +498,5 @@ def convert_each(
             done[path] = None
             continue
         done[path] = convert(path, output, tags=tags, region=region, skip_damaged=skip_damaged,
-                             storage_options=storage_options, progress=progress, ctx=ctx)
+                             storage_options=storage_options, progress=progress, ctx=ctx, reference=reference)
     return done

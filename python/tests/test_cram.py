@@ -41,6 +41,13 @@ def test_helpers_read_cram_paths(tmp_path: Path) -> None:
     assert count(ctx, "SELECT count(seq) FROM t") == samtools_count("-T", str(REFERENCE), str(CRAM))
 
 
+def test_convert_each_names_cram_and_sam_outputs(tmp_path: Path) -> None:
+    sam = DATA / "sam" / "hand_corners.sam"
+    done = bam.convert_each([CRAM, sam], tmp_path, reference=REFERENCE)
+    assert done == {str(CRAM): samtools_count("-T", str(REFERENCE), str(CRAM)), str(sam): samtools_count(str(sam))}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bwa_mem.parquet", "hand_corners.parquet"]
+
+
 def test_a_missing_reference_raises_bam_error() -> None:
     ctx = SessionContext()
     with pytest.raises(bam.BamError, match="reference sequence chr1"):
