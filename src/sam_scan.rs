@@ -4,7 +4,7 @@
 
 use datafusion::common::{DataFusionError, Result};
 
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 
 use crate::framing::FileContext;
@@ -39,23 +39,20 @@ impl SamRecords {
         skip_damaged: bool,
         metrics: ScanMetrics,
     ) -> Result<Self> {
-        let mut head = [0u8; 2];
-        let n = bytes.open_at(0)?.read(&mut head).map_err(|e| sam_error(path, format!("cannot read it: {e}")))?;
-        let bgzf = is_gzip(&head[..n]);
-        let header = Arc::new(read_sam_text_header(path, &mut SamLines::new(bytes.open_at(0)?, 0, bgzf))?);
+        // One stream tells gzip from text, gives the header, and (for the range holding the
+        // first record) goes on with the records.
+        let mut first = BufReader::new(bytes.open_at(0)?);
+        let head = first.fill_buf().map_err(|e| sam_error(path, format!("cannot read it: {e}")))?;
+        let bgzf = is_gzip(head);
+        let mut after_header = SamLines::new(Box::new(first), 0, bgzf);
+        let header = Arc::new(read_sam_text_header(path, &mut after_header)?);
         let lines = match (bgzf, start) {
-            (true, 0) => {
-                let mut lines = SamLines::new(bytes.open_at(0)?, 0, true);
-                read_sam_text_header(path, &mut lines)?;
-                Some(lines)
-            }
             // The partition that starts the file reads all of it.
+            (true, 0) => Some(after_header),
             (true, _) => None,
             // Nothing after the header, or the range ends before the records start.
             (false, _) if header.header_end >= bytes.size || end <= header.header_end => None,
-            (false, _) if start <= header.header_end => {
-                Some(SamLines::new(bytes.open_at(header.header_end)?, header.header_end, false))
-            }
+            (false, _) if start <= header.header_end => Some(after_header),
             (false, _) => {
                 // The line holding byte `start - 1` belongs to the range before.
                 let mut lines = SamLines::new(bytes.open_at(start - 1)?, start - 1, false);
