@@ -1,133 +1,167 @@
 #!/usr/bin/env bash
-# End-to-end benchmark: datafusion-bam against samtools and the Python BAM converters, in one run
-# on one realistic file (tests/data/make.sh --big: about 4.4M simulated 150 bp paired-end reads).
+# End-to-end benchmark suite: datafusion-bam against samtools and the Python BAM converters
+# (polars-bio, oxbow, biobear), on the kinds of files users have, in one run on one machine.
 #
 #   benches/compare.sh              everything (the peers are installed from PyPI into a venv)
 #   benches/compare.sh --no-peers   only samtools and this project
 #
-# BENCH_DIR (default ~/.cache/datafusion-bam/bench) keeps big.bam and the venv between runs.
-# RUNS (default 3) repeats each fast command and keeps the best time; the peers run once.
-# Prints a Markdown table: wall time, records/s, peak RSS, and ratios.
+# Files (made once in BENCH_DIR, default ~/.cache/datafusion-bam/bench, from
+# `tests/data/make.sh --big-only`): short reads with minimap2's tags (about 4.4M simulated 150 bp
+# pairs, coordinate-sorted), the same without tags, the same in read-name groups (unsorted, as
+# aligners write), long reads (pbsim CLR, minimap2), and the short-read file rewritten at BGZF
+# compression levels 0, 1, 6 and 9 (`samtools view -O bam,level=N`; samtools' `-l` selects a
+# library, not a level), where inflation's share differs.
+#
+# RUNS (default 3) rounds; in each round every command runs once, in the same order, so that a
+# slow moment of this noisy machine does not fall on one tool. Every run is kept in
+# BENCH_DIR/results.tsv; benches/report.py turns it into the tables of BENCHMARKS.md (median and
+# range of wall time, CPU seconds per million records, kernel time, peak RSS), the writer-floor
+# ratio, the scaling model and the chart benches/throughput.png.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=${BENCH_DIR:-$HOME/.cache/datafusion-bam/bench}
 runs=${RUNS:-3}
 peers=1
 [[ "${1:-}" == "--no-peers" ]] && peers=0
-mkdir -p "$dir/noindex" "$dir/out"
+mkdir -p "$dir/files" "$dir/out"
 
-[[ -f "$dir/big.bam" ]] || "$root/tests/data/make.sh" --big-only "$dir" > /dev/null
-# The same file without an index beside it: the scans below must read every record.
-ln -sf "$dir/big.bam" "$dir/noindex/big.bam"
-indexed=$dir/big.bam
-plain=$dir/noindex/big.bam
+# --- the files ----------------------------------------------------------------------------
+[[ -f "$dir/big.bam" && -f "$dir/big_long.bam" ]] || "$root/tests/data/make.sh" --big-only "$dir" > /dev/null
+files=$dir/files
+# Indexes are left out on purpose: every scan below must read every record.
+make_file() { # name, command writing $files/name.bam.tmp
+  local name=$1
+  shift
+  [[ -f "$files/$name.bam" ]] && return
+  "$@" > "$files/$name.bam.tmp"
+  mv "$files/$name.bam.tmp" "$files/$name.bam"
+}
+for level in 0 1 6 9; do
+  make_file "level$level" samtools view --no-PG -@2 -O "bam,level=$level" "$dir/big.bam"
+done
+ln -sf level6.bam "$files/tags.bam"
+make_file notags bash -c "samtools view --no-PG -h '$dir/big.bam' | cut -f 1-11 | samtools view --no-PG -@2 -b -"
+# collate writes BGZF level 1; recompressed at samtools' default (6) like the other kinds.
+make_file unsorted bash -c "samtools collate --no-PG -@2 -u -O '$dir/big.bam' | samtools view --no-PG -@2 -O bam,level=6 -"
+ln -sf "$dir/big_long.bam" "$files/long.bam"
+kinds=(tags notags unsorted long level0 level1 level9)
 
-# Benches and binaries in one invocation, so `cargo bench` later reuses the same dependency builds.
+# --- the tools ----------------------------------------------------------------------------
 (cd "$root" && cargo build --release --quiet --bins --benches)
 bin=${CARGO_TARGET_DIR:-$root/target}/release/datafusion-bam
-
-records=$(samtools view -c -@2 "$indexed")
-size_mb=$(( $(stat -L -c %s "$indexed") / 1000000 ))
-echo "# $records records, $size_mb MB, $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo
-
-declare -A wall rss
-# measure NAME RUNS COMMAND...: best wall time (s) and its peak RSS (MiB).
-measure() {
-  local name=$1 n=$2
-  shift 2
-  local best="" best_rss=""
-  for _ in $(seq "$n"); do
-    rm -rf "$dir/out"/*
-    if ! /usr/bin/time -o "$dir/time.txt" -f '%e %M' "$@" > /dev/null 2> "$dir/out.err"; then
-      echo "FAILED: $name" >&2
-      cat "$dir/out.err" >&2
-      return 1
-    fi
-    read -r secs kb < <(tail -1 "$dir/time.txt")
-    if [[ -z "$best" ]] || (( $(echo "$secs < $best" | bc) )); then
-      best=$secs
-      best_rss=$((kb / 1024))
-    fi
-  done
-  wall[$name]=$best
-  rss[$name]=$best_rss
-  printf '%-46s %7.2f s  %6d MiB\n' "$name" "$best" "$best_rss" >&2
-}
-
-# ours NAME RUNS PARTITIONS SQL: measures one CLI run with the table registered on `table_path`.
-table_path=$plain
-ours() {
-  local name=$1 n=$2 partitions=$3 sql=$4
-  measure "$name" "$n" "$bin" -q -c "SET datafusion.execution.target_partitions = $partitions" \
-    -c "CREATE EXTERNAL TABLE reads STORED AS BAM LOCATION '$table_path'" -c "$sql"
-}
-
-measure "samtools view -c -@2" "$runs" samtools view -c -@2 "$plain"
-measure "samtools view -c -q 30 -@2" "$runs" samtools view -c -q 30 -@2 "$plain"
-measure "bgzip -dc (decompression only, 1 thread)" "$runs" bash -c "bgzip -dc '$plain' > /dev/null"
-measure "bgzip -dc -@2 (decompression only)" "$runs" bash -c "bgzip -@2 -dc '$plain' > /dev/null"
-
-for p in 1 2; do
-  ours "count(*), $p partition(s)" "$runs" "$p" "SELECT count(*) FROM reads"
-done
-ours "rname, pos, mapq, 2 partitions" "$runs" 2 "SELECT count(rname), sum(pos), max(mapq) FROM reads"
-ours "count(*) WHERE mapq >= 30, 2 partitions" "$runs" 2 "SELECT count(*) FROM reads WHERE mapq >= 30"
-for p in 1 2 3 4; do
-  ours "COPY all columns to Parquet, $p partition(s)" 1 "$p" "COPY (SELECT * FROM reads) TO '$dir/out/ours.parquet' STORED AS PARQUET"
-done
-
-# A region holding about 1% of the reads: through the index, and by a full scan.
-region="rname = 'chr1' AND pos <= 106500 AND endpos >= 100000"
-table_path=$indexed
-ours "1% region, indexed, 2 partitions" "$runs" 2 "SELECT count(*) FROM reads WHERE $region"
-table_path=$plain
-ours "1% region, no index, 2 partitions" "$runs" 2 "SELECT count(*) FROM reads WHERE $region"
-# What every CLI run above pays before it reads a record: start, register the table, plan.
-ours "startup (SELECT 1 after registering), 2 partitions" "$runs" 2 "SELECT 1"
-region_reads=$(samtools view -c "$indexed" chr1:100000-106500)
-
+py=""
 if (( peers )); then
   venv=$dir/peers
   if [[ ! -x "$venv/bin/python" ]]; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q polars-bio oxbow biobear pyarrow polars || echo "some peers failed to install" >&2
+    "$venv/bin/pip" install -q polars-bio oxbow biobear pyarrow polars matplotlib
   fi
   py=$venv/bin/python
-  out=$dir/out/peer.parquet
-  measure "polars-bio scan_bam().sink_parquet()" 1 "$py" -c \
-    "import polars_bio as pb; pb.scan_bam('$plain').sink_parquet('$out')" || true
-  measure "oxbow from_bam().pl() -> write_parquet()" 1 "$py" -c \
-    "import oxbow as ox; ox.from_bam('$plain').pl().write_parquet('$out')" || true
-  measure "biobear COPY to Parquet" 1 "$py" -c \
-    "import biobear as bb; s = bb.connect(); s.execute(\"CREATE EXTERNAL TABLE r STORED AS BAM LOCATION '$plain'\"); s.execute(\"COPY (SELECT * FROM r) TO '$out' STORED AS PARQUET\")" || true
 fi
+
+results=$dir/results.tsv
+{
+  echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(samtools --version | head -1), $(git -C "$root" rev-parse --short HEAD)"
+  printf 'kind\tjob\tround\trecords\tbytes\twall\tuser\tsys\trss_kib\n'
+} > "$results"
+declare -A records
+for kind in "${kinds[@]}"; do
+  records[$kind]=$(samtools view -c -@2 "$files/$kind.bam")
+done
+if [[ -n "$py" ]]; then
+  for p in polars-bio oxbow biobear; do
+    echo "# $p $("$py" -m pip show "$p" 2> /dev/null | sed -n 's/^Version: //p')" >> "$results"
+  done
+fi
+
+# run KIND JOB COMMAND...: one timed run, appended to results.tsv.
+run() {
+  local kind=$1 job=$2
+  shift 2
+  rm -rf "$dir/out"/*
+  if ! /usr/bin/time -o "$dir/time.txt" -f '%e %U %S %M' "$@" > /dev/null 2> "$dir/out.err"; then
+    echo "FAILED: $kind / $job" >&2
+    cat "$dir/out.err" >&2
+    return 0
+  fi
+  read -r wall user sys kib < <(tail -1 "$dir/time.txt")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$job" "$round" "${records[$kind]}" \
+    "$(stat -L -c %s "$files/$kind.bam")" "$wall" "$user" "$sys" "$kib" >> "$results"
+  printf '%-9s %-44s %7.2f s  %6.2f + %5.2f CPU-s  %6d MiB\n' "$kind" "$job" "$wall" "$user" "$sys" $((kib / 1024)) >&2
+}
+
+# ours KIND JOB PARTITIONS SQL [WRAPPER...]: one CLI run with the file registered as `reads`.
+ours() {
+  local kind=$1 job=$2 partitions=$3 sql=$4
+  shift 4
+  run "$kind" "$job" "$@" "$bin" -q -c "SET datafusion.execution.target_partitions = $partitions" \
+    -c "CREATE EXTERNAL TABLE reads STORED AS BAM LOCATION '$files/$kind.bam'" -c "$sql"
+}
+
+# count_all CREATE_STATEMENT TABLE: a query counting every column of the table, that is the whole
+# scan without a writer behind it.
+count_all() {
+  local columns
+  columns=$("$bin" -q --format csv -c "$1" -c "DESCRIBE $2" | tail -n +2 | cut -d, -f1 | sed 's/.*/count(&)/' | paste -sd,)
+  echo "SELECT $columns FROM $2"
+}
+declare -A scan_all
+for kind in "${kinds[@]}"; do
+  scan_all[$kind]=$(count_all "CREATE EXTERNAL TABLE reads STORED AS BAM LOCATION '$files/$kind.bam'" reads)
+done
+# The writer alone reads this Parquet copy of the short-read file (the COPY's own output).
+parquet_ref=$dir/copy_of_tags.parquet
+if [[ ! -f $parquet_ref ]]; then
+  "$bin" -q -c "CREATE EXTERNAL TABLE reads STORED AS BAM LOCATION '$files/tags.bam'" \
+    -c "COPY (SELECT * FROM reads) TO '$parquet_ref.tmp' STORED AS PARQUET" > /dev/null
+  mv "$parquet_ref.tmp" "$parquet_ref"
+fi
+parquet_table="CREATE EXTERNAL TABLE p STORED AS PARQUET LOCATION '$parquet_ref'"
+parquet_all=$(count_all "$parquet_table" p)
+
+copy_parquet="COPY (SELECT * FROM reads) TO '$dir/out/ours.parquet' STORED AS PARQUET"
+for round in $(seq "$runs"); do
+  echo "--- round $round of $runs" >&2
+  for kind in "${kinds[@]}"; do
+    file=$files/$kind.bam
+    run "$kind" "samtools view -c -@2" samtools view -c -@2 "$file"
+    ours "$kind" "count(*), 2 partitions" 2 "SELECT count(*) FROM reads"
+    ours "$kind" "every column counted, 2 partitions" 2 "${scan_all[$kind]}"
+    ours "$kind" "COPY to Parquet, 2 partitions" 2 "$copy_parquet"
+    case $kind in
+      level*) continue ;;
+    esac
+    if [[ -n "$py" ]]; then
+      out=$dir/out/peer.parquet
+      run "$kind" "polars-bio scan_bam().sink_parquet()" "$py" -c \
+        "import polars_bio as pb; pb.scan_bam('$file').sink_parquet('$out')"
+      run "$kind" "oxbow from_bam().pl().write_parquet()" "$py" -c \
+        "import oxbow as ox; ox.from_bam('$file').pl().write_parquet('$out')"
+      run "$kind" "biobear COPY to Parquet" "$py" -c \
+        "import biobear as bb; s = bb.connect(); s.execute(\"CREATE EXTERNAL TABLE r STORED AS BAM LOCATION '$file'\"); s.execute(\"COPY (SELECT * FROM r) TO '$out' STORED AS PARQUET\")"
+    fi
+  done
+
+  # The parts of a COPY, on the short-read file with tags: inflation alone, the writer alone
+  # (the COPY's own Parquet output read and written again, less reading it), Arrow IPC output,
+  # the tag columns left out, and one core (for the scaling model).
+  run tags "bgzip -dc (1 thread)" bash -c "bgzip -dc '$files/tags.bam' > /dev/null"
+  run tags "Parquet read, every column counted" "$bin" -q -c "$parquet_table" -c "$parquet_all"
+  run tags "Parquet to Parquet (the writer)" "$bin" -q -c "$parquet_table" \
+    -c "COPY (SELECT * FROM p) TO '$dir/out/again.parquet' STORED AS PARQUET"
+  ours tags "COPY to Arrow IPC, 2 partitions" 2 "COPY (SELECT * FROM reads) TO '$dir/out/ours.arrow' STORED AS ARROW"
+  ours tags "COPY without tags, tags_extra, 2 partitions" 2 \
+    "COPY (SELECT * EXCLUDE (tags, tags_extra) FROM reads) TO '$dir/out/ours.parquet' STORED AS PARQUET"
+  ours tags "COPY to Parquet, 1 partition, 1 core" 1 "$copy_parquet" taskset -c 0
+  ours tags "COPY to Parquet, 1 partition" 1 "$copy_parquet"
+
+  ours tags "registration (SELECT 1)" 2 "SELECT 1"
+  # Long reads: registration alone, and the sequence counted on 1 and 2 partitions.
+  ours long "registration (SELECT 1)" 2 "SELECT 1"
+  ours long "count(seq), 1 partition" 1 "SELECT count(seq) FROM reads"
+  ours long "count(seq), 2 partitions" 2 "SELECT count(seq) FROM reads"
+done
 rm -rf "$dir/out"/*
 
-ratio() { echo "scale=2; ${wall[$1]} / ${wall[$2]}" | bc; }
-rate() { echo "$records / ${wall[$1]}" | bc; }
-echo "| what | wall (s) | records/s | peak RSS (MiB) |"
-echo "|---|---:|---:|---:|"
-for name in "${!wall[@]}"; do
-  echo "| $name | ${wall[$name]} | $(rate "$name") | ${rss[$name]} |"
-done | sort
-echo
-echo "Ratios (> 1 means the first is slower):"
-echo "- count(*): 1 partition / 2 partitions = $(ratio "count(*), 1 partition(s)" "count(*), 2 partition(s)")"
-echo "- COPY to Parquet: 1 partition / 2 partitions = $(ratio "COPY all columns to Parquet, 1 partition(s)" "COPY all columns to Parquet, 2 partition(s)")"
-echo "- count(*) 2 partitions / samtools view -c -@2 = $(ratio "count(*), 2 partition(s)" "samtools view -c -@2")"
-echo "- count(*) WHERE mapq >= 30 / samtools view -c -q 30 -@2 = $(ratio "count(*) WHERE mapq >= 30, 2 partitions" "samtools view -c -q 30 -@2")"
-echo "- rname, pos, mapq / samtools view -c -@2 = $(ratio "rname, pos, mapq, 2 partitions" "samtools view -c -@2")"
-echo "- count(*) 1 partition / bgzip -dc (1 thread) = $(ratio "count(*), 1 partition(s)" "bgzip -dc (decompression only, 1 thread)")"
-echo "- 1% region ($region_reads reads): indexed / full scan = $(ratio "1% region, indexed, 2 partitions" "1% region, no index, 2 partitions")"
-startup=${wall["startup (SELECT 1 after registering), 2 partitions"]}
-echo "- the same without the startup both pay ($startup s): $(echo "scale=3; (${wall["1% region, indexed, 2 partitions"]} - $startup) / (${wall["1% region, no index, 2 partitions"]} - $startup)" | bc)"
-for peer in "polars-bio scan_bam().sink_parquet()" "oxbow from_bam().pl() -> write_parquet()" "biobear COPY to Parquet"; do
-  [[ -n "${wall[$peer]:-}" ]] && echo "- $peer / COPY 2 partitions = $(ratio "$peer" "COPY all columns to Parquet, 2 partition(s)")"
-done
-echo
-echo "COPY to Parquet throughput by partitions (records/s):"
-for p in 1 2 3 4; do
-  r=$(rate "COPY all columns to Parquet, $p partition(s)")
-  printf '%d | %-50s %s\n' "$p" "$(printf '#%.0s' $(seq $(( r / 40000 + 1 ))))" "$r"
-done
+# The chart needs matplotlib (in the peers' venv); without it the report has the tables only.
+"${py:-python3}" "$root/benches/report.py" "$results" --chart "$root/benches/throughput.png"

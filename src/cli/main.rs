@@ -44,6 +44,15 @@ use rustyline::Editor;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc's `mi_option_t` (`mimalloc.h`, v2 and v3); the Rust
+/// bindings name only some of the options.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// How long freed memory stays with the process before mimalloc gives it back to the kernel.
+/// With its default (1 s in v3) a COPY gave back and faulted in its batch buffers again all the
+/// time: 5.8x more page faults (BENCHMARKS.md, "Kernel time of a COPY").
+const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
+
 #[derive(Debug, Parser)]
 #[command(version, about = "SQL over BAM files with Apache DataFusion (CREATE EXTERNAL TABLE ... STORED AS BAM)")]
 struct Args {
@@ -98,6 +107,9 @@ enum Action {
 }
 
 fn main() -> ExitCode {
+    // A default only: MIMALLOC_PURGE_DELAY in the environment still wins.
+    // SAFETY: sets a plain integer option; mimalloc reads options atomically.
+    unsafe { libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
