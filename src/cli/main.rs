@@ -107,8 +107,9 @@ enum Action {
 }
 
 fn main() -> ExitCode {
-    // A default only: MIMALLOC_PURGE_DELAY in the environment still wins.
-    // SAFETY: sets a plain integer option; mimalloc reads options atomically.
+    // A default only: mimalloc reads MIMALLOC_PURGE_DELAY when the process loads, and
+    // `mi_option_set_default` leaves an option set from the environment as it is.
+    // SAFETY: an integer option, set before this program starts any thread.
     unsafe { libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
