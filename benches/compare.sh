@@ -47,7 +47,7 @@ ln -sf "$dir/big_long.bam" "$files/long.bam"
 kinds=(tags notags unsorted long level0 level1 level9)
 
 # --- the tools ----------------------------------------------------------------------------
-(cd "$root" && cargo build --release --quiet --bins --benches)
+(cd "$root" && cargo build --release --quiet --bin datafusion-bam)
 bin=${CARGO_TARGET_DIR:-$root/target}/release/datafusion-bam
 py=""
 if (( peers )); then

@@ -9,7 +9,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 dir=${BENCH_DIR:-$HOME/.cache/datafusion-bam/bench}
 mkdir -p "$dir/download"
 [[ -f "$dir/big.bam" ]] || "$root/tests/data/make.sh" --big "$dir" > /dev/null
-(cd "$root" && cargo build --release --quiet --bins --benches)
+(cd "$root" && cargo build --release --quiet --bin datafusion-bam)
 bin=${CARGO_TARGET_DIR:-$root/target}/release/datafusion-bam
 
 venv=$dir/moto-venv

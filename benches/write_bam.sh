@@ -15,7 +15,7 @@ mkdir -p "$dir/noindex" "$dir/out"
 [[ -f "$dir/big.bam" ]] || "$root/tests/data/make.sh" --big-only "$dir" > /dev/null
 ln -sf "$dir/big.bam" "$dir/noindex/big.bam"
 plain=$dir/noindex/big.bam
-(cd "$root" && cargo build --release --quiet --bins)
+(cd "$root" && cargo build --release --quiet --bin datafusion-bam)
 bin=${CARGO_TARGET_DIR:-$root/target}/release/datafusion-bam
 records=$(samtools view -c -@2 "$plain")
 echo "# $records records, $(( $(stat -L -c %s "$plain") / 1000000 )) MB, $(nproc) cores, ${runs} rounds"
