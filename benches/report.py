@@ -16,6 +16,9 @@ from collections import defaultdict
 
 COPY = "COPY to Parquet, 2 partitions"
 SCAN = "every column counted, 2 partitions"
+# The writer alone: the COPY's own Parquet output read and written again, less reading it.
+WRITER = "Parquet to Parquet (the writer)"
+PARQUET_READ = "Parquet read, every column counted"
 PEERS = [
     "polars-bio scan_bam().sink_parquet()",
     "oxbow from_bam().pl().write_parquet()",
@@ -53,6 +56,10 @@ class Job:
     def c(self):  # median CPU seconds (user + sys)
         return statistics.median(self.cpu)
 
+    @property
+    def k(self):  # median kernel seconds
+        return statistics.median(self.sys)
+
     def spread(self):
         return f"{self.t:.2f} ({min(self.wall):.2f}-{max(self.wall):.2f})"
 
@@ -86,7 +93,7 @@ def tables(jobs, kinds):
         for job, j in rows:
             print(
                 f"| {job} | {len(j.wall)} | {j.spread()} | {j.records / j.t / 1e6:.2f} | "
-                f"{per_million(j.c, j.records):.2f} | {per_million(statistics.median(j.sys), j.records):.2f} | "
+                f"{per_million(j.c, j.records):.2f} | {per_million(j.k, j.records):.2f} | "
                 f"{max(j.rss):.0f} |"
             )
         print()
@@ -99,7 +106,7 @@ def get(jobs, kind, job):
 def ratios(jobs, cores):
     print("### Ratios (medians; > 1 means the first is slower or costs more)\n")
     copy, scan = get(jobs, "tags", COPY), get(jobs, "tags", SCAN)
-    writer, read = get(jobs, "tags", "Parquet to Parquet (the writer)"), get(jobs, "tags", "Parquet read, every column counted")
+    writer, read = get(jobs, "tags", WRITER), get(jobs, "tags", PARQUET_READ)
     if copy and scan and writer and read:
         writer_cpu = writer.c - read.c
         floor = (scan.c + writer_cpu) / cores
@@ -108,9 +115,7 @@ def ratios(jobs, cores):
             f"{read.c:.2f} s of reading its input) / {cores} cores = {floor:.2f} s; the COPY takes "
             f"{copy.t:.2f} s = **{copy.t / floor:.2f}x the floor** (goal 1.1x)."
         )
-        kernel = statistics.median(copy.sys)
-        writer_kernel = statistics.median(writer.sys) - statistics.median(read.sys)
-        print(f"- Kernel time: COPY {kernel:.2f} s, the writer alone {writer_kernel:.2f} s, the scan alone {statistics.median(scan.sys):.2f} s.")
+        print(f"- Kernel time: COPY {copy.k:.2f} s, the writer alone {writer.k - read.k:.2f} s, the scan alone {scan.k:.2f} s.")
     for kind in ["tags", "notags", "unsorted", "long"]:
         ours = get(jobs, kind, COPY)
         for peer in PEERS:
@@ -154,7 +159,7 @@ def scaling(jobs, cores):
     many = get(jobs, "tags", COPY)
     inflate = get(jobs, "tags", "bgzip -dc (1 thread)")
     scan = get(jobs, "tags", SCAN)
-    writer, read = get(jobs, "tags", "Parquet to Parquet (the writer)"), get(jobs, "tags", "Parquet read, every column counted")
+    writer, read = get(jobs, "tags", WRITER), get(jobs, "tags", PARQUET_READ)
     if not (one and many and inflate and scan and writer and read):
         return
     n = many.records
