@@ -74,7 +74,12 @@ if [[ -n "$py" ]]; then
   done
 fi
 
-# run KIND JOB COMMAND...: one timed run, appended to results.tsv.
+# register KIND: the statement that makes the file of KIND the table `reads`.
+register() { echo "CREATE EXTERNAL TABLE reads STORED AS BAM LOCATION '$files/$1.bam'"; }
+
+# run KIND JOB COMMAND...: one timed run, appended to results.tsv. A failed run is reported and
+# counted; the script still prints the report, then exits with an error.
+failed=0
 run() {
   local kind=$1 job=$2
   shift 2
@@ -82,6 +87,7 @@ run() {
   if ! /usr/bin/time -o "$dir/time.txt" -f '%e %U %S %M' "$@" > /dev/null 2> "$dir/out.err"; then
     echo "FAILED: $kind / $job" >&2
     cat "$dir/out.err" >&2
+    failed=$((failed + 1))
     return 0
   fi
   read -r wall user sys kib < <(tail -1 "$dir/time.txt")
@@ -95,7 +101,7 @@ ours() {
   local kind=$1 job=$2 partitions=$3 sql=$4
   shift 4
   run "$kind" "$job" "$@" "$bin" -q -c "SET datafusion.execution.target_partitions = $partitions" \
-    -c "CREATE EXTERNAL TABLE reads STORED AS BAM LOCATION '$files/$kind.bam'" -c "$sql"
+    -c "$(register "$kind")" -c "$sql"
 }
 
 # count_all CREATE_STATEMENT TABLE: a query counting every column of the table, that is the whole
@@ -107,12 +113,12 @@ count_all() {
 }
 declare -A scan_all
 for kind in "${kinds[@]}"; do
-  scan_all[$kind]=$(count_all "CREATE EXTERNAL TABLE reads STORED AS BAM LOCATION '$files/$kind.bam'" reads)
+  scan_all[$kind]=$(count_all "$(register "$kind")" reads)
 done
 # The writer alone reads this Parquet copy of the short-read file (the COPY's own output).
 parquet_ref=$dir/copy_of_tags.parquet
 if [[ ! -f $parquet_ref ]]; then
-  "$bin" -q -c "CREATE EXTERNAL TABLE reads STORED AS BAM LOCATION '$files/tags.bam'" \
+  "$bin" -q -c "$(register tags)" \
     -c "COPY (SELECT * FROM reads) TO '$parquet_ref.tmp' STORED AS PARQUET" > /dev/null
   mv "$parquet_ref.tmp" "$parquet_ref"
 fi
@@ -165,3 +171,7 @@ rm -rf "$dir/out"/*
 
 # The chart needs matplotlib (in the peers' venv); without it the report has the tables only.
 "${py:-python3}" "$root/benches/report.py" "$results" --chart "$root/benches/throughput.png"
+if ((failed)); then
+  echo "$failed run(s) failed: their rows are missing from the report" >&2
+  exit 1
+fi
