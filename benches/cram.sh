@@ -5,7 +5,10 @@
 #   benches/cram.sh BAM REF.fa      RUNS (default 3) rounds of every command
 #
 # Makes BAM.cram (samtools view -C -T REF.fa, CRAM 3.0, with a .crai) once. Prints a Markdown
-# table (wall: median and range; CPU seconds, user + sys; peak RSS) and ratios to samtools.
+# table (wall: median and range; CPU seconds, user + sys; peak RSS) and ratios to samtools, then
+# the peers' wall and CPU over our CRAM COPY. The peers (polars-bio, oxbow; both decode CRAM with
+# noodles) run when PEERS names a Python that has them (default: the venv benches/compare.sh
+# makes, ~/.cache/datafusion-bam/bench/peers/bin/python, if it is there).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bam=$(realpath "${1:?usage: benches/cram.sh BAM REF.fa}")
@@ -32,6 +35,13 @@ names=(
   "COPY (SELECT *) TO Parquet (CRAM)"
   "COPY (SELECT *) TO Parquet (BAM, same records)"
 )
+py=${PEERS:-$HOME/.cache/datafusion-bam/bench/peers/bin/python}
+if [[ -x "$py" ]] && "$py" -c "import polars_bio, oxbow" 2> /dev/null; then
+  names+=("polars-bio scan_cram().sink_parquet() (CRAM)" "oxbow from_cram().pl().write_parquet() (CRAM)")
+else
+  echo "(no peers: PEERS=$py lacks polars_bio or oxbow)" >&2
+  py=
+fi
 run() {
   case $1 in
     0) samtools view -c -@2 -T "$ref" "$cram" > /dev/null ;;
@@ -41,12 +51,14 @@ run() {
     4) "$bin" -q -c "SET datafusion.execution.target_partitions = 2" \
          -c "CREATE EXTERNAL TABLE b STORED AS BAM LOCATION '$bam'" \
          -c "COPY (SELECT * FROM b) TO '$out/bam.parquet' STORED AS PARQUET" > /dev/null ;;
+    5) "$py" -c "import polars_bio as pb; pb.scan_cram('$cram', reference_path='$ref').sink_parquet('$out/pb.parquet')" ;;
+    6) "$py" -c "import oxbow as ox; ox.from_cram('$cram', reference='$ref').pl().write_parquet('$out/ox.parquet')" ;;
   esac
 }
 declare -A walls cpus rss
 for ((round = 0; round < runs; round++)); do
   for i in "${!names[@]}"; do
-    stats=$( { /usr/bin/time -f "%e %U %S %M" bash -c "$(declare -f run ours); bin='$bin' cram='$cram' ref='$ref' bam='$bam' out='$out' run $i" > /dev/null; } 2>&1 | tail -1)
+    stats=$( { /usr/bin/time -f "%e %U %S %M" bash -c "$(declare -f run ours); bin='$bin' cram='$cram' ref='$ref' bam='$bam' out='$out' py='$py' run $i" > /dev/null; } 2>&1 | tail -1)
     read -r wall user sys kb <<< "$stats"
     walls[$i]+="$wall "
     cpus[$i]+="$(echo "$user + $sys" | bc) "
@@ -63,3 +75,13 @@ for i in "${!names[@]}"; do
   w=$(echo "${walls[$i]}" | median); c=$(echo "${cpus[$i]}" | median)
   echo "| ${names[$i]} | $w ($(echo "${walls[$i]}" | range)) | $c | ${rss[$i]} | $(echo "scale=2; $w / $base_wall" | bc) | $(echo "scale=2; $c / $base_cpu" | bc) |"
 done
+if [[ -n "$py" ]]; then
+  copy_wall=$(echo "${walls[3]}" | median); copy_cpu=$(echo "${cpus[3]}" | median)
+  echo
+  echo "| peer (CRAM to Parquet) | wall / our CRAM COPY | CPU / our CRAM COPY |"
+  echo "|---|---:|---:|"
+  for i in 5 6; do
+    w=$(echo "${walls[$i]}" | median); c=$(echo "${cpus[$i]}" | median)
+    echo "| ${names[$i]} | $(echo "scale=2; $w / $copy_wall" | bc) | $(echo "scale=2; $c / $copy_cpu" | bc) |"
+  done
+fi

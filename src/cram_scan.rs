@@ -8,10 +8,8 @@ use std::sync::Arc;
 
 use datafusion::common::{DataFusionError, Result};
 use noodles_cram::crai;
-use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStoreExt};
 
-use crate::cram::{cram_error, read_cram_header, ContainerReader, ContainerSpan, CramHeader, CramPosition, Reference};
+use crate::cram::{cram_error, ContainerReader, ContainerSpan, CramHeader, CramPosition, Reference};
 use crate::framing::FileContext;
 use crate::io::ObjectBytes;
 use crate::region::Region;
@@ -52,27 +50,14 @@ pub struct CramScan {
 }
 
 impl CramRecords {
-    /// The records of the containers of the CRAM file `bytes` (`meta`) that `scan` reads: its
-    /// header is read, and its `.crai` used if `indexed` and one fits the file.
-    pub fn open(
-        path: &str,
-        bytes: ObjectBytes,
-        meta: &ObjectMeta,
-        scan: CramScan,
-        indexed: bool,
-        metrics: ScanMetrics,
-    ) -> Result<Self> {
-        let header = Arc::new(read_cram_header(path, bytes.open_at(0)?)?);
-        let index = if indexed { find_crai(&bytes, meta, &header)? } else { None };
-        Ok(Self::new(path, bytes, header, scan, index.as_ref(), metrics))
-    }
-
     /// What decoding needs of the file's header.
     pub fn file(&self) -> &Arc<FileContext> {
         &self.header.file
     }
 
-    fn new(
+    /// The records of the containers of the CRAM file `bytes` that `scan` reads, with its
+    /// `header` and the `.crai` `index` that fits it, if any.
+    pub fn new(
         path: &str,
         bytes: ObjectBytes,
         header: Arc<CramHeader>,
@@ -233,44 +218,4 @@ fn indexed_overlap(record: &crai::Record, regions: &[Region], header: &CramHeade
         }
     };
     span.may_overlap(regions, &header.file)
-}
-
-/// The `.crai` beside a CRAM file (`x.cram.crai`, as samtools writes it, or `x.crai`), if there is
-/// one that fits the file; one that does not is ignored with a warning.
-fn find_crai(bytes: &ObjectBytes, meta: &ObjectMeta, header: &CramHeader) -> Result<Option<crai::Index>> {
-    let name = meta.location.as_ref();
-    let stem = name.strip_suffix(".cram").unwrap_or(name);
-    for candidate in [format!("{name}.crai"), format!("{stem}.crai")] {
-        let location = Path::from(candidate);
-        let (store, at) = (Arc::clone(&bytes.store), location.clone());
-        let data = match bytes.wait(async move { store.get(&at).await?.bytes().await })? {
-            Ok(data) => data,
-            Err(object_store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(DataFusionError::Execution(format!("cannot read CRAM index {location}: {e}"))),
-        };
-        let index = match crai::io::Reader::new(data.as_ref()).read_index() {
-            Ok(index) => index,
-            Err(e) => {
-                warnings::warn(format!("CRAM index {location} is invalid ({e}); the file is read without it"));
-                return Ok(None);
-            }
-        };
-        let n_ref = header.file.reference_names.len();
-        let misfit = index.iter().find(|r| {
-            r.offset() < header.first_container
-                || r.offset() >= meta.size
-                || r.reference_sequence_id().is_some_and(|id| id >= n_ref)
-        });
-        if let Some(record) = misfit {
-            warnings::warn(format!(
-                "CRAM file {name}: index {location} ignored: it names a container at byte {} for reference {:?}, \
-                 which does not fit the file; the file is read without it",
-                record.offset(),
-                record.reference_sequence_id()
-            ));
-            return Ok(None);
-        }
-        return Ok(Some(index));
-    }
-    Ok(None)
 }

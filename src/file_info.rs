@@ -14,15 +14,16 @@ use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use futures::StreamExt;
 use noodles_bgzf::VirtualPosition;
+use noodles_cram::crai;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
-use crate::cram::{read_cram_header, CRAM_MAGIC};
+use crate::cram::{read_cram_header, CramHeader, CRAM_MAGIC};
 use crate::framing::{bgzf_reader, read_header, reader_at, show_virtual, FileContext};
 use crate::index::{BamIndex, IndexKind};
 use crate::io::{open_blocking_reader, ObjectBytes};
 use crate::resync::plausible_record;
-use crate::sam::{is_gzip, read_sam_text_header, SamLines};
+use crate::sam::{is_gzip, read_sam_text_header, SamHeader, SamLines};
 use crate::warnings;
 
 /// A BAM file's header facts and index.
@@ -46,16 +47,15 @@ impl FileInfo {
         let header = read_header(&path, &mut reader)?;
         let header_end = reader.virtual_position();
         let context = Arc::new(header.file);
-        let (index, index_note, index_is_current) = match find_index(bytes, meta)? {
+        let name = meta.location.as_ref();
+        let stem = name.strip_suffix(".bam").unwrap_or(name);
+        let candidates = [IndexKind::Bai, IndexKind::Csi].into_iter().flat_map(|kind| {
+            [(format!("{name}.{}", kind.extension()), kind), (format!("{stem}.{}", kind.extension()), kind)]
+        });
+        let (index, index_note, index_is_current) = match find_index(bytes, candidates)? {
             None => (None, "none".to_string(), false),
             Some((location, kind, index_meta)) => {
-                let (store, at) = (Arc::clone(&bytes.store), location.clone());
-                let data = bytes
-                    .wait(async move { store.get(&at).await?.bytes().await })?
-                    .map_err(|e| DataFusionError::Execution(format!("cannot read BAM index {location}: {e}")))?;
-                let index = BamIndex::parse(kind, &data).map_err(|e| {
-                    DataFusionError::Execution(format!("BAM index {location}: invalid {} index: {e}", kind.extension()))
-                })?;
+                let index = read_index(bytes, &location, kind, &context)?;
                 match mismatch(&index, &context, meta.size).or_else(|| unplausible_start(&index, bytes, &context)) {
                     // An index of another file is not trusted: the file is read without it.
                     Some(why) => {
@@ -73,6 +73,137 @@ impl FileInfo {
     }
 }
 
+/// A SAM file's header and, when it is BGZF-compressed (`.sam.gz`), the index beside it:
+/// `x.sam.gz.bai` or `x.sam.gz.csi` (`samtools index`), or `x.sam.gz.tbi` (`tabix -p sam`).
+pub struct SamInfo {
+    pub header: Arc<SamHeader>,
+    pub index: Option<Arc<BamIndex>>,
+    /// What became of the index search, for messages.
+    pub index_note: String,
+}
+
+impl SamInfo {
+    /// Reads the header only (no index is looked for). Blocking: call on a blocking thread.
+    pub fn header_only(bytes: &ObjectBytes, path: &str) -> Result<Self> {
+        let mut lines = SamLines::open(path, bytes)?;
+        let header = Arc::new(read_sam_text_header(path, &mut lines)?);
+        Ok(Self { header, index: None, index_note: "none".to_string() })
+    }
+
+    /// Reads the header and looks for an index. Blocking: call on a blocking thread.
+    pub fn load(bytes: &ObjectBytes, meta: &ObjectMeta) -> Result<Self> {
+        let path = meta.location.to_string();
+        let Self { header, .. } = Self::header_only(bytes, &path)?;
+        if !header.bgzf {
+            return Ok(Self { header, index: None, index_note: "none".to_string() });
+        }
+        let name = meta.location.as_ref();
+        let candidates =
+            [IndexKind::Bai, IndexKind::Csi, IndexKind::Tbi].map(|kind| (format!("{name}.{}", kind.extension()), kind));
+        let Some((location, kind, _)) = find_index(bytes, candidates)? else {
+            return Ok(Self { header, index: None, index_note: "none".to_string() });
+        };
+        let index = read_index(bytes, &location, kind, &header.file)?;
+        match mismatch(&index, &header.file, meta.size) {
+            Some(why) => {
+                let note = format!("{location} ignored: {why}");
+                warnings::warn(format!("SAM file {path}: index {note}; the file is read without it"));
+                Ok(Self { header, index: None, index_note: note })
+            }
+            None => Ok(Self { header, index: Some(Arc::new(index)), index_note: location.to_string() }),
+        }
+    }
+}
+
+impl FileMetadata for SamInfo {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    /// The header text, about twice over for noodles' parsed header and the reference lists,
+    /// and the index as for BAM files.
+    fn memory_size(&self) -> usize {
+        let names: usize = self.header.file.reference_names.iter().map(|n| n.len() + size_of::<String>()).sum();
+        let index = self.index.as_ref().map_or(0, |i| 2 * i.memory_size());
+        size_of::<Self>() + 3 * names + index + self.index_note.len()
+    }
+
+    fn extra_info(&self) -> datafusion::common::HashMap<String, String> {
+        [("index".to_string(), self.index_note.clone())].into_iter().collect()
+    }
+}
+
+/// A CRAM file's header and the `.crai` beside it (`x.cram.crai`, as samtools writes it, or
+/// `x.crai`), if there is one that fits the file; one that does not is ignored with a warning.
+pub struct CramInfo {
+    pub header: Arc<CramHeader>,
+    pub index: Option<crai::Index>,
+}
+
+impl CramInfo {
+    /// Reads the header and looks for an index. Blocking: call on a blocking thread.
+    pub fn load(bytes: &ObjectBytes, meta: &ObjectMeta) -> Result<Self> {
+        let path = meta.location.as_ref();
+        let header = Arc::new(read_cram_header(path, bytes.open_at(0)?)?);
+        let stem = path.strip_suffix(".cram").unwrap_or(path);
+        for candidate in [format!("{path}.crai"), format!("{stem}.crai")] {
+            let location = Path::from(candidate);
+            let (store, at) = (Arc::clone(&bytes.store), location.clone());
+            let data = match bytes.wait(async move { store.get(&at).await?.bytes().await })? {
+                Ok(data) => data,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(DataFusionError::Execution(format!("cannot read CRAM index {location}: {e}"))),
+            };
+            let index = match crai::io::Reader::new(data.as_ref()).read_index() {
+                Ok(index) => index,
+                Err(e) => {
+                    warnings::warn(format!("CRAM index {location} is invalid ({e}); the file is read without it"));
+                    return Ok(Self { header, index: None });
+                }
+            };
+            let n_ref = header.file.reference_names.len();
+            let misfit = index.iter().find(|r| {
+                r.offset() < header.first_container
+                    || r.offset() >= meta.size
+                    || r.reference_sequence_id().is_some_and(|id| id >= n_ref)
+            });
+            if let Some(record) = misfit {
+                warnings::warn(format!(
+                    "CRAM file {path}: index {location} ignored: it names a container at byte {} for reference {:?}, \
+                     which does not fit the file; the file is read without it",
+                    record.offset(),
+                    record.reference_sequence_id()
+                ));
+                return Ok(Self { header, index: None });
+            }
+            return Ok(Self { header, index: Some(index) });
+        }
+        Ok(Self { header, index: None })
+    }
+}
+
+impl FileMetadata for CramInfo {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    /// The header's reference names, about three times over (noodles' parsed header, the
+    /// reference lists), and the `.crai`'s records.
+    fn memory_size(&self) -> usize {
+        let names: usize = self.header.file.reference_names.iter().map(|n| n.len() + size_of::<String>()).sum();
+        let index = self.index.as_ref().map_or(0, |i| i.len() * size_of::<crai::Record>());
+        size_of::<Self>() + 3 * names + index
+    }
+
+    fn extra_info(&self) -> datafusion::common::HashMap<String, String> {
+        let index = match &self.index {
+            Some(index) => format!("{} containers", index.len()),
+            None => "none".to_string(),
+        };
+        [("index".to_string(), index)].into_iter().collect()
+    }
+}
+
 /// The SAM header of the BAM, CRAM or SAM file at `location` (told apart by their first bytes,
 /// and a `.sam.gz` name from BAM, which is BGZF too).
 pub async fn read_sam_header(store: &Arc<dyn ObjectStore>, location: &Path) -> Result<noodles_sam::Header> {
@@ -86,7 +217,7 @@ pub async fn read_sam_header(store: &Arc<dyn ObjectStore>, location: &Path) -> R
         }
         let sam_gz = is_gzip(&head) && name.to_ascii_lowercase().ends_with(".sam.gz");
         if sam_gz || head.first() == Some(&b'@') {
-            let mut lines = SamLines::new(Box::new(reader), 0, sam_gz);
+            let mut lines = SamLines::from_start(Box::new(reader), sam_gz);
             return read_sam_text_header(&name, &mut lines).map(|h| h.header);
         }
         let mut reader = bgzf_reader(&name, reader)?;
@@ -96,34 +227,46 @@ pub async fn read_sam_header(store: &Arc<dyn ObjectStore>, location: &Path) -> R
     .map_err(|e| DataFusionError::Execution(format!("header reading task failed: {e}")))?
 }
 
-/// The index beside `meta`'s file, as samtools looks for it: `x.bam.bai`, `x.bai`, `x.bam.csi`,
-/// `x.csi`.
-fn find_index(bytes: &ObjectBytes, meta: &ObjectMeta) -> Result<Option<(Path, IndexKind, ObjectMeta)>> {
-    let name = meta.location.as_ref();
-    let stem = name.strip_suffix(".bam").unwrap_or(name);
-    for kind in [IndexKind::Bai, IndexKind::Csi] {
-        for candidate in [format!("{name}.{}", kind.extension()), format!("{stem}.{}", kind.extension())] {
-            let location = Path::from(candidate);
-            let (store, at) = (Arc::clone(&bytes.store), location.clone());
-            match bytes.wait(async move { store.head(&at).await })? {
-                Ok(found) => return Ok(Some((location, kind, found))),
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(DataFusionError::Execution(format!("cannot look for BAM index {location}: {e}"))),
-            }
+/// The first of the `candidates` (locations and their kind, in samtools' order of search) that
+/// exists beside the file `bytes`.
+fn find_index(
+    bytes: &ObjectBytes,
+    candidates: impl IntoIterator<Item = (String, IndexKind)>,
+) -> Result<Option<(Path, IndexKind, ObjectMeta)>> {
+    for (candidate, kind) in candidates {
+        let location = Path::from(candidate);
+        let (store, at) = (Arc::clone(&bytes.store), location.clone());
+        match bytes.wait(async move { store.head(&at).await })? {
+            Ok(found) => return Ok(Some((location, kind, found))),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(DataFusionError::Execution(format!("cannot look for index {location}: {e}"))),
         }
     }
     Ok(None)
 }
 
-/// Why `index` cannot belong to a BAM file with this header and size, if it cannot.
+/// Reads and parses the index at `location`, of a file whose header `context` describes.
+fn read_index(bytes: &ObjectBytes, location: &Path, kind: IndexKind, context: &FileContext) -> Result<BamIndex> {
+    let (store, at) = (Arc::clone(&bytes.store), location.clone());
+    let data = bytes
+        .wait(async move { store.get(&at).await?.bytes().await })?
+        .map_err(|e| DataFusionError::Execution(format!("cannot read index {location}: {e}")))?;
+    BamIndex::parse(kind, &data, &context.reference_names)
+        .map_err(|e| DataFusionError::Execution(format!("index {location}: invalid {} index: {e}", kind.extension())))
+}
+
+/// Why `index` cannot belong to a file with this header and size, if it cannot.
 fn mismatch(index: &BamIndex, context: &FileContext, size: u64) -> Option<String> {
     let references = context.reference_names.len();
-    if index.reference_count() > references {
-        return Some(format!("it indexes {} references, the BAM header has {references}", index.reference_count()));
+    if let Some(count) = index.reference_count().filter(|&count| count > references) {
+        return Some(format!("it indexes {count} references, the file's header has {references}"));
+    }
+    if let Some(name) = index.unknown_reference() {
+        return Some(format!("it names reference {name}, which the file's header lacks"));
     }
     match index.last_position() {
         Some(last) if last.compressed() >= size => {
-            Some(format!("it points at byte {}, beyond the end of the {size}-byte BAM file", last.compressed()))
+            Some(format!("it points at byte {}, beyond the end of the {size}-byte file", last.compressed()))
         }
         _ => None,
     }
@@ -221,19 +364,41 @@ impl Catalog {
         Self { cache: runtime.cache_manager.get_file_metadata_cache() }
     }
 
-    /// The facts of `meta`'s file, if loaded since it last changed.
+    /// The facts of `meta`'s BAM file, if loaded since it last changed.
     pub fn get(&self, meta: &ObjectMeta) -> Option<Arc<FileInfo>> {
-        let entry = self.cache.get(&meta.location).filter(|e| e.is_valid_for(meta))?;
-        let any: Arc<dyn Any + Send + Sync> = entry.file_metadata;
-        any.downcast::<FileInfo>().ok()
+        self.cached(meta)
     }
 
-    /// The facts of one file, loading them if needed. Blocking: call on a blocking thread.
+    /// The facts of one BAM file, loading them if needed. Blocking: call on a blocking thread.
     pub fn get_or_load(&self, bytes: &ObjectBytes, meta: &ObjectMeta) -> Result<Arc<FileInfo>> {
-        if let Some(info) = self.get(meta) {
+        self.cached_or_load(meta, || FileInfo::load(bytes, meta))
+    }
+
+    /// The header and index of one CRAM file, loading them if needed. Blocking: call on a
+    /// blocking thread.
+    pub fn cram_info(&self, bytes: &ObjectBytes, meta: &ObjectMeta) -> Result<Arc<CramInfo>> {
+        self.cached_or_load(meta, || CramInfo::load(bytes, meta))
+    }
+
+    /// The header and index of one SAM file, loading them if needed. Blocking: call on a
+    /// blocking thread.
+    pub fn sam_info(&self, bytes: &ObjectBytes, meta: &ObjectMeta) -> Result<Arc<SamInfo>> {
+        self.cached_or_load(meta, || SamInfo::load(bytes, meta))
+    }
+
+    fn cached<T: FileMetadata>(&self, meta: &ObjectMeta) -> Option<Arc<T>> {
+        let entry = self.cache.get(&meta.location).filter(|e| e.is_valid_for(meta))?;
+        let any: Arc<dyn Any + Send + Sync> = entry.file_metadata;
+        any.downcast::<T>().ok()
+    }
+
+    /// `meta`'s entry of type `T` (a file read as BAM by one table and as SAM by another has
+    /// the one last loaded).
+    fn cached_or_load<T: FileMetadata>(&self, meta: &ObjectMeta, load: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
+        if let Some(info) = self.cached(meta) {
             return Ok(info);
         }
-        let info = Arc::new(FileInfo::load(bytes, meta)?);
+        let info = Arc::new(load()?);
         self.cache.put(&meta.location, CachedFileMetadataEntry::new(meta.clone(), Arc::clone(&info) as _));
         Ok(info)
     }

@@ -423,7 +423,8 @@ impl BamSource {
 /// The compressed bytes of `meta`'s file that a scan for `regions` reads, and the number of index
 /// chunks they make.
 fn selected_bytes(meta: &ObjectMeta, info: &FileInfo, regions: Option<&[Region]>) -> (u64, usize) {
-    let (pieces, chunks) = select_pieces(info, Piece::whole_file(info.header_end), regions);
+    let (pieces, chunks) =
+        select_pieces(&info.context, info.index.as_deref(), Piece::whole_file(info.header_end), regions);
     let span =
         pieces.iter().map(|p| p.to.map_or(meta.size, |t| t.compressed()).saturating_sub(p.from.compressed())).sum();
     (span, chunks)
@@ -653,12 +654,24 @@ impl FileOpener for BamOpener {
                             regions: source.regions.clone(),
                             skip_damaged: source.skip_damaged,
                         };
-                        let records = CramRecords::open(&path, bytes, &meta, scan, true, partition)?;
+                        let info = source.catalog.cram_info(&bytes, &meta)?;
+                        let header = Arc::clone(&info.header);
+                        let records = CramRecords::new(&path, bytes, header, scan, info.index.as_ref(), partition);
                         let file = Arc::clone(records.file());
                         batches(records, &file, spec, prefilter(&file)?, metrics, memory())
                     }
                     AlignmentFormat::Sam => {
-                        let records = SamRecords::open(&path, &bytes, (start, end), source.skip_damaged, partition)?;
+                        let info = source.catalog.sam_info(&bytes, &meta)?;
+                        let regions = source.regions.as_deref();
+                        let records = SamRecords::open(
+                            &path,
+                            bytes,
+                            &info,
+                            (start, end),
+                            regions,
+                            source.skip_damaged,
+                            partition,
+                        )?;
                         let file = Arc::clone(records.file());
                         batches(records, &file, spec, prefilter(&file)?, metrics, memory())
                     }

@@ -1,9 +1,10 @@
-//! BAI and CSI indexes (parsed by noodles): exact partition boundaries, the chunks that can hold
-//! a region's records, and per-reference record counts.
+//! BAI, CSI and tabix (`.tbi`) indexes (parsed by noodles): exact partition boundaries, the chunks
+//! that can hold a region's records, and per-reference record counts.
 //!
 //! Every chunk start and end in an index is the virtual position of a record start (or of the
 //! end of the data). Those positions are where partitions can begin without guessing.
 
+use std::collections::{HashMap, HashSet};
 use std::io;
 
 use noodles_bgzf::VirtualPosition;
@@ -18,6 +19,8 @@ use noodles_csi::BinningIndex;
 pub enum IndexKind {
     Bai,
     Csi,
+    /// Tabix, as `tabix -p sam` writes it for BGZF-compressed SAM.
+    Tbi,
 }
 
 impl IndexKind {
@@ -25,6 +28,7 @@ impl IndexKind {
         match self {
             IndexKind::Bai => "bai",
             IndexKind::Csi => "csi",
+            IndexKind::Tbi => "tbi",
         }
     }
 }
@@ -38,30 +42,41 @@ pub struct BamIndex {
     /// Where the records without a reference begin: the end of the last placed record.
     unplaced_start: Option<VirtualPosition>,
     reference_count: usize,
+    /// The index's reference number of each of the file header's references, when the index
+    /// names its references (tabix does, in the order they first appear in the file).
+    index_ids: Option<Vec<Option<usize>>>,
+    /// A reference the index names that the file's header lacks, if any.
+    unknown_reference: Option<String>,
     /// Per reference: (mapped, unmapped) record counts if recorded, and whether it has records.
     reference_counts: Vec<(Option<(u64, u64)>, bool)>,
 }
 
 impl BamIndex {
-    /// Parses the bytes of a `.bai` or `.csi` file.
-    pub fn parse(kind: IndexKind, bytes: &[u8]) -> io::Result<Self> {
+    /// Parses the bytes of a `.bai`, `.csi` or `.tbi` file of a file whose header lists the
+    /// references `reference_names` (an index that names its references is matched by name).
+    pub fn parse(kind: IndexKind, bytes: &[u8], reference_names: &[String]) -> io::Result<Self> {
         match kind {
             IndexKind::Bai => {
                 let index = noodles_bam::bai::io::Reader::new(bytes).read_index()?;
                 let offsets = index.reference_sequences().iter().flat_map(|r| r.index().iter().copied()).collect();
-                Ok(Self::new(index, offsets))
+                Ok(Self::new(index, offsets, reference_names))
             }
             IndexKind::Csi => {
                 let index = noodles_csi::io::Reader::new(bytes).read_index()?;
                 let offsets = index.reference_sequences().iter().flat_map(|r| r.index().values().copied()).collect();
-                Ok(Self::new(index, offsets))
+                Ok(Self::new(index, offsets, reference_names))
+            }
+            IndexKind::Tbi => {
+                let index = noodles_tabix::io::Reader::new(bytes).read_index()?;
+                let offsets = index.reference_sequences().iter().flat_map(|r| r.index().iter().copied()).collect();
+                Ok(Self::new(index, offsets, reference_names))
             }
         }
     }
 
     /// `offsets` are the linear (BAI) or bin (CSI) offsets: record starts too, and where region
     /// chunks may begin (see [`RegionQuery::chunks`]).
-    fn new<I>(index: GenericIndex<I>, offsets: Vec<VirtualPosition>) -> Self
+    fn new<I>(index: GenericIndex<I>, offsets: Vec<VirtualPosition>, reference_names: &[String]) -> Self
     where
         I: ReferenceIndex + Send + Sync + 'static,
     {
@@ -81,7 +96,29 @@ impl BamIndex {
         }
         record_starts.sort_unstable();
         record_starts.dedup();
-        let unplaced_start = record_starts.last().copied();
+        // An index that names its references (tabix) is matched to the header by name.
+        let names = index.header().map(|h| h.reference_sequence_names()).filter(|names| !names.is_empty());
+        let named: Option<HashMap<&[u8], usize>> =
+            names.map(|names| names.iter().enumerate().map(|(i, n)| (n.as_slice(), i)).collect());
+        let index_ids = named.as_ref().map(|by_name| {
+            reference_names.iter().map(|name| by_name.get(name.as_bytes()).copied()).collect::<Vec<_>>()
+        });
+        let in_header: HashSet<&[u8]> = reference_names.iter().map(|r| r.as_bytes()).collect();
+        let unknown_reference = names
+            .into_iter()
+            .flatten()
+            .find(|n| n.as_slice() != UNPLACED_NAME.as_bytes() && !in_header.contains(n.as_slice()))
+            .map(|n| String::from_utf8_lossy(n).into_owned());
+        // Tabix indexes the records without a reference as reference `*`; the others keep them
+        // after the last placed record.
+        let unplaced_start = match named.as_ref().and_then(|by_name| by_name.get(UNPLACED_NAME.as_bytes())) {
+            Some(&id) => index.reference_sequences()[id]
+                .bins()
+                .values()
+                .flat_map(|bin| bin.chunks().iter().map(|c| c.start()))
+                .min(),
+            None => record_starts.last().copied(),
+        };
         let reference_counts = index
             .reference_sequences()
             .iter()
@@ -95,7 +132,17 @@ impl BamIndex {
             record_starts,
             unplaced_start,
             reference_count,
+            index_ids,
+            unknown_reference,
             reference_counts,
+        }
+    }
+
+    /// The index's number for the header's reference `reference_id` (`None`: not indexed).
+    fn index_id(&self, reference_id: usize) -> Option<usize> {
+        match &self.index_ids {
+            Some(ids) => ids.get(reference_id).copied().flatten(),
+            None => Some(reference_id),
         }
     }
 
@@ -106,8 +153,14 @@ impl BamIndex {
             + self.reference_counts.len() * size_of::<(Option<(u64, u64)>, bool)>()
     }
 
-    pub fn reference_count(&self) -> usize {
-        self.reference_count
+    /// How many references the index numbers (`None` when it names them instead).
+    pub fn reference_count(&self) -> Option<usize> {
+        self.index_ids.is_none().then_some(self.reference_count)
+    }
+
+    /// A reference the index names that the file's header lacks, if any.
+    pub fn unknown_reference(&self) -> Option<&str> {
+        self.unknown_reference.as_deref()
     }
 
     /// The last position the index knows of, for checking that it fits its BAM file.
@@ -139,14 +192,17 @@ impl BamIndex {
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
         };
         let interval = Interval::from(position(start)?..=position(end.max(start))?);
-        self.index.chunks(reference_id, interval)
+        match self.index_id(reference_id) {
+            Some(id) => self.index.chunks(id, interval),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Roughly the compressed offset at which the records of reference `reference_id` pass the
     /// 1-based `position`, from the linear (BAI) or bin (CSI) offsets around it; for sharing
     /// work out between partitions, never for deciding what to read.
     pub fn offset_estimate(&self, reference_id: usize, position: u64) -> Option<u64> {
-        self.index.offset_estimate(reference_id, position)
+        self.index.offset_estimate(self.index_id(reference_id)?, position)
     }
 
     /// The chunk of records without a reference (the unplaced, unmapped tail), up to the end of
@@ -170,7 +226,10 @@ impl BamIndex {
     }
 }
 
-/// A region query on a BAI or CSI index, whichever its per-reference index is.
+/// The reference name under which tabix indexes records without a reference (SAM's `*`).
+const UNPLACED_NAME: &str = "*";
+
+/// A region query on a BAI, CSI or tabix index, whichever its per-reference index is.
 trait RegionQuery: Send + Sync {
     fn chunks(&self, reference_id: usize, interval: Interval) -> io::Result<Vec<Span>>;
     fn offset_estimate(&self, reference_id: usize, position: u64) -> Option<u64>;

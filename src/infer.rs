@@ -7,8 +7,9 @@ use datafusion::common::{DataFusionError, Result};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use object_store::{ObjectMeta, ObjectStore};
 
-use crate::cram::Reference;
+use crate::cram::{read_cram_header, Reference};
 use crate::cram_scan::{CramRecords, CramScan};
+use crate::file_info::SamInfo;
 use crate::framing::{bgzf_reader, error_at, read_header, read_record_bytes};
 use crate::io::ObjectBytes;
 use crate::options::{AlignmentFormat, BamOptions, TagSelection};
@@ -170,12 +171,14 @@ fn sample_file(
         AlignmentFormat::Cram => {
             let reference = Reference::open(options.reference.as_deref())?;
             let scan = CramScan { reference, range: whole, regions: None, skip_damaged: false };
-            let records = CramRecords::open(path, bytes, meta, scan, false, metrics)?;
+            let header = Arc::new(read_cram_header(path, bytes.open_at(0)?)?);
+            let records = CramRecords::new(path, bytes, header, scan, None, metrics);
             let n_ref = records.file().reference_names.len();
             sample_source(records, n_ref, budget, skip, counts)
         }
         AlignmentFormat::Sam => {
-            let records = SamRecords::open(path, &bytes, whole, false, metrics)?;
+            let info = SamInfo::header_only(&bytes, path)?;
+            let records = SamRecords::open(path, bytes, &info, whole, None, false, metrics)?;
             let n_ref = records.file().reference_names.len();
             sample_source(records, n_ref, budget, skip, counts)
         }

@@ -36,7 +36,8 @@ use noodles_bgzf as bgzf;
 use object_store::ObjectMeta;
 
 use crate::file_info::FileInfo;
-use crate::index::{merge_spans, Span, SPAN_GAP_BYTES};
+use crate::framing::FileContext;
+use crate::index::{merge_spans, BamIndex, Span, SPAN_GAP_BYTES};
 use crate::io::ObjectBytes;
 use crate::region::{Region, RegionReference};
 use crate::resync::find_first_record;
@@ -74,7 +75,8 @@ pub fn plan_range(
         return Ok((vec![], 0));
     }
     Ok(select_pieces(
-        info,
+        &info.context,
+        info.index.as_deref(),
         Piece { from, to, boundary_from: origin.filter(|_| to.is_some()), read_until: None },
         regions,
     ))
@@ -115,7 +117,7 @@ pub fn region_file_groups(
         };
         narrowed = true;
         let whole = Piece::whole_file(info.header_end);
-        for piece in select_pieces(&info, whole, Some(regions)).0 {
+        for piece in select_pieces(&info.context, Some(index), whole, Some(regions)).0 {
             // The blocks in which the piece's records start, and how far reading is expected
             // to go before the records pass the region's end (the rest weighs nothing).
             let (start, end) =
@@ -160,18 +162,23 @@ pub fn region_file_groups(
 }
 
 /// The parts of `whole` to read for `regions` (all of it without regions or without an index),
-/// and the number of index chunks selected.
-pub fn select_pieces(info: &FileInfo, whole: Piece, regions: Option<&[Region]>) -> (Vec<Piece>, usize) {
+/// and the number of index chunks selected, in a file with header `context` and `index`.
+pub fn select_pieces(
+    context: &FileContext,
+    index: Option<&BamIndex>,
+    whole: Piece,
+    regions: Option<&[Region]>,
+) -> (Vec<Piece>, usize) {
     let (from, to) = (whole.from, whole.to);
-    let (Some(regions), Some(index)) = (regions, &info.index) else { return (vec![whole], 0) };
+    let (Some(regions), Some(index)) = (regions, index) else { return (vec![whole], 0) };
     // Each chunk with the sort position after which its region wants nothing (none: the
     // unplaced tail, read to the end).
     let mut chunks: Vec<(Span, Option<ReadUntil>)> = Vec::new();
     for region in regions {
         match &region.reference {
             RegionReference::Named(name) => {
-                let Some(id) = info.context.reference_names.iter().position(|n| n == name) else { continue };
-                let length = info.context.reference_lengths[id].max(1);
+                let Some(id) = context.reference_names.iter().position(|n| n == name) else { continue };
+                let length = context.reference_lengths[id].max(1);
                 let start = region.start.min(length);
                 let until = ReadUntil { reference: id as u32, end: region.end };
                 match index.chunks(id, start, region.end.min(length).max(start)) {

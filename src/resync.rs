@@ -130,19 +130,19 @@ fn chain_starts_at(buf: &[u8], at: usize, complete: bool, refs: &FileContext) ->
 /// block's inflated data.
 pub type RecordStart = bgzf::VirtualPosition;
 
-/// Finds the first record starting in a block at or after `start`, reading the file's bytes
-/// from `start` through `reader`. `file_size` bounds the search. Returns `None` when no record
-/// starts at or after `start`.
-pub fn find_first_record<R: Read>(
-    mut reader: R,
-    start: u64,
-    file_size: u64,
-    refs: &FileContext,
-) -> io::Result<Option<RecordStart>> {
+/// The offset of the first real BGZF block at or after byte `start`, reading the file's bytes
+/// from `start` through `reader` (`None` when the file ends first). `file_size` bounds the search.
+pub fn first_block_at<R: Read>(mut reader: R, start: u64, file_size: u64) -> io::Result<Option<u64>> {
+    Ok(read_to_first_block(&mut reader, start, file_size)?.map(|(block, _)| block))
+}
+
+/// Reads from `reader` (the file from byte `start`) up to the first real BGZF block and a little
+/// beyond: its offset, and the bytes read from it on (the rest follows in `reader`).
+fn read_to_first_block<R: Read>(reader: &mut R, start: u64, file_size: u64) -> io::Result<Option<(u64, Vec<u8>)>> {
     // Raw bytes: enough for one full window plus the block found and its successor header.
     let want = (BLOCK_SEARCH_WINDOW * 3) as u64;
     let mut raw = Vec::new();
-    (&mut reader).take(want).read_to_end(&mut raw)?;
+    reader.take(want).read_to_end(&mut raw)?;
     let complete = start + raw.len() as u64 >= file_size;
     let Some(p) = find_block(&raw, complete) else {
         if complete || raw.len() < BLOCK_SEARCH_WINDOW {
@@ -153,8 +153,20 @@ pub fn find_first_record<R: Read>(
             format!("no BGZF block starts within 64 KiB after byte {start}"),
         ));
     };
-    let first_block = start + p as u64;
-    let rest = io::Cursor::new(raw.split_off(p)).chain(reader);
+    Ok(Some((start + p as u64, raw.split_off(p))))
+}
+
+/// Finds the first record starting in a block at or after `start`, reading the file's bytes
+/// from `start` through `reader`. `file_size` bounds the search. Returns `None` when no record
+/// starts at or after `start`.
+pub fn find_first_record<R: Read>(
+    mut reader: R,
+    start: u64,
+    file_size: u64,
+    refs: &FileContext,
+) -> io::Result<Option<RecordStart>> {
+    let Some((first_block, raw)) = read_to_first_block(&mut reader, start, file_size)? else { return Ok(None) };
+    let rest = io::Cursor::new(raw).chain(reader);
     let mut bgzf_reader = bgzf::io::Reader::new(rest);
 
     // Inflated data, and where each block's data begins in it.

@@ -21,4 +21,20 @@ sam header_only.bam > "$out/header_only.sam"
 # BGZF-compressed: long reads whose lines cross blocks, and unaligned reads without tags.
 sam minimap2_long_Y.bam | bgzip -c > "$out/long_reads.sam.gz"
 sam import_plain.bam | bgzip -c > "$out/unaligned.sam.gz"
+# Coordinate-sorted files in several BGZF blocks, with each index a tool writes for them:
+# samtools index (.bai; .csi with -c) and tabix -p sam (.tbi, which names its references and
+# files the records without one under `*`). Short reads, and long reads with unplaced ones.
+sam bwa_mem.bam | bgzip -c > "$out/sorted_bai.sam.gz"
+samtools index "$out/sorted_bai.sam.gz"
+sam minimap2_long_Y.bam | bgzip -c > "$out/long_csi.sam.gz"
+samtools index -c "$out/long_csi.sam.gz"
+cp "$out/sorted_bai.sam.gz" "$out/sorted_tbi.sam.gz"
+cp "$out/long_csi.sam.gz" "$out/long_tbi.sam.gz"
+# tabix warns of every record at position 0 (the unmapped ones).
+tabix -p sam "$out/sorted_tbi.sam.gz" 2> /dev/null
+tabix -p sam "$out/long_tbi.sam.gz" 2> /dev/null
+# Two bgzip outputs concatenated, as `cat` joins them: an empty end-of-file block mid-file.
+{ samtools view --no-PG -H "$corpus/minimap2_sr.bam"; samtools view "$corpus/minimap2_sr.bam" | awk "NR <= 800"; } \
+    | bgzip -c > "$out/concatenated.sam.gz"
+samtools view "$corpus/minimap2_sr.bam" | awk "NR > 800" | bgzip -c >> "$out/concatenated.sam.gz"
 ls -l "$out"

@@ -10,7 +10,7 @@ use arrow::datatypes::Int64Type;
 use datafusion_bam::{AlignmentFormat, BamOptions, BamSessionExt};
 
 use crate::corpus::check_file;
-use crate::oracle::{data, samtools, samtools_rows, table_rows};
+use crate::oracle::{data, plan_metric, samtools, samtools_rows, table_rows};
 use crate::partitions::split_context;
 use crate::query;
 
@@ -43,18 +43,6 @@ fn samtools_args(path: &Path) -> Vec<String> {
         args.extend(["--input-fmt-option".to_string(), "decode_md=0".to_string()]);
     }
     args
-}
-
-/// A counter of `EXPLAIN ANALYZE` output (`name=1.69 K` is 1690).
-fn metric(plan: &str, name: &str) -> f64 {
-    let text = plan.split(&format!("{name}=")).nth(1).unwrap_or_else(|| panic!("no {name} in {plan}"));
-    let number: String = text.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
-    let unit = match text[number.len()..].strip_prefix(' ').and_then(|rest| rest.chars().next()) {
-        Some('K') => 1e3,
-        Some('M') => 1e6,
-        _ => 1.0,
-    };
-    number.parse::<f64>().unwrap() * unit
 }
 
 fn count(batches: &[arrow::array::RecordBatch]) -> i64 {
@@ -102,7 +90,7 @@ async fn one_file_is_split_into_container_ranges() {
         )
         .unwrap()
         .to_string();
-        assert_eq!(metric(&analyzed, "records_read"), 1690.0, "{name}: every record once: {analyzed}");
+        assert_eq!(plan_metric(&analyzed, "records_read"), 1690, "{name}: every record once: {analyzed}");
     }
 }
 
@@ -145,9 +133,9 @@ async fn regions_skip_containers_and_equal_samtools() {
         )
         .unwrap()
         .to_string();
-        let read = metric(&plan, "records_read");
+        let read = plan_metric(&plan, "records_read");
         let total = samtools(&["view", "-c", "-T", reference.to_str().unwrap(), path.to_str().unwrap()]);
-        let total: f64 = total.trim().parse().unwrap();
+        let total: u64 = total.trim().parse().unwrap();
         assert!(read < total, "{name}: the region decoded {read} of {total} records: {plan}");
     }
 }
@@ -340,4 +328,38 @@ async fn mutated_crams_never_panic() {
     // Both outcomes occur, so both were checked (CRAM 3 checksums its headers and blocks, so
     // most mutations are caught there).
     assert!(failed > 100 && read > 0, "{failed} failed, {read} read");
+}
+
+/// A CRAM file's header and `.crai` are read once into the session's file metadata cache (not by
+/// every partition), and a file replaced by another is read again, without the old index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_and_crai_are_cached_and_a_changed_file_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.cram");
+    std::fs::copy(data("cram").join("bwa_mem.cram"), &path).unwrap();
+    std::fs::copy(data("cram").join("bwa_mem.cram.crai"), dir.path().join("x.cram.crai")).unwrap();
+    let ctx = split_context(3);
+    let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
+    let p = path.to_str().unwrap();
+    let reference = reference();
+    let r = reference.to_str().unwrap();
+    ctx.register_bam("before", p, cram_options()).await.unwrap();
+    let n = count(&query(&ctx, "SELECT count(qname) FROM before").await.unwrap());
+    assert_eq!(n.to_string(), samtools(&["view", "-c", "-T", r, p]).trim());
+    assert_eq!(cache.len(), 1, "one file's header and index in the session's cache");
+    assert!(cache.list_entries().values().any(|e| e
+        .value
+        .file_metadata
+        .extra_info()
+        .get("index")
+        .is_some_and(|i| i.ends_with("containers"))));
+
+    std::fs::copy(data("cram").join("hisat2_spliced.cram"), &path).unwrap();
+    std::fs::remove_file(dir.path().join("x.cram.crai")).unwrap();
+    ctx.register_bam("after", p, cram_options()).await.unwrap();
+    let mut rows = table_rows(&query(&ctx, "SELECT * FROM after").await.unwrap());
+    rows.sort();
+    let mut expected = samtools_rows(&path, &["-T", r]);
+    expected.sort();
+    assert!(rows == expected, "the replaced file read with the facts of the old one");
 }

@@ -334,3 +334,41 @@ pub fn endpos_from_text(row: &Row) -> Option<i64> {
     }
     Some(pos + span - 1)
 }
+
+/// The value of a counter in `EXPLAIN ANALYZE` output (summed over partitions by DataFusion;
+/// `name=1.69 K` is 1690).
+pub fn plan_metric(plan: &str, name: &str) -> u64 {
+    let at = plan.find(&format!("{name}=")).unwrap_or_else(|| panic!("no {name} in\n{plan}"));
+    let text: String = plan[at + name.len() + 1..].chars().take_while(|c| *c != ',' && *c != ']').collect();
+    let (number, scale) = match text.trim().split_once(' ') {
+        Some((n, "K")) => (n, 1e3),
+        Some((n, "M")) => (n, 1e6),
+        _ => (text.trim(), 1.0),
+    };
+    (number.parse::<f64>().unwrap_or_else(|_| panic!("{name}={text}")) * scale) as u64
+}
+
+/// Runs `sql` on `ctx`: the rows it returns, and the records each of the scan's `partitions`
+/// read (from the scan's `records_read` metric).
+pub async fn records_read_per_partition(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+    partitions: usize,
+) -> (usize, Vec<usize>) {
+    let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+    let batches = datafusion::physical_plan::collect(std::sync::Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
+    let rows = batches.iter().map(|b| b.num_rows()).sum();
+    let mut nodes = vec![plan];
+    let scan = loop {
+        let node = nodes.pop().expect("a DataSourceExec in the plan");
+        if node.name() == "DataSourceExec" {
+            break node;
+        }
+        nodes.extend(node.children().into_iter().cloned());
+    };
+    let mut read = vec![0usize; partitions];
+    for metric in scan.metrics().unwrap().iter().filter(|m| m.value().name() == "records_read") {
+        read[metric.partition().expect("per partition")] += metric.value().as_usize();
+    }
+    (rows, read)
+}

@@ -8,7 +8,10 @@ use arrow::datatypes::Int64Type;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_bam::{BamOptions, BamSessionExt};
 
-use crate::oracle::{data, indexed_copy, samtools, samtools_count_of, samtools_rows, table_rows, IndexKind};
+use crate::oracle::{
+    data, indexed_copy, plan_metric, records_read_per_partition, samtools, samtools_count_of, samtools_rows,
+    table_rows, IndexKind,
+};
 use crate::query;
 
 fn split_context(n: usize) -> SessionContext {
@@ -185,7 +188,7 @@ async fn explain_shows_pushed_predicate_and_index_selection() {
     assert!(shown.contains("bai_sample.bam.bai)"), "{shown}");
     let analyzed =
         plan(&ctx, "ANALYZE SELECT qname FROM t WHERE rname = 'chr2' AND pos <= 20000 AND endpos >= 10000").await;
-    let read = metric(&analyzed, "records_read");
+    let read = plan_metric(&analyzed, "records_read");
     assert!(read > 0 && read < 21_882 / 4, "the index must limit what is read, read {read}:\n{analyzed}");
 }
 
@@ -201,7 +204,7 @@ async fn indexed_reading_stops_after_the_region() {
         for end in [101_000, 114_000] {
             let sql = format!("SELECT count(*) FROM t WHERE rname = 'chr1' AND pos <= {end} AND endpos >= 100000");
             assert_eq!(count(&ctx, &sql).await, samtools_count_of(&path, &[&format!("chr1:100000-{end}")]), "{sql}");
-            read.push(metric(&plan(&ctx, &format!("ANALYZE {sql}")).await, "records_read"));
+            read.push(plan_metric(&plan(&ctx, &format!("ANALYZE {sql}")).await, "records_read"));
         }
         assert!(
             read[0] * 3 < read[1],
@@ -219,36 +222,10 @@ async fn region_scans_share_the_selection_between_partitions() {
     let path = indexed_copy(dir.path(), "sample.bam", IndexKind::Bai);
     let ctx = table(&path, 3).await;
     let sql = "SELECT qname FROM t WHERE rname = 'chr1' AND pos <= 250000 AND endpos >= 50000";
-    let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
-    let batches = datafusion::physical_plan::collect(std::sync::Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let (rows, read) = records_read_per_partition(&ctx, sql, 3).await;
     assert_eq!(rows as i64, samtools_count_of(&path, &["chr1:50000-250000"]));
-    let mut nodes = vec![plan];
-    let scan = loop {
-        let node = nodes.pop().expect("a DataSourceExec in the plan");
-        if node.name() == "DataSourceExec" {
-            break node;
-        }
-        nodes.extend(node.children().into_iter().cloned());
-    };
-    let mut read = vec![0usize; 3];
-    for metric in scan.metrics().unwrap().iter().filter(|m| m.value().name() == "records_read") {
-        read[metric.partition().expect("per partition")] += metric.value().as_usize();
-    }
     let total: usize = read.iter().sum();
     assert!(read.iter().all(|&r| r * 6 > total), "records read per partition: {read:?}");
-}
-
-/// The value of a counter in `EXPLAIN ANALYZE` output (summed over partitions by DataFusion).
-fn metric(plan: &str, name: &str) -> u64 {
-    let at = plan.find(&format!("{name}=")).unwrap_or_else(|| panic!("no {name} in\n{plan}"));
-    let text: String = plan[at + name.len() + 1..].chars().take_while(|c| *c != ',' && *c != ']').collect();
-    let (number, scale) = match text.trim().split_once(' ') {
-        Some((n, "K")) => (n, 1e3),
-        Some((n, "M")) => (n, 1e6),
-        _ => (text.trim(), 1.0),
-    };
-    (number.parse::<f64>().unwrap_or_else(|_| panic!("{name}={text}")) * scale) as u64
 }
 
 #[tokio::test]
@@ -359,7 +336,7 @@ async fn limit_stops_reading_early() {
     ctx.sql("SET datafusion.execution.batch_size = 100").await.unwrap().collect().await.unwrap();
     ctx.register_bam("t", data("sample.bam").to_str().unwrap(), BamOptions::default()).await.unwrap();
     let analyzed = plan(&ctx, "ANALYZE SELECT qname FROM t LIMIT 3").await;
-    let read = metric(&analyzed, "records_read");
+    let read = plan_metric(&analyzed, "records_read");
     assert!(read < 2_000, "LIMIT 3 read {read} of 21882 records:\n{analyzed}");
 }
 

@@ -1,6 +1,7 @@
 //! SAM tables (`STORED AS SAM`): plain and BGZF-compressed SAM text equals `samtools view` at 1,
-//! 2, 3 and 7 partitions and through `COPY (SELECT *)` to Parquet and Arrow; bad lines are errors
-//! naming the file and the byte.
+//! 2, 3 and 7 partitions and through `COPY (SELECT *)` to Parquet and Arrow; one file is read by
+//! every partition; regions of a `.sam.gz` are read through its `.bai`, `.csi` or `.tbi`; bad
+//! lines are errors naming the file and the byte.
 
 use std::path::PathBuf;
 
@@ -9,7 +10,9 @@ use arrow::datatypes::Int64Type;
 use datafusion_bam::{AlignmentFormat, BamOptions, BamSessionExt};
 
 use crate::corpus::check_file;
-use crate::oracle::{data, samtools};
+use crate::oracle::{
+    data, plan_metric, records_read_per_partition, samtools, samtools_count_of, samtools_rows, table_rows,
+};
 use crate::partitions::split_context;
 use crate::query;
 
@@ -18,7 +21,11 @@ fn sam_options() -> BamOptions {
 }
 
 fn sams() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(data("sam")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data("sam"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_str().is_some_and(|p| p.ends_with(".sam") || p.ends_with(".sam.gz")))
+        .collect();
     files.sort();
     assert!(files.len() >= 5, "tests/data/sam holds {} files: run tests/data/sam.sh", files.len());
     files
@@ -48,6 +55,64 @@ async fn plain_sam_is_split_into_line_ranges() {
     assert!(plan.contains("file_groups={7 groups:"), "{plan}");
     let n = query(&ctx, "SELECT count(qname) FROM t").await.unwrap()[0].column(0).as_primitive::<Int64Type>().value(0);
     assert_eq!(n.to_string(), samtools(&["view", "-c", path.to_str().unwrap()]).trim());
+}
+
+/// A `.sam.gz` file is split on BGZF blocks: its partitions each read their own lines, none
+/// lost or read twice (long lines crossing blocks, an empty end-of-file block mid-file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bgzf_sam_is_split_into_block_ranges() {
+    for name in ["long_reads.sam.gz", "unaligned.sam.gz", "sorted_bai.sam.gz", "concatenated.sam.gz"] {
+        let path = data("sam").join(name);
+        let ctx = split_context(3);
+        ctx.register_bam("t", path.to_str().unwrap(), sam_options()).await.unwrap();
+        let (rows, read) = records_read_per_partition(&ctx, "SELECT qname FROM t", 3).await;
+        let expected = samtools_count_of(&path, &[]) as usize;
+        assert_eq!((rows, read.iter().sum::<usize>()), (expected, expected), "{name}: {read:?}");
+        assert!(read.iter().filter(|&&r| r > 0).count() >= 2, "{name}: records read per partition: {read:?}");
+    }
+}
+
+/// Regions of an indexed `.sam.gz` equal samtools' answer (field by field) at 1 and 3
+/// partitions, and only the index's chunks are read: `samtools index` (`.bai`, `.csi`) and
+/// `tabix -p sam` (`.tbi`, whose reference numbers follow the file and which files unplaced
+/// records under `*`). samtools reads no `.tbi`: a tabix file is checked against its
+/// samtools-indexed twin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexed_sam_gz_answers_regions_as_samtools() {
+    let regions = [
+        ("chr1:20000-30000", "rname = 'chr1' AND pos <= 30000 AND endpos >= 20000"),
+        ("chr2", "rname = 'chr2'"),
+        ("chrM:1-100", "rname = 'chrM' AND pos <= 100 AND endpos >= 1"),
+        ("*", "rname IS NULL"),
+    ];
+    for (name, oracle) in [
+        ("sorted_bai.sam.gz", "sorted_bai.sam.gz"),
+        ("sorted_tbi.sam.gz", "sorted_bai.sam.gz"),
+        ("long_csi.sam.gz", "long_csi.sam.gz"),
+        ("long_tbi.sam.gz", "long_csi.sam.gz"),
+    ] {
+        let (path, oracle) = (data("sam").join(name), data("sam").join(oracle));
+        for n in [1, 3] {
+            let ctx = split_context(n);
+            ctx.register_bam("t", path.to_str().unwrap(), sam_options()).await.unwrap();
+            for (region, filter) in regions {
+                let mut expected = samtools_rows(&oracle, &[region]);
+                expected.sort();
+                let mut rows = table_rows(&query(&ctx, &format!("SELECT * FROM t WHERE {filter}")).await.unwrap());
+                rows.sort();
+                assert_eq!(rows, expected, "{name}, {n} partitions: {region}");
+            }
+            let plan = arrow::util::pretty::pretty_format_batches(
+                &query(&ctx, "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE rname = 'chr2'").await.unwrap(),
+            )
+            .unwrap()
+            .to_string();
+            let (read, total) = (plan_metric(&plan, "records_read"), samtools_count_of(&path, &[]) as u64);
+            assert!(plan_metric(&plan, "index_chunks") >= 1 && read < total, "{name}: read {read} of {total}: {plan}");
+        }
+    }
+    // At least one region with records without a reference, so that `*` is tested.
+    assert!(samtools_count_of(&data("sam").join("long_csi.sam.gz"), &["*"]) > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,4 +159,37 @@ async fn stored_as_sam_in_sql_and_bad_lines() {
         Ok(()) => query(&ctx, "SELECT count(*) FROM b").await.unwrap_err().to_string(),
     };
     assert!(err.contains("sample.bam"), "{err}");
+}
+
+/// A SAM file's header and index are read once into the session's file metadata cache (not by
+/// every partition), and a file replaced by another is read again, without the old index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_and_index_are_cached_and_a_changed_file_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.sam.gz");
+    std::fs::copy(data("sam").join("sorted_bai.sam.gz"), &path).unwrap();
+    std::fs::copy(data("sam").join("sorted_bai.sam.gz.bai"), dir.path().join("x.sam.gz.bai")).unwrap();
+    let ctx = split_context(3);
+    let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
+    let p = path.to_str().unwrap();
+    ctx.register_bam("before", p, sam_options()).await.unwrap();
+    let sql = "SELECT count(qname) FROM before WHERE rname = 'chr2'";
+    let n = query(&ctx, sql).await.unwrap()[0].column(0).as_primitive::<Int64Type>().value(0);
+    assert_eq!(n, samtools_count_of(&path, &["chr2"]));
+    assert_eq!(cache.len(), 1, "one file's header and index in the session's cache");
+    assert!(cache.list_entries().values().any(|e| e
+        .value
+        .file_metadata
+        .extra_info()
+        .get("index")
+        .is_some_and(|i| i.ends_with(".bai"))));
+
+    std::fs::copy(data("sam").join("long_csi.sam.gz"), &path).unwrap();
+    std::fs::remove_file(dir.path().join("x.sam.gz.bai")).unwrap();
+    ctx.register_bam("after", p, sam_options()).await.unwrap();
+    let mut rows = table_rows(&query(&ctx, "SELECT * FROM after WHERE rname = 'chr2'").await.unwrap());
+    rows.sort();
+    let mut expected = samtools_rows(&data("sam").join("long_csi.sam.gz"), &["chr2"]);
+    expected.sort();
+    assert!(rows == expected, "the replaced file read with the facts of the old one");
 }
