@@ -372,3 +372,13 @@ pub async fn records_read_per_partition(
     }
     (rows, read)
 }
+
+/// The `index` note of each file in `ctx`'s file metadata cache (what became of its index search).
+pub fn cached_index_notes(ctx: &datafusion::prelude::SessionContext) -> Vec<String> {
+    let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
+    cache
+        .list_entries()
+        .values()
+        .map(|e| e.value.file_metadata.extra_info().remove("index").unwrap_or_default())
+        .collect()
+}
