@@ -1,4 +1,5 @@
-//! Finding the first record after an arbitrary byte offset of a BAM file without an index.
+//! Finding the first BGZF block (for BAM and `.sam.gz` partitions) and the first BAM record after
+//! an arbitrary byte offset of a file without an index.
 //!
 //! The first real BGZF block at or after the offset is found by its header signature (magic, `BC`
 //! subfield, BSIZE) and confirmed by inflating it (noodles checks the CRC) and by the next block's
