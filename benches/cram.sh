@@ -11,6 +11,7 @@
 # makes, ~/.cache/datafusion-bam/bench/peers/bin/python, if it is there).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+source "$root/benches/stats.sh"
 bam=$(realpath "${1:?usage: benches/cram.sh BAM REF.fa}")
 ref=$(realpath "${2:?usage: benches/cram.sh BAM REF.fa}")
 runs=${RUNS:-3}
@@ -58,15 +59,12 @@ run() {
 declare -A walls cpus rss
 for ((round = 0; round < runs; round++)); do
   for i in "${!names[@]}"; do
-    stats=$( { /usr/bin/time -f "%e %U %S %M" bash -c "$(declare -f run ours); bin='$bin' cram='$cram' ref='$ref' bam='$bam' out='$out' py='$py' run $i" > /dev/null; } 2>&1 | tail -1)
-    read -r wall user sys kb <<< "$stats"
+    read -r wall cpu mib <<< "$(timed bash -c "$(declare -f run ours); bin='$bin' cram='$cram' ref='$ref' bam='$bam' out='$out' py='$py' run $i")"
     walls[$i]+="$wall "
-    cpus[$i]+="$(echo "$user + $sys" | bc) "
-    rss[$i]=$(( kb / 1024 ))
+    cpus[$i]+="$cpu "
+    rss[$i]=$mib
   done
 done
-median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-range() { tr ' ' '\n' | grep . | sort -g | awk 'NR==1{lo=$1} {hi=$1} END {printf "%s-%s", lo, hi}'; }
 base_wall=$(echo "${walls[1]}" | median)
 base_cpu=$(echo "${cpus[1]}" | median)
 echo "| job | wall s (median, range) | CPU s (median) | peak RSS MiB | wall / samtools full decode | CPU / samtools |"

@@ -423,10 +423,13 @@ impl BamSource {
 /// The compressed bytes of `meta`'s file that a scan for `regions` reads, and the number of index
 /// chunks they make.
 fn selected_bytes(meta: &ObjectMeta, info: &FileInfo, regions: Option<&[Region]>) -> (u64, usize) {
-    let (pieces, chunks) =
-        select_pieces(&info.context, info.index.as_deref(), Piece::whole_file(info.header_end), regions);
-    let span =
-        pieces.iter().map(|p| p.to.map_or(meta.size, |t| t.compressed()).saturating_sub(p.from.compressed())).sum();
+    let selection = select_pieces(&info.context, info.index.as_deref(), Piece::whole_file(info.header_end), regions);
+    let chunks = selection.index_chunks();
+    let span = selection
+        .into_pieces()
+        .iter()
+        .map(|p| p.to.map_or(meta.size, |t| t.compressed()).saturating_sub(p.from.compressed()))
+        .sum();
     (span, chunks)
 }
 
@@ -641,8 +644,9 @@ impl FileOpener for BamOpener {
                 match format {
                     AlignmentFormat::Bam => {
                         let info = source.catalog.get_or_load(&bytes, &meta)?;
-                        let (pieces, chunks) = plan_range(&path, &bytes, &info, start, end, source.regions.as_deref())?;
-                        metrics.index_chunks.add(chunks);
+                        let selection = plan_range(&path, &bytes, &info, start, end, source.regions.as_deref())?;
+                        metrics.index_chunks.add(selection.index_chunks());
+                        let pieces = selection.into_pieces();
                         let prefilter = prefilter(&info.context)?;
                         let records = BamRecords::new(&path, bytes, pieces, &info.context, &spec, partition);
                         batches(records, &info.context, spec, prefilter, metrics, memory())

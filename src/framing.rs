@@ -36,10 +36,10 @@ pub fn show_virtual(pos: bgzf::VirtualPosition) -> String {
     format!("virtual offset {}:{}", pos.compressed(), pos.uncompressed())
 }
 
-/// An error about `path`, at a virtual position.
+/// An error about `path` (a BAM or `.sam.gz` file), at a virtual position.
 pub fn error_at(path: &str, pos: bgzf::VirtualPosition, what: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::Execution(format!(
-        "BAM file {path}: {what} (at {}, i.e. BGZF block at byte {})",
+        "{path}: {what} (at {}, i.e. BGZF block at byte {})",
         show_virtual(pos),
         pos.compressed()
     ))

@@ -56,7 +56,7 @@ pub async fn header_lines(state: &dyn Session, path: &str) -> Result<Vec<String>
     let mut writer = noodles_sam::io::Writer::new(Vec::new());
     writer
         .write_header(&header)
-        .map_err(|e| DataFusionError::Execution(format!("BAM file {location}: cannot format header: {e}")))?;
+        .map_err(|e| DataFusionError::Execution(format!("{location}: cannot format its header: {e}")))?;
     let text = String::from_utf8_lossy(writer.get_ref()).into_owned();
     Ok(text.lines().map(str::to_string).collect())
 }

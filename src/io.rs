@@ -26,7 +26,7 @@ pub async fn open_blocking_reader(store: &Arc<dyn ObjectStore>, location: &Path)
     let result = store
         .get_opts(location, GetOptions::default())
         .await
-        .map_err(|e| DataFusionError::Execution(format!("cannot open BAM file {location}: {e}")))?;
+        .map_err(|e| DataFusionError::Execution(format!("cannot open {location}: {e}")))?;
     blocking_reader(result, location, 0, &Handle::current())
 }
 
@@ -38,9 +38,8 @@ fn blocking_reader(result: GetResult, location: &Path, offset: u64, handle: &Han
         GetResultPayload::File(mut file, _) => {
             // Local files come back unpositioned; the requested range is only advisory. The buffer
             // is a few BGZF blocks: region reads open many short stretches.
-            file.seek(SeekFrom::Start(offset)).map_err(|e| {
-                DataFusionError::Execution(format!("cannot seek BAM file {location} to byte {offset}: {e}"))
-            })?;
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| DataFusionError::Execution(format!("cannot seek {location} to byte {offset}: {e}")))?;
             Box::new(std::io::BufReader::with_capacity(256 << 10, file))
         }
         GetResultPayload::Stream(stream) => Box::new(StreamedBytes::start(stream, expected, handle)),
@@ -132,7 +131,7 @@ where
     let outcome = futures::stream::once(async move {
         match task.await {
             Ok(()) => None,
-            Err(e) => Some(Err(DataFusionError::Execution(format!("BAM decoder task failed: {e}")))),
+            Err(e) => Some(Err(DataFusionError::Execution(format!("decoder task failed: {e}")))),
         }
     })
     .filter_map(|x| async move { x });
@@ -155,7 +154,7 @@ impl ObjectBytes {
         let options = GetOptions { range: Some(GetRange::Offset(offset)), ..Default::default() };
         let (store, location) = (Arc::clone(&self.store), self.location.clone());
         let result = self.wait(async move { store.get_opts(&location, options).await })?.map_err(|e| {
-            DataFusionError::Execution(format!("cannot read BAM file {} from byte {offset}: {e}", self.location))
+            DataFusionError::Execution(format!("cannot read {} from byte {offset}: {e}", self.location))
         })?;
         blocking_reader(result, &self.location, offset, &self.handle)
     }

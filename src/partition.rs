@@ -42,8 +42,8 @@ use crate::io::ObjectBytes;
 use crate::region::{Region, RegionReference};
 use crate::resync::find_first_record;
 
-/// The pieces of file `bytes` that the byte range `[start, end)` decodes, and the number of index
-/// chunks among them. `regions`, when given, are the only records wanted.
+/// What the byte range `[start, end)` of file `bytes` decodes. `regions`, when given, are the
+/// only records wanted.
 pub fn plan_range(
     path: &str,
     bytes: &ObjectBytes,
@@ -51,7 +51,7 @@ pub fn plan_range(
     start: u64,
     end: u64,
     regions: Option<&[Region]>,
-) -> Result<(Vec<Piece>, usize)> {
+) -> Result<Selection> {
     let boundary = |x: u64| -> Result<(Option<bgzf::VirtualPosition>, BoundaryOrigin)> {
         // Region scans cut inside index chunks, where the index's next position may be far away.
         let reach = if regions.is_some() { INDEX_BOUNDARY_REACH } else { u64::MAX };
@@ -70,9 +70,9 @@ pub fn plan_range(
         let (to, origin) = boundary(end)?;
         (to, Some(origin))
     };
-    let Some(from) = from else { return Ok((vec![], 0)) };
+    let Some(from) = from else { return Ok(Selection::Empty) };
     if to.is_some_and(|to| from >= to) {
-        return Ok((vec![], 0));
+        return Ok(Selection::Empty);
     }
     Ok(select_pieces(
         &info.context,
@@ -117,7 +117,7 @@ pub fn region_file_groups(
         };
         narrowed = true;
         let whole = Piece::whole_file(info.header_end);
-        for piece in select_pieces(&info.context, Some(index), whole, Some(regions)).0 {
+        for piece in select_pieces(&info.context, Some(index), whole, Some(regions)).into_pieces() {
             // The blocks in which the piece's records start, and how far reading is expected
             // to go before the records pass the region's end (the rest weighs nothing).
             let (start, end) =
@@ -161,16 +161,47 @@ pub fn region_file_groups(
     Some(out.into_iter().map(FileGroup::new).collect())
 }
 
-/// The parts of `whole` to read for `regions` (all of it without regions or without an index),
-/// and the number of index chunks selected, in a file with header `context` and `index`.
+/// What a scan reads of a file, or of a range of it.
+#[derive(Debug)]
+pub enum Selection {
+    /// Nothing: the range holds no record start.
+    Empty,
+    /// All of the piece: there are no regions, no index, or regions the index cannot narrow.
+    All(Piece),
+    /// The pieces that the regions' index chunks make within the range (none when no record
+    /// there can match), and how many chunks the index gave, after merging neighbours.
+    Chunks { pieces: Vec<Piece>, chunks: usize },
+}
+
+impl Selection {
+    /// The pieces to decode, in file order.
+    pub fn into_pieces(self) -> Vec<Piece> {
+        match self {
+            Self::Empty => vec![],
+            Self::All(piece) => vec![piece],
+            Self::Chunks { pieces, .. } => pieces,
+        }
+    }
+
+    /// The index chunks selected (0 when the index was not used).
+    pub fn index_chunks(&self) -> usize {
+        match self {
+            Self::Chunks { chunks, .. } => *chunks,
+            Self::Empty | Self::All(_) => 0,
+        }
+    }
+}
+
+/// What to read of `whole` for `regions` in a file with header `context` and `index`: all of it
+/// without regions or without an index, else the pieces holding the regions' index chunks.
 pub fn select_pieces(
     context: &FileContext,
     index: Option<&BamIndex>,
     whole: Piece,
     regions: Option<&[Region]>,
-) -> (Vec<Piece>, usize) {
+) -> Selection {
     let (from, to) = (whole.from, whole.to);
-    let (Some(regions), Some(index)) = (regions, index) else { return (vec![whole], 0) };
+    let (Some(regions), Some(index)) = (regions, index) else { return Selection::All(whole) };
     // Each chunk with the sort position after which its region wants nothing (none: the
     // unplaced tail, read to the end).
     let mut chunks: Vec<(Span, Option<ReadUntil>)> = Vec::new();
@@ -185,15 +216,15 @@ pub fn select_pieces(
                     Ok(found) => chunks.extend(found.into_iter().map(|c| (c, Some(until)))),
                     // An index that cannot answer (e.g. a BAI for a position past 2^29) is not
                     // needed: the predicate is exact, so reading everything is still right.
-                    Err(_) => return (vec![whole], 0),
+                    Err(_) => return Selection::All(whole),
                 }
             }
             RegionReference::Unplaced => chunks.extend(index.unplaced_from().map(|u| ((u, None), None))),
-            RegionReference::Any => return (vec![whole], 0),
+            RegionReference::Any => return Selection::All(whole),
         }
     }
     let spans = merge_spans(chunks.iter().map(|(span, _)| *span).collect(), SPAN_GAP_BYTES);
-    let count = spans.len();
+    let chunk_count = spans.len();
     let pieces = spans
         .into_iter()
         .filter_map(|(s, e): Span| {
@@ -219,7 +250,7 @@ pub fn select_pieces(
             })
         })
         .collect();
-    (pieces, count)
+    Selection::Chunks { pieces, chunks: chunk_count }
 }
 
 /// What placed a partition boundary.
@@ -289,7 +320,45 @@ impl ReadUntil {
 
 #[cfg(test)]
 mod tests {
-    use super::ReadUntil;
+    use std::sync::Arc;
+
+    use super::{select_pieces, Piece, ReadUntil, Selection};
+    use crate::framing::FileContext;
+    use crate::index::{BamIndex, IndexKind};
+    use crate::region::{Region, RegionReference};
+
+    /// `tests/data/sample.bam`'s references and index.
+    fn sample() -> (FileContext, BamIndex) {
+        let names: Vec<String> = ["chr1", "chr2", "chr3", "chrM"].map(String::from).into();
+        let context = FileContext {
+            reference_names: names.clone().into(),
+            reference_lengths: Arc::from(vec![300_000u64, 200_000, 120_000, 16_569]),
+        };
+        let bytes = include_bytes!("../tests/data/sample.bam.bai");
+        (context, BamIndex::parse(IndexKind::Bai, bytes, &names).unwrap())
+    }
+
+    /// The three answers stay apart: the whole piece when the index cannot narrow the scan, and
+    /// chunks, possibly none, when it can (a `.sam.gz` scan reads its lines only in the first case).
+    #[test]
+    fn selection_tells_all_from_chunks_and_from_nothing() {
+        let (context, index) = sample();
+        let whole = Piece::whole_file(noodles_bgzf::VirtualPosition::from(1 << 16));
+        let select = |index: Option<&BamIndex>, regions: Option<&[Region]>| {
+            select_pieces(&context, index, whole.clone(), regions)
+        };
+        let named = |name: &str| Region { reference: RegionReference::Named(name.into()), start: 1000, end: 2000 };
+        assert!(matches!(select(Some(&index), None), Selection::All(_)));
+        assert!(matches!(select(None, Some(&[named("chr1")])), Selection::All(_)));
+        assert!(matches!(select(Some(&index), Some(&[Region::whole(RegionReference::Any)])), Selection::All(_)));
+        let chr1 = select(Some(&index), Some(&[named("chr1")]));
+        assert!(chr1.index_chunks() >= 1, "{chr1:?}");
+        assert!(matches!(&chr1, Selection::Chunks { pieces, .. } if !pieces.is_empty()), "{chr1:?}");
+        let absent = select(Some(&index), Some(&[named("chrX")]));
+        assert!(matches!(&absent, Selection::Chunks { pieces, chunks: 0 } if pieces.is_empty()), "{absent:?}");
+        assert!(Selection::Empty.into_pieces().is_empty());
+        assert_eq!(Selection::All(whole.clone()).into_pieces().len(), 1);
+    }
 
     fn record(reference: i32, pos: i32) -> Vec<u8> {
         let mut bytes = vec![0u8; crate::record::FIXED_LEN];

@@ -87,9 +87,14 @@ impl SamLines {
                 self.offset = u64::from(absolute(*base, reader.virtual_position()));
             }),
         };
-        let n = read.map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => sam_error(path, "the file ends inside a BGZF block: it is truncated"),
-            _ => sam_error(path, format!("cannot read it at {}: {e}", show_position(self.is_bgzf(), at))),
+        let n = read.map_err(|e| {
+            let at = show_position(self.is_bgzf(), at);
+            match e.kind() {
+                io::ErrorKind::UnexpectedEof => {
+                    sam_error(path, format!("the file ends inside a BGZF block, in the line at {at}: it is truncated"))
+                }
+                _ => sam_error(path, format!("cannot read it at {at}: {e}")),
+            }
         })?;
         Ok(n > 0)
     }

@@ -23,7 +23,7 @@ use noodles_bgzf::VirtualPosition;
 use crate::file_info::SamInfo;
 use crate::framing::{reader_at, FileContext};
 use crate::io::ObjectBytes;
-use crate::partition::{select_pieces, Piece, ReadUntil};
+use crate::partition::{select_pieces, Piece, ReadUntil, Selection};
 use crate::region::Region;
 use crate::resync::first_block_at;
 use crate::sam::{sam_error, show_position, LineEncoder, SamHeader, SamLines};
@@ -181,11 +181,10 @@ fn bgzf_stretch(path: &str, bytes: &ObjectBytes, header: &SamHeader, start: u64,
 fn index_stretches(info: &SamInfo, start: u64, end: u64, regions: Option<&[Region]>) -> Option<Vec<Stretch>> {
     let index = info.index.as_deref()?;
     let whole = Piece::whole_file(VirtualPosition::from(info.header.header_end));
-    let (pieces, chunks) = select_pieces(&info.header.file, Some(index), whole, Some(regions?));
-    // No chunk selected but a piece: the whole file (the index cannot narrow these regions).
-    if chunks == 0 && !pieces.is_empty() {
-        return None;
-    }
+    let pieces = match select_pieces(&info.header.file, Some(index), whole, Some(regions?)) {
+        Selection::All(_) => return None,
+        selection => selection.into_pieces(),
+    };
     let stretches = pieces
         .into_iter()
         .filter(|p| (start..end).contains(&p.from.compressed()))

@@ -5,14 +5,19 @@
 #   tests/data/make.sh          small files, committed to the repository
 #   tests/data/make.sh --big DIR    also DIR/big.bam (about 3M records, for benchmarks; not committed)
 #   tests/data/make.sh --big-only DIR    only DIR/big.bam
+#   tests/data/make.sh --medium DIR    only DIR/medium.bam (about 640k records) and its DIR/ref.fa,
+#                                      for the CRAM benchmark (benches/cram.sh)
 #
 # Everything is seeded, so re-running gives the same records.
 set -euo pipefail
 big_out=""
 big_only=0
+medium_out=""
 if [[ "${1:-}" == "--big" || "${1:-}" == "--big-only" ]]; then
   big_out=$(realpath -m "${2:?usage: make.sh --big DIR}")
   [[ "$1" == "--big-only" ]] && big_only=1
+elif [[ "${1:-}" == "--medium" ]]; then
+  medium_out=$(realpath -m "${2:?usage: make.sh --medium DIR}")
 fi
 cd "$(dirname "$0")"
 export PYTHONPATH="$PWD"   # fasta.py
@@ -57,6 +62,15 @@ big() {
 }
 if (( big_only )); then
   big
+  exit 0
+fi
+if [[ -n "$medium_out" ]]; then
+  mkdir -p "$medium_out"
+  realistic medium 150 11
+  samtools sort --no-PG -@2 -o "$medium_out/medium.bam" "$work/medium.sam" 2> /dev/null
+  samtools index "$medium_out/medium.bam"
+  cp "$work/ref.fa" "$medium_out/ref.fa"
+  samtools faidx "$medium_out/ref.fa"
   exit 0
 fi
 

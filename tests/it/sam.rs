@@ -153,6 +153,20 @@ async fn stored_as_sam_in_sql_and_bad_lines() {
         n.to_string(),
         (samtools(&["view", "-c", path.to_str().unwrap()]).trim().parse::<i64>().unwrap() - 1).to_string()
     );
+    // A .sam.gz cut short: each partition that reaches the cut says so, naming the file and a
+    // position, and no partition's error calls it a BAM file.
+    let whole = std::fs::read(data("sam").join("unaligned.sam.gz")).unwrap();
+    let cut = dir.path().join("cut.sam.gz");
+    std::fs::write(&cut, &whole[..whole.len() * 3 / 5]).unwrap();
+    for partitions in [1, 2] {
+        let ctx = split_context(partitions);
+        ctx.register_bam("cut", cut.to_str().unwrap(), BamOptions { tag_sample_records: 1, ..sam_options() })
+            .await
+            .unwrap();
+        let err = query(&ctx, "SELECT count(*) FROM cut").await.unwrap_err().to_string();
+        assert!(err.contains("cut.sam.gz") && err.contains("truncated"), "{partitions} partitions: {err}");
+        assert!(err.contains("virtual offset") && !err.contains("BAM file"), "{partitions} partitions: {err}");
+    }
     // A BAM under STORED AS SAM.
     let ctx = split_context(1);
     let err = match ctx.register_bam("b", data("sample.bam").to_str().unwrap(), sam_options()).await {
