@@ -17,7 +17,7 @@ if [[ ! -x "$bin" ]]; then
   [[ -x "$bin" ]] || { echo "the build failed: cargo build --release --manifest-path $here/Cargo.toml" >&2; exit 1; }
   echo "# clean release build of the prototype (htslib, zlib-ng, bzip2, xz and noodles-cram): ${wall} s, ${cpu} CPU-s"
 fi
-records=$(samtools view -c "$cram")
+records=$(samtools view -c -T "$ref" "$cram")
 for mode in htslib noodles; do
   seen=$("$bin" "$mode" "$cram" "$ref" | awk '{print $2}')
   [[ "$seen" == "$records" ]] || { echo "$mode read $seen records, samtools counts $records" >&2; exit 1; }

@@ -23,14 +23,22 @@ fn htslib(path: &str, reference: &str, copy: bool) -> Result<(u64, u64, u64), Bo
         records += 1;
         bases += record.seq_len() as u64;
         if copy {
-            // bam1_core_t is the fixed part of a BAM record, laid out as BAM lays it out.
-            let core = &record.inner().core;
-            // SAFETY: a plain C struct of integers, read as bytes for the length of the struct.
-            let fixed = unsafe {
-                std::slice::from_raw_parts(core as *const _ as *const u8, std::mem::size_of_val(core).min(32))
+            // bam1_core_t is the fixed part of a BAM record; `data` holds the rest, as BAM lays it
+            // out (rust-htslib's own accessor for it is private).
+            let inner = record.inner();
+            // SAFETY: a plain C struct of integers, read as bytes for the length of the struct,
+            // and the record's own buffer of `l_data` bytes, both alive while `record` is.
+            let (fixed, variable) = unsafe {
+                (
+                    std::slice::from_raw_parts(
+                        &inner.core as *const _ as *const u8,
+                        std::mem::size_of_val(&inner.core).min(32),
+                    ),
+                    std::slice::from_raw_parts(inner.data, inner.l_data as usize),
+                )
             };
             batch.extend_from_slice(fixed);
-            batch.extend_from_slice(record.data());
+            batch.extend_from_slice(variable);
             if batch.len() >= 4 << 20 {
                 bytes += batch.len() as u64;
                 batch.clear();
@@ -51,7 +59,7 @@ fn noodles(path: &str, reference: &str) -> Result<(u64, u64, u64), Box<dyn Error
     for record in reader.records(&header) {
         let record = record?;
         records += 1;
-        bases += noodles_sam::alignment::Record::sequence(&record).len() as u64;
+        bases += record.sequence().len() as u64;
     }
     Ok((records, bases, 0))
 }
