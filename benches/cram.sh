@@ -57,14 +57,8 @@ run() {
   esac
 }
 declare -A walls cpus rss
-for ((round = 0; round < runs; round++)); do
-  for i in "${!names[@]}"; do
-    read -r wall cpu mib <<< "$(timed bash -c "$(declare -f run ours); bin='$bin' cram='$cram' ref='$ref' bam='$bam' out='$out' py='$py' run $i")"
-    walls[$i]+="$wall "
-    cpus[$i]+="$cpu "
-    rss[$i]=$mib
-  done
-done
+export bin cram ref bam out py
+rounds "$runs" "${#names[@]}" run ours
 base_wall=$(echo "${walls[1]}" | median)
 base_cpu=$(echo "${cpus[1]}" | median)
 echo "| job | wall s (median, range) | CPU s (median) | peak RSS MiB | wall / samtools full decode | CPU / samtools |"

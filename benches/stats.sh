@@ -10,3 +10,20 @@ timed() {
 # The median and the range ("lo-hi") of the numbers on standard input, separated by spaces.
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 range() { tr ' ' '\n' | grep . | sort -g | awk 'NR==1{lo=$1} {hi=$1} END {printf "%s-%s", lo, hi}'; }
+# Times jobs 0..JOBS-1 for RUNS rounds, the jobs alternated within each round:
+#   rounds RUNS JOBS FUNCTION...
+# Each job runs as `run N` in a fresh bash holding the shell functions named (the first is `run`)
+# and the exported variables. Appends each job's wall and CPU seconds to the caller's associative
+# arrays `walls` and `cpus` (space-separated) and keeps its last peak RSS in `rss`.
+rounds() {
+  local runs=$1 jobs=$2 round i wall cpu mib
+  shift 2
+  for ((round = 0; round < runs; round++)); do
+    for ((i = 0; i < jobs; i++)); do
+      read -r wall cpu mib <<< "$(timed bash -c "$(declare -f "$@"); run $i")"
+      walls[$i]+="$wall "
+      cpus[$i]+="$cpu "
+      rss[$i]=$mib
+    done
+  done
+}

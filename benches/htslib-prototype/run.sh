@@ -41,14 +41,8 @@ run() {
   esac
 }
 declare -A walls cpus rss
-for ((round = 0; round < runs; round++)); do
-  for i in "${!names[@]}"; do
-    read -r wall cpu mib <<< "$(timed bash -c "$(declare -f run); bin='$bin' cram='$cram' ref='$ref' run $i")"
-    walls[$i]+="$wall "
-    cpus[$i]+="$cpu "
-    rss[$i]=$mib
-  done
-done
+export bin cram ref
+rounds "$runs" "${#names[@]}" run
 base=$(echo "${cpus[0]}" | median)
 echo "| job | wall s (median, range) | CPU s (median, range) | peak RSS MiB | CPU / samtools view -c | CPU us per record |"
 echo "|---|---:|---:|---:|---:|---:|"
