@@ -491,6 +491,7 @@ impl TagColumns {
     }
 }
 
+#[inline(always)]
 fn tag_kind(field: &AuxField<'_>) -> Result<TagKind, RecordError> {
     TagKind::from_bam_type(field.ty, field.subtype)
         .ok_or_else(|| RecordError(format!("aux field has invalid type {:?}", field.ty as char)))
