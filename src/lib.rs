@@ -16,6 +16,7 @@
 
 // The modules form one chain, each using only those above it (README, "Layout").
 mod schema;
+mod parquet_output;
 mod record;
 mod mismatches;
 mod region;
@@ -57,6 +58,7 @@ pub use format::{BamFormat, BamFormatFactory, BamSource};
 pub use header_fn::BamHeaderFunction;
 pub use listing::{bam_listing_table, bam_listing_table_of, table_url};
 pub use options::{AlignmentFormat, BamOptions, TagSelection};
+pub use parquet_output::{parquet_column_options, set_parquet_column_defaults};
 pub use region::{parse_region, parse_regions, Region, RegionReference};
 pub use region_fn::BamRegionFunction;
 pub use schema::{TagKind, SAM_TYPE_KEY};

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import datafusion
-from datafusion import SessionContext, udtf
+from datafusion import SessionConfig, SessionContext, udtf
 
 from ._datafusion_bam import (
     DATAFUSION_MAJOR,
@@ -38,6 +38,7 @@ from ._datafusion_bam import (
     BamRegionFunction,
     BamTable,
     BamTableFactory,
+    parquet_column_options,
     progress_counters,
     remote_exists,
     upload,
@@ -300,7 +301,8 @@ def _convert(
     if not sources:
         raise ValueError("no BAM files given")
     output = os.fspath(output)
-    ctx = ctx or SessionContext()
+    # zstd level 1, as the CLI writes: files as small as level 3's, about 1.15x faster.
+    ctx = ctx or SessionContext(SessionConfig().set("datafusion.execution.parquet.compression", "zstd(1)"))
     # One table over all inputs: one schema, whatever tags each file has.
     name = f"__bam_input_{os.getpid()}_{threading.get_ident()}"
     ctx.register_table(name, table(sources, tags=tags, region=region, skip_damaged=skip_damaged,
@@ -323,6 +325,10 @@ def _convert(
         directory, base = os.path.split(os.path.abspath(output))
         partial = os.path.join(directory, f".{base}.partial-{os.getpid()}.{extension}")
     copy = f"COPY ({query}) TO {_quote(partial)} STORED AS {stored_as}"
+    if stored_as == "PARQUET":
+        # The CLI's per-column defaults (no dictionaries for names, bases, qualities...).
+        pairs = ", ".join(f"{_quote('format.' + k)} {_quote(v)}" for k, v in parquet_column_options())
+        copy += f" OPTIONS ({pairs})"
 
     try:
         # Frames to the user: this generator, contextlib, _convert, to_parquet/to_ipc.
@@ -366,7 +372,10 @@ def to_parquet(
     inputs), their stores set up from the environment and ``storage_options`` (see
     :func:`table`); an output appears only when complete. ``progress=True`` draws a progress
     line on stderr; a callable receives a :class:`Progress` twice a second. Session settings
-    (Parquet compression, partitions) come from ``ctx`` when given.
+    (Parquet compression, partitions) come from ``ctx`` when given; without it, zstd level 1 as
+    in the CLI. The CLI's per-column Parquet settings apply either way (no dictionary for
+    ``qname``, ``seq``, ``qual``, ``cigar`` and positions; no statistics for ``seq`` and
+    ``qual``).
     """
     return _convert(paths, output, "PARQUET", columns=columns, where=where, min_mapq=min_mapq,
                     tags=tags, region=region, skip_damaged=skip_damaged,

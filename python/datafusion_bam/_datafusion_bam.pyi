@@ -44,6 +44,10 @@ class BamRegionFunction:
     def __init__(self) -> None: ...
     def __datafusion_table_function__(self, session: Any) -> Any: ...
 
+def parquet_column_options() -> list[tuple[str, str]]:
+    """The per-column Parquet settings of the CLI's COPY and of ``to_parquet``, as ``(key, value)``
+    pairs for ``COPY ... OPTIONS ('format.<key>' '<value>')``."""
+
 def progress_counters() -> tuple[int, int, int]:
     """(records decoded, compressed bytes read, compressed bytes the scans expect to read) by BAM
     scans in this process so far."""

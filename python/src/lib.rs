@@ -636,6 +636,13 @@ fn progress_counters() -> (u64, u64, u64) {
     (s.records, s.bytes, s.expected)
 }
 
+/// The Parquet settings that suit the table's columns, as `(key, value)` pairs for a COPY's
+/// `OPTIONS ('format.<key>' '<value>')`: the defaults of the CLI's COPY and of `to_parquet`.
+#[pyfunction]
+fn parquet_column_options() -> Vec<(String, &'static str)> {
+    datafusion_bam::parquet_column_options()
+}
+
 /// The cursor after the latest BAM warning in this process.
 #[pyfunction]
 fn warnings_cursor() -> u64 {
@@ -657,6 +664,7 @@ fn _datafusion_bam(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(remote_exists, m)?)?;
     m.add_function(wrap_pyfunction!(upload, m)?)?;
     m.add_function(wrap_pyfunction!(write_bam, m)?)?;
+    m.add_function(wrap_pyfunction!(parquet_column_options, m)?)?;
     m.add_function(wrap_pyfunction!(progress_counters, m)?)?;
     m.add_function(wrap_pyfunction!(warnings_cursor, m)?)?;
     m.add_function(wrap_pyfunction!(warnings_since, m)?)?;

@@ -104,6 +104,18 @@ def test_to_parquet_with_region_mapq_and_progress(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chr1.parquet"]
 
 
+def test_to_parquet_writes_with_the_cli_defaults(tmp_path: Path) -> None:
+    out = tmp_path / "all.parquet"
+    assert bam.to_parquet(SAMPLE, out) == samtools_count(SAMPLE)
+    group = pq.ParquetFile(out).metadata.row_group(0)
+    columns = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    assert columns["seq"].compression == "ZSTD"
+    assert not columns["seq"].has_dictionary_page and not columns["seq"].is_stats_set
+    assert columns["flag"].has_dictionary_page and columns["flag"].is_stats_set
+    # A projection without the columns the options name writes too.
+    assert bam.to_parquet(SAMPLE, tmp_path / "flag.parquet", columns=["flag"]) == samtools_count(SAMPLE)
+
+
 def test_to_ipc_of_several_files(tmp_path: Path) -> None:
     out = tmp_path / "both.arrow"
     files = [SAMPLE, str(DATA / "name_sorted.bam")]

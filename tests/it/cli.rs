@@ -222,6 +222,33 @@ fn parquet_compression_defaults_to_zstd_level_1_unless_set() {
     assert!(out.contains("lz4_raw"), "{out}");
 }
 
+/// The CLI's per-column Parquet defaults reach the file a COPY writes (no dictionary and no
+/// statistics for `seq`; `flag` keeps both), and a COPY's OPTIONS override them.
+#[test]
+fn parquet_column_defaults_apply_unless_overridden() {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let dir = tempfile::tempdir().unwrap();
+    let copy = |name: &str, options: &str| {
+        let create = format!("CREATE EXTERNAL TABLE reads STORED AS BAM LOCATION '{}'", sample());
+        let copy = format!("COPY (SELECT * FROM reads) TO '{name}' STORED AS PARQUET {options}");
+        stdout_ok(&run_in(dir.path(), &["-q", "-c", &create, "-c", &copy]));
+        let reader = SerializedFileReader::new(std::fs::File::open(dir.path().join(name)).unwrap()).unwrap();
+        let group = reader.metadata().row_group(0).clone();
+        move |path: &str| {
+            let c = group.columns().iter().find(|c| c.column_path().string() == path).unwrap();
+            (c.dictionary_page_offset().is_some(), c.statistics().is_some())
+        }
+    };
+    let column = copy("defaults.parquet", "");
+    assert_eq!(column("seq"), (false, false));
+    assert_eq!(column("flag"), (true, true));
+    let column = copy(
+        "overridden.parquet",
+        "OPTIONS ('format.dictionary_enabled::seq' 'true', 'format.statistics_enabled::seq' 'page')",
+    );
+    assert_eq!(column("seq"), (true, true));
+}
+
 /// Ctrl-C (SIGINT) during a long `COPY`: the statement stops, nothing that looks like output is
 /// left behind, and the exit status is 130.
 #[test]
