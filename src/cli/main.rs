@@ -56,6 +56,20 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// time: 5.8x more page faults (BENCHMARKS.md, "Kernel time of a COPY").
 const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
+/// Turns transparent huge pages off for this process, unless `MIMALLOC_ALLOW_THP` is set.
+///
+/// mimalloc v3 asks for them on its arenas (`madvise(MADV_HUGEPAGE)`, reserved before `main`
+/// runs, so its own `allow_thp` option cannot be given a default here), and a COPY then spent
+/// twice the kernel time zeroing 2 MiB pages on first touch (BENCHMARKS.md, "Kernel time of a
+/// COPY: transparent huge pages"). `PR_SET_THP_DISABLE` applies at every later page fault.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // SAFETY: integer arguments only; failure (an old kernel) leaves the pages as they were.
+        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(version, about = "SQL over BAM files with Apache DataFusion (CREATE EXTERNAL TABLE ... STORED AS BAM)")]
 struct Args {
@@ -114,6 +128,7 @@ fn main() -> ExitCode {
     // `mi_option_set_default` leaves an option set from the environment as it is.
     // SAFETY: an integer option, set before this program starts any thread.
     unsafe { libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    no_transparent_huge_pages();
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -552,6 +567,20 @@ mod tests {
     use super::{bar_text, split_statements};
     use datafusion_bam::progress::Snapshot;
     use std::time::Duration;
+
+    /// The process's huge pages are off after the call, unless the environment asks for them.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn transparent_huge_pages_are_turned_off() {
+        super::no_transparent_huge_pages();
+        // SAFETY: a query with integer arguments.
+        let disabled = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+        assert_eq!(
+            disabled == 1,
+            std::env::var_os("MIMALLOC_ALLOW_THP").is_none(),
+            "PR_GET_THP_DISABLE gave {disabled}"
+        );
+    }
 
     #[test]
     fn the_bar_shows_share_rate_and_time_left() {
