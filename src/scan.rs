@@ -31,9 +31,9 @@ use crate::warnings;
 
 /// A batch is emitted at `batch_size` rows or at this many record bytes, whichever comes first,
 /// so batches of long reads stay bounded in memory. Short reads reach `batch_size` first (8192
-/// records of 150 bp are about 3 MiB); for long reads 8 MiB rather than 32 halved peak memory and
-/// the pages first touched, and `count(seq)` took 0.82x the time (BENCHMARKS.md, "Batch byte
-/// budget").
+/// records of 150 bp are about 3 MiB); for long reads 8 MiB rather than 32 took 0.56x the peak
+/// memory and a third of the page faults, and `count(seq)` 0.82x the time (BENCHMARKS.md, "Batch
+/// byte budget").
 pub const BATCH_BYTE_BUDGET: usize = 8 << 20;
 /// Per-partition counters for `EXPLAIN ANALYZE`.
 #[derive(Clone)]
