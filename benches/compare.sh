@@ -4,6 +4,9 @@
 #
 #   benches/compare.sh              everything (the peers are installed from PyPI into a venv)
 #   benches/compare.sh --no-peers   only samtools and this project
+#   benches/compare.sh --floor      only the writer floor, on the two short-read files with tags
+#                                   (sorted and unsorted): the scan alone, the writer alone, the
+#                                   COPY and polars-bio, for a per-round floor ratio (use more RUNS)
 #
 # Files (made once in BENCH_DIR, default ~/.cache/datafusion-bam/bench, from
 # `tests/data/make.sh --big-only`): short reads with minimap2's tags (about 4.4M simulated 150 bp
@@ -22,7 +25,14 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 dir=${BENCH_DIR:-$HOME/.cache/datafusion-bam/bench}
 runs=${RUNS:-3}
 peers=1
-[[ "${1:-}" == "--no-peers" ]] && peers=0
+floor_only=0
+for arg in "$@"; do
+  case $arg in
+    --no-peers) peers=0 ;;
+    --floor) floor_only=1 ;;
+    *) echo "unknown argument: $arg (expected --no-peers, --floor)" >&2 && exit 2 ;;
+  esac
+done
 mkdir -p "$dir/files" "$dir/out"
 
 # --- the files ----------------------------------------------------------------------------
@@ -45,6 +55,9 @@ make_file notags bash -c "samtools view --no-PG -h '$dir/big.bam' | cut -f 1-11 
 make_file unsorted bash -c "samtools collate --no-PG -@2 -u -O '$dir/big.bam' | samtools view --no-PG -@2 -O bam,level=6 -"
 ln -sf "$dir/big_long.bam" "$files/long.bam"
 kinds=(tags notags unsorted long level0 level1 level9)
+# The writer floor is measured on these kinds (their COPY's own output is the writer's input).
+floor_kinds=(tags unsorted)
+((floor_only)) && kinds=("${floor_kinds[@]}")
 
 # --- the tools ----------------------------------------------------------------------------
 (cd "$root" && cargo build --release --quiet --bin datafusion-bam)
@@ -115,19 +128,44 @@ declare -A scan_all
 for kind in "${kinds[@]}"; do
   scan_all[$kind]=$(count_all "$(register "$kind")" reads)
 done
-# The writer alone reads this Parquet copy of the short-read file (the COPY's own output).
-parquet_ref=$dir/copy_of_tags.parquet
-if [[ ! -f $parquet_ref ]]; then
-  "$bin" -q -c "$(register tags)" \
-    -c "COPY (SELECT * FROM reads) TO '$parquet_ref.tmp' STORED AS PARQUET" > /dev/null
-  mv "$parquet_ref.tmp" "$parquet_ref"
-fi
-parquet_table="CREATE EXTERNAL TABLE p STORED AS PARQUET LOCATION '$parquet_ref'"
-parquet_all=$(count_all "$parquet_table" p)
+# The writer alone reads a Parquet copy of each floor kind's file (the COPY's own output).
+declare -A parquet_table parquet_all
+for kind in "${floor_kinds[@]}"; do
+  ref=$dir/copy_of_$kind.parquet
+  if [[ ! -f $ref ]]; then
+    "$bin" -q -c "$(register "$kind")" \
+      -c "COPY (SELECT * FROM reads) TO '$ref.tmp' STORED AS PARQUET" > /dev/null
+    mv "$ref.tmp" "$ref"
+  fi
+  parquet_table[$kind]="CREATE EXTERNAL TABLE p STORED AS PARQUET LOCATION '$ref'"
+  parquet_all[$kind]=$(count_all "${parquet_table[$kind]}" p)
+done
+# writer_alone KIND: the kind's Parquet copy read (every column counted), then read and written
+# again; the writer's own cost is the difference.
+writer_alone() {
+  local kind=$1
+  run "$kind" "Parquet read, every column counted" "$bin" -q -c "${parquet_table[$kind]}" -c "${parquet_all[$kind]}"
+  run "$kind" "Parquet to Parquet (the writer)" "$bin" -q -c "${parquet_table[$kind]}" \
+    -c "COPY (SELECT * FROM p) TO '$dir/out/again.parquet' STORED AS PARQUET"
+}
+polars_bio() { # KIND
+  [[ -n "$py" ]] && run "$1" "polars-bio scan_bam().sink_parquet()" "$py" -c \
+    "import polars_bio as pb; pb.scan_bam('$files/$1.bam').sink_parquet('$dir/out/peer.parquet')"
+  return 0
+}
 
 copy_parquet="COPY (SELECT * FROM reads) TO '$dir/out/ours.parquet' STORED AS PARQUET"
 for round in $(seq "$runs"); do
   echo "--- round $round of $runs" >&2
+  if ((floor_only)); then
+    for kind in "${floor_kinds[@]}"; do
+      ours "$kind" "every column counted, 2 partitions" 2 "${scan_all[$kind]}"
+      writer_alone "$kind"
+      ours "$kind" "COPY to Parquet, 2 partitions" 2 "$copy_parquet"
+      polars_bio "$kind"
+    done
+    continue
+  fi
   for kind in "${kinds[@]}"; do
     file=$files/$kind.bam
     run "$kind" "samtools view -c -@2" samtools view -c -@2 "$file"
@@ -137,10 +175,9 @@ for round in $(seq "$runs"); do
     case $kind in
       level*) continue ;;
     esac
+    polars_bio "$kind"
     if [[ -n "$py" ]]; then
       out=$dir/out/peer.parquet
-      run "$kind" "polars-bio scan_bam().sink_parquet()" "$py" -c \
-        "import polars_bio as pb; pb.scan_bam('$file').sink_parquet('$out')"
       run "$kind" "oxbow from_bam().pl().write_parquet()" "$py" -c \
         "import oxbow as ox; ox.from_bam('$file').pl().write_parquet('$out')"
       run "$kind" "biobear COPY to Parquet" "$py" -c \
@@ -148,13 +185,13 @@ for round in $(seq "$runs"); do
     fi
   done
 
-  # The parts of a COPY, on the short-read file with tags: inflation alone, the writer alone
-  # (the COPY's own Parquet output read and written again, less reading it), Arrow IPC output,
-  # the tag columns left out, and one core (for the scaling model).
+  # The parts of a COPY: the writer alone on the floor kinds; on the short-read file with tags
+  # also inflation alone, Arrow IPC output, the tag columns left out, and one core (for the
+  # scaling model).
+  for kind in "${floor_kinds[@]}"; do
+    writer_alone "$kind"
+  done
   run tags "bgzip -dc (1 thread)" bash -c "bgzip -dc '$files/tags.bam' > /dev/null"
-  run tags "Parquet read, every column counted" "$bin" -q -c "$parquet_table" -c "$parquet_all"
-  run tags "Parquet to Parquet (the writer)" "$bin" -q -c "$parquet_table" \
-    -c "COPY (SELECT * FROM p) TO '$dir/out/again.parquet' STORED AS PARQUET"
   ours tags "COPY to Arrow IPC, 2 partitions" 2 "COPY (SELECT * FROM reads) TO '$dir/out/ours.arrow' STORED AS ARROW"
   ours tags "COPY without tags, tags_extra, 2 partitions" 2 \
     "COPY (SELECT * EXCLUDE (tags, tags_extra) FROM reads) TO '$dir/out/ours.parquet' STORED AS PARQUET"
