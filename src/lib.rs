@@ -14,38 +14,19 @@
 //!
 //! The table has one row per alignment record; the README lists its columns.
 
-// The modules form one chain, each using only those above it (README, "Layout").
+// The folders form one chain, each using only those declared above it
+// (docs/architecture.md; checked by tests/it/layout.rs).
+mod error;
 mod schema;
-mod parquet_output;
-mod record;
-mod mismatches;
-mod region;
 mod options;
+mod record;
 mod io;
-mod store;
-pub mod progress;
-pub mod warnings;
-mod framing;
-mod cram;
-mod sam;
-mod resync;
-mod index;
-mod file_info;
-mod partition;
+mod bgzf;
 mod decode;
-mod pushdown;
-mod scan;
-mod cram_scan;
-mod sam_scan;
-mod infer;
-mod encode;
-mod sink;
-mod format;
-mod listing;
-mod table;
-pub mod codec;
-mod header_fn;
-mod region_fn;
+mod formats;
+mod write;
+mod datasource;
+mod functions;
 
 use std::sync::Arc;
 
@@ -54,23 +35,28 @@ use datafusion::error::Result;
 use datafusion::execution::SessionState;
 use datafusion::prelude::{DataFrame, SessionContext};
 
-pub use format::{BamFormat, BamFormatFactory, BamSource};
-pub use header_fn::BamHeaderFunction;
-pub use listing::{bam_listing_table, bam_listing_table_of, table_url};
-pub use options::{AlignmentFormat, BamOptions, TagSelection};
-pub use parquet_output::{parquet_column_options, set_parquet_column_defaults};
-pub use region::{parse_region, parse_regions, Region, RegionReference};
-pub use region_fn::BamRegionFunction;
+pub use datasource::codec;
+pub use datasource::file_format::{BamFormat, BamFormatFactory};
+pub use datasource::listing::{bam_listing_table, bam_listing_table_of, table_url};
+pub use datasource::source::BamSource;
+pub use datasource::table::{BamTable, BamTableFactory};
+pub use error::BamError;
+pub use formats::cram::container::quiet_decode_panics;
+pub use functions::header::BamHeaderFunction;
+pub use functions::region::BamRegionFunction;
+pub use io::store::{object_store_for, store_options};
+pub use io::{progress, warnings};
+pub use options::region::{parse_region, parse_regions, Region, RegionReference};
+pub use options::{AlignmentFormat, BamOptions, OptionSpec, TagSelection, OPTIONS};
 pub use schema::{TagKind, SAM_TYPE_KEY};
-pub use store::{object_store_for, store_options};
-pub use table::{BamTable, BamTableFactory};
+pub use write::parquet::{parquet_column_options, set_parquet_column_defaults};
 
 /// Internals for the decode benchmark (`benches/decode.rs`); not a stable API.
 #[doc(hidden)]
 pub mod bench {
-    pub use crate::decode::BatchDecoder;
-    pub use crate::framing::{bgzf_reader, read_header, read_record_bytes, FileContext};
-    pub use crate::pushdown::Prefilter;
+    pub use crate::bgzf::framing::{bgzf_reader, read_header, read_record_bytes, FileContext};
+    pub use crate::decode::decoder::BatchDecoder;
+    pub use crate::decode::pushdown::Prefilter;
     pub use crate::record::RawRecord;
     pub use crate::schema::{bam_schema, col, TagLayout};
 }
@@ -105,8 +91,8 @@ pub trait BamSessionExt {
 impl BamSessionExt for SessionContext {
     fn enable_bam(&self) -> Result<()> {
         register_bam_format(&mut self.state_ref().write())?;
-        self.register_udtf("bam_header", Arc::new(header_fn::BamHeaderFunction));
-        self.register_udtf("bam_region", Arc::new(region_fn::BamRegionFunction::default()));
+        self.register_udtf("bam_header", Arc::new(functions::header::BamHeaderFunction));
+        self.register_udtf("bam_region", Arc::new(functions::region::BamRegionFunction::default()));
         Ok(())
     }
 

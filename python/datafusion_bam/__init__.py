@@ -38,6 +38,8 @@ from ._datafusion_bam import (
     BamRegionFunction,
     BamTable,
     BamTableFactory,
+    InvalidOptionError,
+    NotFoundError,
     parquet_column_options,
     progress_counters,
     remote_exists,
@@ -54,6 +56,8 @@ __all__ = [
     "BamTable",
     "BamTableFactory",
     "BamWarning",
+    "InvalidOptionError",
+    "NotFoundError",
     "Progress",
     "convert_each",
     "enable",
@@ -194,7 +198,7 @@ def register(
     tag_sample_bytes: int | None = None,
     reference: str | os.PathLike[str] | None = None,
 ) -> None:
-    """Registers BAM (or CRAM) files as table ``name`` in ``ctx`` (see :func:`table`), and enables
+    """Registers BAM, CRAM or SAM files as table ``name`` in ``ctx`` (see :func:`table`), and enables
     BAM in its SQL (see :func:`enable`)."""
     ctx.register_table(name, table(path, tags=tags, region=region, split=split,
                                    tag_sample_records=tag_sample_records, skip_damaged=skip_damaged,
@@ -397,7 +401,7 @@ def to_ipc(
     ctx: SessionContext | None = None,
     reference: str | os.PathLike[str] | None = None,
 ) -> int:
-    """Converts BAM (or CRAM) files to one Arrow IPC file; as :func:`to_parquet` otherwise."""
+    """Converts BAM, CRAM or SAM files to one Arrow IPC file; as :func:`to_parquet` otherwise."""
     return _convert(paths, output, "ARROW", columns=columns, where=where, min_mapq=min_mapq,
                     tags=tags, region=region, skip_damaged=skip_damaged,
                     storage_options=storage_options, progress=progress, ctx=ctx, reference=reference)

@@ -7,6 +7,12 @@ DATAFUSION_MAJOR: int
 class BamError(Exception):
     """A BAM file, location or option could not be used."""
 
+class NotFoundError(BamError, FileNotFoundError):
+    """A location (file, directory, index, reference) does not exist."""
+
+class InvalidOptionError(BamError, ValueError):
+    """A table option, region or argument has a value that cannot be used."""
+
 class BamTable:
     """BAM files (a path, a directory of .bam files or a glob, or a list of them) as one
     DataFusion table, with one schema over all the files.

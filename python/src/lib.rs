@@ -55,12 +55,29 @@ use datafusion_ffi::udtf::FFI_TableFunction;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use pyo3::create_exception;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyFileNotFoundError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyCapsule;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyCapsule, PyDict, PyTuple, PyType};
 use tokio::runtime::{Handle, Runtime};
 
 create_exception!(datafusion_bam, BamError, PyException, "A BAM file, location or option could not be used.");
+
+/// `NotFoundError(BamError, FileNotFoundError)` and `InvalidOptionError(BamError, ValueError)`,
+/// made at import: subclasses that are also Python's own exceptions, so that `except
+/// FileNotFoundError` and `except ValueError` work (`create_exception!` takes one base only).
+static NOT_FOUND_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static INVALID_OPTION_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// A subclass of `BamError` and of the builtin exception `also`, named `name` in this module.
+fn error_subclass(py: Python<'_>, name: &str, doc: &str, also: Bound<'_, PyType>) -> PyResult<Py<PyType>> {
+    let namespace = PyDict::new(py);
+    namespace.set_item("__doc__", doc)?;
+    namespace.set_item("__module__", "datafusion_bam")?;
+    let bases = PyTuple::new(py, [py.get_type::<BamError>(), also])?;
+    let class = py.get_type::<PyType>().call1((name, bases, namespace))?;
+    Ok(class.cast_into::<PyType>()?.unbind())
+}
 
 const CODEC_CAPSULE: &CStr = c"datafusion_logical_extension_codec";
 const PROVIDER_CAPSULE: &CStr = c"datafusion_table_provider";
@@ -90,8 +107,20 @@ fn local_state(session: &dyn Session) -> SessionState {
     SessionStateBuilder::new().with_config(session.config().clone()).with_runtime_env(bam_runtime()).build()
 }
 
+/// The Python exception of `e`: the class of its typed error, if it has one, else `BamError`.
 fn bam_error(e: DataFusionError) -> PyErr {
-    BamError::new_err(e.to_string())
+    let message = e.to_string();
+    Python::attach(|py| {
+        let class = match datafusion_bam::BamError::find(&e) {
+            Some(datafusion_bam::BamError::NotFound { .. }) => NOT_FOUND_ERROR.get(py),
+            Some(datafusion_bam::BamError::InvalidOption { .. }) => INVALID_OPTION_ERROR.get(py),
+            _ => None,
+        };
+        match class {
+            Some(class) => PyErr::from_type(class.bind(py).clone(), message),
+            None => BamError::new_err(message),
+        }
+    })
 }
 
 /// The logical codec of the calling session (datafusion-python passes its SessionContext).
@@ -657,6 +686,8 @@ fn warnings_since(cursor: u64) -> (Vec<String>, u64, u64) {
 
 #[pymodule]
 fn _datafusion_bam(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Panics of noodles-cram on bad data become errors; the hook keeps Python's stderr quiet.
+    datafusion_bam::quiet_decode_panics();
     m.add_class::<PyBamTable>()?;
     m.add_class::<PyBamTableFactory>()?;
     m.add_class::<PyBamRegionFunction>()?;
@@ -668,7 +699,16 @@ fn _datafusion_bam(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(progress_counters, m)?)?;
     m.add_function(wrap_pyfunction!(warnings_cursor, m)?)?;
     m.add_function(wrap_pyfunction!(warnings_since, m)?)?;
-    m.add("BamError", m.py().get_type::<BamError>())?;
+    let py = m.py();
+    m.add("BamError", py.get_type::<BamError>())?;
+    let not_found = "A location (file, directory, index, reference) does not exist.";
+    let not_found = error_subclass(py, "NotFoundError", not_found, py.get_type::<PyFileNotFoundError>())?;
+    m.add("NotFoundError", not_found.clone_ref(py))?;
+    let _ = NOT_FOUND_ERROR.set(py, not_found);
+    let invalid = "A table option, region or argument has a value that cannot be used.";
+    let invalid = error_subclass(py, "InvalidOptionError", invalid, py.get_type::<PyValueError>())?;
+    m.add("InvalidOptionError", invalid.clone_ref(py))?;
+    let _ = INVALID_OPTION_ERROR.set(py, invalid);
     m.add("DATAFUSION_MAJOR", datafusion_ffi::version())?;
     Ok(())
 }

@@ -9,9 +9,23 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The Python packages the tests need (pyproject.toml: dependencies + the `test` extra).
-const REQUIREMENTS: &[&str] =
-    &["datafusion>=55,<56", "pyarrow>=16", "pytest>=8", "pandas>=2", "polars>=1", "moto[server]>=5,<6"];
+/// The quoted strings of the one-line TOML array `key = [...]` in `text`.
+fn toml_list(text: &str, key: &str) -> Vec<String> {
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(key)?.trim_start().strip_prefix('='))
+        .unwrap_or_else(|| panic!("pyproject.toml has no {key} = [...]"));
+    line.split('"').skip(1).step_by(2).map(str::to_string).collect()
+}
+
+/// The Python packages the tests need: pyproject.toml's `dependencies` and its `test` extra.
+fn requirements(manifest: &Path) -> Vec<String> {
+    let pyproject = std::fs::read_to_string(manifest.join("pyproject.toml")).unwrap();
+    let mut packages = toml_list(&pyproject, "dependencies");
+    packages.extend(toml_list(&pyproject, "test"));
+    assert!(packages.iter().any(|p| p.starts_with("pytest")), "no pytest in {packages:?}");
+    packages
+}
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -26,11 +40,11 @@ fn profile_dir() -> PathBuf {
     exe.parent().and_then(Path::parent).unwrap().to_path_buf()
 }
 
-fn venv(target: &Path) -> PathBuf {
+fn venv(target: &Path, requirements: &[String]) -> PathBuf {
     let venv = target.join("python-venv");
     let python = venv.join("bin/python");
-    let marker = venv.join(format!("requirements-{}.txt", REQUIREMENTS.len()));
-    let wanted = REQUIREMENTS.join("\n");
+    let marker = venv.join("requirements.txt");
+    let wanted = requirements.join("\n");
     // The marker, and the venv's interpreter still running (a cached target can outlive the
     // Python its venv links to).
     let runs = || Command::new(&python).args(["-c", "import pytest"]).output().is_ok_and(|out| out.status.success());
@@ -41,7 +55,7 @@ fn venv(target: &Path) -> PathBuf {
     run(Command::new(system).args(["-m", "venv", "--clear"]).arg(&venv));
     run(Command::new(&python)
         .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-        .args(REQUIREMENTS));
+        .args(requirements));
     std::fs::write(&marker, wanted).unwrap();
     python
 }
@@ -56,7 +70,7 @@ fn python_package_tests_pass() {
         .map(|name| profile.join(name))
         .find(|path| path.exists())
         .unwrap_or_else(|| panic!("the extension module was not built in {}", profile.display()));
-    let python = venv(profile.parent().unwrap());
+    let python = venv(profile.parent().unwrap(), &requirements(&manifest));
 
     // The package as a wheel lays it out: Python sources plus the extension module.
     let site = tempfile::tempdir().unwrap();

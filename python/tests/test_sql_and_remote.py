@@ -140,8 +140,21 @@ def test_bad_statements_name_what_is_wrong(ctx: SessionContext, tmp_path: Path) 
     with pytest.raises(Exception, match="no_such_option"):
         ctx.sql(f"CREATE EXTERNAL TABLE t STORED AS BAM LOCATION '{SAMPLE}' OPTIONS ('no_such_option' '1')")
     missing = tmp_path / "missing.bam"
-    with pytest.raises(Exception, match=f"BAM location {missing}: not found"):
+    with pytest.raises(Exception, match=f"{missing}: not found"):
         ctx.sql(f"CREATE EXTERNAL TABLE t STORED AS BAM LOCATION '{missing}'")
+
+
+def test_errors_are_pythons_own_classes(ctx: SessionContext, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.bam"
+    with pytest.raises(FileNotFoundError, match=f"{missing}: not found") as caught:
+        bam.register(ctx, "gone", missing)
+    assert isinstance(caught.value, bam.BamError) and isinstance(caught.value, bam.NotFoundError)
+    with pytest.raises(ValueError, match="chrZZ") as caught:
+        bam.register(ctx, "nowhere", SAMPLE, region="chrZZ:1-100")
+    assert isinstance(caught.value, bam.InvalidOptionError)
+    assert "chr1" in str(caught.value), "the message lists the references the file has"
+    with pytest.raises(ValueError, match="tag_sample_records"):
+        bam.register(ctx, "bad", SAMPLE, tag_sample_records=-1)
 
 
 def test_header_and_region_functions(ctx: SessionContext) -> None:

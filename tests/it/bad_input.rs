@@ -8,19 +8,9 @@ use arrow::array::AsArray;
 use datafusion_bam::{warnings, BamOptions, BamSessionExt};
 use noodles_bgzf as bgzf;
 
+use crate::damage::{block_offsets, deflate, inflate, record_offsets, sample};
 use crate::oracle::{data, samtools, samtools_rows, table_rows, Row};
 use crate::{context, query};
-
-/// Offsets of the BGZF blocks of a file (each block's BSIZE is at bytes 16..18 of its header).
-pub fn block_offsets(bytes: &[u8]) -> Vec<usize> {
-    let mut offsets = Vec::new();
-    let mut at = 0;
-    while at + 18 <= bytes.len() {
-        offsets.push(at);
-        at += usize::from(u16::from_le_bytes([bytes[at + 16], bytes[at + 17]])) + 1;
-    }
-    offsets
-}
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);
@@ -48,37 +38,6 @@ async fn scan_error(path: &Path) -> String {
 fn warnings_about(cursor: u64, path: &Path) -> Vec<String> {
     let name = path.to_str().unwrap().trim_start_matches('/');
     warnings::since(cursor).0.into_iter().filter(|w| w.contains(name)).collect()
-}
-
-/// The uncompressed BAM data of a BGZF file.
-pub fn inflate(bytes: &[u8]) -> Vec<u8> {
-    let mut data = Vec::new();
-    std::io::Read::read_to_end(&mut bgzf::io::Reader::new(bytes), &mut data).unwrap();
-    data
-}
-
-/// BGZF-compresses BAM data (noodles' writer: full blocks, records spanning them).
-pub fn deflate(data: &[u8]) -> Vec<u8> {
-    let mut w = bgzf::io::Writer::new(Vec::new());
-    w.write_all(data).unwrap();
-    w.finish().unwrap()
-}
-
-/// Offsets of the records in uncompressed BAM data, after the header.
-pub fn record_offsets(data: &[u8]) -> Vec<usize> {
-    let u32_at = |i: usize| u32::from_le_bytes(data[i..i + 4].try_into().unwrap()) as usize;
-    let mut at = 8 + u32_at(4);
-    let n_ref = u32_at(at);
-    at += 4;
-    for _ in 0..n_ref {
-        at += 4 + u32_at(at) + 4;
-    }
-    let mut offsets = Vec::new();
-    while at < data.len() {
-        offsets.push(at);
-        at += 4 + u32_at(at);
-    }
-    offsets
 }
 
 /// How many records of the BGZF file at `path` start in one block and end in another.
@@ -133,10 +92,6 @@ fn is_subset(part: &[Row], whole: &[Row]) -> bool {
         i += 1;
         found
     })
-}
-
-pub fn sample() -> Vec<u8> {
-    std::fs::read(data("sample.bam")).unwrap()
 }
 
 #[tokio::test]

@@ -9,7 +9,8 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion_bam::{BamOptions, BamSessionExt, TagSelection};
 
-use crate::bad_input::{deflate, inflate, records_crossing_blocks};
+use crate::bad_input::records_crossing_blocks;
+use crate::damage::{deflate, inflate};
 use crate::oracle::{data, samtools_rows, table_rows, Row};
 use crate::partitions::split_context;
 use crate::query;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use datafusion_bam::{BamOptions, BamSessionExt};
 
-use crate::bad_input::{deflate, inflate, record_offsets, sample};
+use crate::damage::{deflate, inflate, record_offsets, sample};
 use crate::oracle::{data, repo_root, table_rows, try_samtools_rows, Row};
 use crate::partitions::split_context;
 use crate::query;

@@ -1,9 +1,9 @@
 //! Integration tests: one binary, so the dependencies link once.
 
 mod bad_input;
-mod cli;
 mod codec;
 mod corpus;
+mod damage;
 mod cram;
 mod fidelity;
 mod fuzz;
@@ -13,6 +13,7 @@ mod object_stores;
 mod oracle;
 mod partitions;
 mod regions;
+mod s3_server;
 mod sam;
 mod sql;
 mod table;

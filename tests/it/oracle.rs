@@ -87,10 +87,17 @@ impl Row {
     }
 }
 
-/// The checkout under test. Read at run time, not compile time: a build cache shared between
-/// checkouts must not send the tests to another checkout's files.
+/// The checkout under test: the crate's directory, or the workspace root above it for the CLI
+/// crate's tests. Read at run time, not compile time: a build cache shared between checkouts
+/// must not send the tests to another checkout's files.
 pub fn repo_root() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+    let manifest =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest
+        .ancestors()
+        .find(|dir| dir.join("tests/data/sample.bam").exists())
+        .unwrap_or_else(|| panic!("no tests/data/sample.bam at or above {}", manifest.display()))
+        .to_path_buf()
 }
 
 pub fn data(name: &str) -> PathBuf {

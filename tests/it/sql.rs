@@ -2,6 +2,7 @@
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
+use datafusion_bam::BamError;
 
 use crate::oracle::{data, samtools, samtools_count, table_rows};
 use crate::{context, query};
@@ -144,16 +145,19 @@ async fn several_locations_with_different_tags_share_one_table() {
     let missing = format!("{s}.missing");
     let err = query(&ctx, &format!("CREATE EXTERNAL TABLE gone STORED AS BAM LOCATION ('{s}', '{missing}')"))
         .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains(&format!("BAM location {missing}: not found")), "{err}");
+        .unwrap_err();
+    match BamError::find(&err) {
+        Some(BamError::NotFound { location, .. }) => assert_eq!(location, &missing, "as the user wrote it"),
+        other => panic!("expected NotFound, got {other:?}: {err}"),
+    }
+    assert!(err.to_string().contains(&format!("{missing}: not found")), "{err}");
     let empty_dir = tempfile::tempdir().unwrap();
     let dir = format!("{}/", empty_dir.path().display());
     let err = query(&ctx, &format!("CREATE EXTERNAL TABLE none STORED AS BAM LOCATION '{dir}'"))
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains(&format!("BAM location {dir}: no .bam files there")), "{err}");
+    assert!(err.contains(&format!("{dir}: no .bam files there")), "{err}");
 }
 
 /// Hive-style directories (`sample=a/`) become columns, inferred or declared, typed by a column

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use datafusion_bam::BamError;
+
 use crate::corpus::{bams_in, corpus};
 use crate::oracle::{data, samtools};
 use crate::partitions::split_context;
@@ -214,9 +216,16 @@ async fn rows_that_cannot_be_records_fail_and_leave_nothing() {
         ("SELECT qname, flag FROM t".to_string(), vec!["needs columns rname, pos"]),
         ("SELECT *, 1 AS extra FROM t".to_string(), vec!["column extra has no place in a BAM record"]),
     ];
-    for (select, expected) in cases {
+    for (i, (select, expected)) in cases.into_iter().enumerate() {
         let copy = format!("COPY ({select}) TO '{}' STORED AS BAM", target.display());
-        let err = query(&ctx, &copy).await.expect_err(&select).to_string();
+        let err = query(&ctx, &copy).await.expect_err(&select);
+        if i == 0 {
+            match BamError::find(&err) {
+                Some(BamError::InvalidRow { qname, .. }) => assert_eq!(qname, &first),
+                other => panic!("{select}: expected an InvalidRow error, got {other:?}: {err}"),
+            }
+        }
+        let err = err.to_string();
         for part in expected {
             assert!(err.contains(part), "{select}: {err}");
         }
@@ -302,8 +311,8 @@ async fn write_options_and_partitioned_outputs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_that_fails_part_way_leaves_no_output() {
     let out = tempfile::tempdir().unwrap();
-    let bytes = crate::bad_input::sample();
-    let blocks = crate::bad_input::block_offsets(&bytes);
+    let bytes = crate::damage::sample();
+    let blocks = crate::damage::block_offsets(&bytes);
     let cut = out.path().join("cut.bam");
     std::fs::write(&cut, &bytes[..blocks[blocks.len() * 2 / 3] + 100]).unwrap();
     for (partitions, name) in [(1, "one.bam"), (3, "three.bam")] {

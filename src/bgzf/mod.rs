@@ -1,0 +1,7 @@
+//! BGZF files (BAM and `.sam.gz`): record framing after the header, finding a record start
+//! without an index (resync), `.bai`/`.csi`/`.tbi` indexes, and the pieces of a file a scan reads.
+
+pub mod framing;
+pub mod index;
+pub mod pieces;
+pub mod resync;

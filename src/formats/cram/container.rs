@@ -1,0 +1,494 @@
+//! CRAM files: the header, the containers (found by walking from the first, or named by a
+//! `.crai`), and each container's records as BAM record bytes, which the BAM decoder turns into
+//! columns exactly as it does for BAM files.
+//!
+//! The file definition, containers, slices, codecs, reference checks and the BAM encoding are
+//! noodles' (`noodles-cram`, `noodles-bam`); this module only decides which containers a scan
+//! reads and turns failures into errors that name the file and the container's byte offset.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, Once};
+
+use datafusion::common::{DataFusionError, Result};
+use noodles_cram as cram;
+use noodles_fasta as fasta;
+use noodles_sam as sam;
+use noodles_sam::alignment::io::Write as _;
+use noodles_sam::header::record::value::map::reference_sequence::tag::MD5_CHECKSUM;
+
+use crate::bgzf::framing::FileContext;
+use crate::error::BamError;
+use crate::io::ObjectBytes;
+use crate::options::region::{Region, RegionReference};
+use crate::record::mismatches::append_md_nm;
+
+/// The oldest CRAM major version read: noodles-cram 0.102 reads 3.0 and 3.1 (2.1 container
+/// headers have no CRC32, which its reader requires).
+const MIN_MAJOR_VERSION: u8 = 3;
+
+/// The magic number a CRAM file starts with.
+pub const CRAM_MAGIC: &[u8; 4] = b"CRAM";
+
+/// An error about the CRAM file `path`.
+pub fn cram_error(path: &str, what: impl std::fmt::Display) -> DataFusionError {
+    BamError::damaged(path, "", what).into()
+}
+
+/// An error about the container of `path` that starts at byte `offset`.
+pub fn container_error(path: &str, offset: u64, what: impl std::fmt::Display) -> DataFusionError {
+    BamError::damaged(path, format!("in the container at byte {offset}"), what).into()
+}
+
+/// Bytes of a container's start kept by [`Counted`]: the length (4 bytes) and three ITF8
+/// integers (5 bytes at most each).
+const CONTAINER_HEAD_BYTES: usize = 19;
+
+/// A reader that counts the bytes taken from it, so container offsets are known, and keeps the
+/// first bytes read since [`Counted::restart_head`], so a container's reference span is known.
+struct Counted<R> {
+    inner: BufReader<R>,
+    taken: u64,
+    head: Vec<u8>,
+}
+
+impl<R: Read> Counted<R> {
+    fn new(inner: BufReader<R>) -> Self {
+        Self { inner, taken: 0, head: Vec::with_capacity(CONTAINER_HEAD_BYTES) }
+    }
+
+    fn restart_head(&mut self) {
+        self.head.clear();
+    }
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.taken += n as u64;
+        let keep = (CONTAINER_HEAD_BYTES - self.head.len()).min(n);
+        self.head.extend_from_slice(&buf[..keep]);
+        Ok(n)
+    }
+}
+
+/// The reference sequences a container's records lie on, from its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerSpan {
+    /// Reference `id`, 1-based positions `start..=end`.
+    On { id: usize, start: u64, end: u64 },
+    /// Unplaced records only.
+    Unplaced,
+    /// Several references.
+    Many,
+}
+
+impl ContainerSpan {
+    /// Whether records in this span may overlap one of `regions`.
+    pub fn may_overlap(self, regions: &[Region], file: &FileContext) -> bool {
+        match self {
+            Self::Many => true,
+            // Unplaced records only: no position satisfies a region on a reference.
+            Self::Unplaced => regions.iter().any(|r| r.reference == RegionReference::Unplaced),
+            Self::On { id, start, end } => {
+                let name = file.reference_names.get(id);
+                regions.iter().any(|r| {
+                    let on_reference = match &r.reference {
+                        RegionReference::Any => true,
+                        RegionReference::Named(n) => Some(n) == name,
+                        RegionReference::Unplaced => false,
+                    };
+                    on_reference && r.start <= end && r.end >= start
+                })
+            }
+        }
+    }
+}
+
+/// CRAM's ITF8 integer at the start of `b` (spec section 2.3), and the bytes it takes.
+fn itf8(b: &[u8]) -> Option<(i32, usize)> {
+    let first = *b.first()?;
+    let extra = first.leading_ones() as usize;
+    let bytes = b.get(..1 + extra.min(4))?;
+    let value = match extra {
+        0 => u32::from(first),
+        1..=3 => bytes[1..].iter().fold(u32::from(first) & (0xff >> (extra + 1)), |v, &x| v << 8 | u32::from(x)),
+        _ => {
+            bytes[1..4].iter().fold(u32::from(first) & 0x0f, |v, &x| v << 8 | u32::from(x)) << 4
+                | u32::from(bytes[4] & 0x0f)
+        }
+    };
+    Some((value as i32, bytes.len()))
+}
+
+/// The span a container header declares (after its 4-byte length: reference id, alignment start
+/// and span as ITF8). noodles-cram 0.102 parses these too, but keeps them private
+/// (`container::ReferenceSequenceContext` is a `pub(crate)` re-export in `container.rs`), so
+/// this reads the three integers from the bytes noodles read. `None` if they do not parse.
+fn container_span(head: &[u8]) -> Option<ContainerSpan> {
+    let mut at = 4;
+    let mut next = || {
+        let (v, n) = itf8(head.get(at..)?)?;
+        at += n;
+        Some(v)
+    };
+    let (id, start, span) = (next()?, next()?, next()?);
+    Some(match id {
+        -2 => ContainerSpan::Many,
+        -1 => ContainerSpan::Unplaced,
+        id if id >= 0 && start >= 1 && span >= 1 => {
+            ContainerSpan::On { id: id as usize, start: start as u64, end: start as u64 + span as u64 - 1 }
+        }
+        _ => ContainerSpan::Many,
+    })
+}
+
+impl<R: Read> Counted<R> {
+    fn is_at_end(&mut self) -> io::Result<bool> {
+        Ok(self.inner.fill_buf()?.is_empty())
+    }
+}
+
+/// A CRAM file's header and what decoding needs of it.
+pub struct CramHeader {
+    pub header: sam::Header,
+    pub file: Arc<FileContext>,
+    /// The byte offset of the first data container (after the file definition and header).
+    pub first_container: u64,
+}
+
+/// Reads the file definition and the header container of the CRAM stream `inner`.
+pub fn read_cram_header<R: Read>(path: &str, inner: R) -> Result<CramHeader> {
+    let mut counted = Counted::new(BufReader::new(inner));
+    let head = counted.inner.fill_buf().map_err(|e| cram_error(path, format!("cannot read it: {e}")))?;
+    if !head.starts_with(CRAM_MAGIC) {
+        let what = match head {
+            [] => "the file is empty: not a CRAM file",
+            [0x1f, 0x8b, ..] => "not a CRAM file: it is gzip/BGZF-compressed (a BAM file? use STORED AS BAM)",
+            _ => "not a CRAM file: it does not start with the CRAM magic number",
+        };
+        return Err(cram_error(path, what));
+    }
+    let mut reader = cram::io::Reader::new(&mut counted);
+    let definition = catch_decode_panic(|| reader.read_file_definition())
+        .map_err(|panicked| cram_error(path, format!("invalid CRAM file definition: {panicked}")))?
+        .map_err(|e| cram_error(path, format!("invalid CRAM file definition: {e}")))?;
+    let version = definition.version();
+    if version.major() < MIN_MAJOR_VERSION {
+        return Err(cram_error(
+            path,
+            format!(
+                "CRAM {}.{} is not supported (noodles-cram 0.102 reads CRAM 3.0 and 3.1): convert it with \
+                 samtools view -C --output-fmt-option version=3.0",
+                version.major(),
+                version.minor()
+            ),
+        ));
+    }
+    let read = catch_decode_panic(|| reader.read_file_header())
+        .map_err(|panicked| cram_error(path, format!("invalid CRAM header: {panicked}")))?;
+    let header = read.map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => cram_error(path, "the file ends inside its header: it is truncated"),
+        _ => cram_error(path, format!("invalid CRAM header: {e}")),
+    })?;
+    let refs = header.reference_sequences();
+    let file = Arc::new(FileContext {
+        reference_names: refs.keys().map(|name| String::from_utf8_lossy(name).into_owned()).collect(),
+        reference_lengths: refs.values().map(|r| usize::from(r.length()) as u64).collect(),
+    });
+    Ok(CramHeader { header, file, first_container: counted.taken })
+}
+
+/// The reference sequences CRAM records are decoded against: option `reference`'s FASTA (local,
+/// indexed by `.fai`; bgzipped with `.gzi` too), or none.
+#[derive(Clone, Default)]
+pub struct Reference {
+    repository: fasta::Repository,
+    /// The FASTA's path, if one was given.
+    path: Option<String>,
+}
+
+impl Reference {
+    /// Opens option `reference`'s FASTA; sequences are read when a container needs them.
+    pub fn open(path: Option<&str>) -> Result<Self> {
+        let Some(path) = path else { return Ok(Self::default()) };
+        if url::Url::parse(path).is_ok_and(|u| u.scheme().len() > 1 && u.scheme() != "file") {
+            return Err(DataFusionError::Plan(format!(
+                "reference {path}: the reference FASTA must be a local file (download it first)"
+            )));
+        }
+        let reader = fasta::io::indexed_reader::Builder::default().build_from_path(path).map_err(|e| {
+            DataFusionError::Plan(format!(
+                "reference {path}: cannot open it as an indexed FASTA ({e}); it needs {path}.fai (samtools faidx), \
+                 and {path}.gzi too when bgzipped"
+            ))
+        })?;
+        let repository = fasta::Repository::new(fasta::repository::adapters::IndexedReader::new(reader));
+        Ok(Self { repository, path: Some(path.to_string()) })
+    }
+}
+
+thread_local! {
+    /// How deep this thread is in noodles-cram calls, whose panics on bad data become errors.
+    static DECODING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Installs a panic hook that stays silent for the panics of noodles-cram on bad data, which
+/// this crate catches and reports as errors, and passes every other panic to the hook installed
+/// before. A panic hook is the process's, so the library never installs one itself: an
+/// application calls this once at start (the CLI and the Python module do). Without it, such
+/// panics are still errors, and the default hook also prints them.
+pub fn quiet_decode_panics() {
+    static QUIET_HOOK: Once = Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if DECODING.with(|d| d.get()) == 0 {
+                previous(info)
+            }
+        }));
+    });
+}
+
+/// Runs `f`, turning a panic inside it into `Err(message)` (see [`quiet_decode_panics`]).
+fn catch_decode_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    DECODING.with(|d| d.set(d.get() + 1));
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    DECODING.with(|d| d.set(d.get() - 1));
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown failure".to_string())
+    })
+}
+
+/// MAPQ of unmapped reads, absent in CRAM (its `MQ` series is for mapped reads), is 0 as htslib
+/// decodes it (noodles-cram 0.102 leaves it unset, 255). TLEN of mates resolved within a slice
+/// is positive for the leftmost one, as the SAM specification and htslib have it (noodles-cram
+/// 0.102 gives the sign by record order, `resolve_mates` in `io/reader/container/slice.rs`).
+fn follow_htslib(record: &mut [u8]) {
+    let i32_at = |b: &[u8], at: usize| i32::from_le_bytes(b[at..at + 4].try_into().expect("a fixed field"));
+    let flag = u16::from_le_bytes([record[14], record[15]]);
+    if flag & crate::record::FLAG_UNMAPPED != 0 && record[9] == 255 {
+        record[9] = 0;
+    }
+    let (ref_id, pos, next_ref_id, next_pos, tlen) =
+        (i32_at(record, 0), i32_at(record, 4), i32_at(record, 20), i32_at(record, 24), i32_at(record, 28));
+    if tlen != 0 && ref_id == next_ref_id && pos != next_pos {
+        let signed = if pos < next_pos { tlen.abs() } else { -tlen.abs() };
+        record[28..32].copy_from_slice(&signed.to_le_bytes());
+    }
+}
+
+/// The bases of reference sequence `id` of `header` in the FASTA, if it holds them.
+fn reference_sequence(header: &CramHeader, reference: &Reference, id: i32) -> Option<Arc<fasta::record::Sequence>> {
+    let name = header.file.reference_names.get(usize::try_from(id).ok()?)?;
+    reference.repository.get(name.as_bytes())?.ok()
+}
+
+/// Where a record read from a CRAM file came from, for messages.
+#[derive(Debug, Clone, Copy)]
+pub struct CramPosition {
+    /// The byte offset of the record's container.
+    pub container: u64,
+    /// The record's number in its container, from 0.
+    pub record: usize,
+}
+
+impl std::fmt::Display for CramPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "record {} of the container at byte {}", self.record, self.container)
+    }
+}
+
+/// Reads the containers of a CRAM file in order, from a given container on.
+pub struct ContainerReader {
+    path: String,
+    size: u64,
+    base: u64,
+    reader: cram::io::Reader<Counted<Box<dyn Read + Send>>>,
+    container: cram::io::reader::Container,
+    /// The offset of the container read last.
+    offset: u64,
+    /// The reference span of the container read last.
+    span: ContainerSpan,
+}
+
+impl ContainerReader {
+    /// A reader whose first container starts at byte `offset` of `bytes`.
+    pub fn at(path: &str, bytes: &ObjectBytes, offset: u64) -> Result<Self> {
+        let counted = Counted::new(BufReader::with_capacity(1 << 20, bytes.open_at(offset)?));
+        Ok(Self {
+            path: path.to_string(),
+            size: bytes.size,
+            base: offset,
+            reader: cram::io::Reader::new(counted),
+            container: Default::default(),
+            offset,
+            span: ContainerSpan::Many,
+        })
+    }
+
+    /// The offset the next container starts at.
+    pub fn position(&self) -> u64 {
+        self.base + self.reader.get_ref().taken
+    }
+
+    /// Reads the next container whole (without decoding it); returns its offset, or `None` after
+    /// the last one. A file without CRAM's end-of-file container ends with a warning, as samtools
+    /// reads it.
+    pub fn next_container(&mut self) -> Result<Option<u64>> {
+        let at = self.position();
+        let at_end = self.reader.get_mut().is_at_end().map_err(|e| container_error(&self.path, at, e))?;
+        if at_end {
+            crate::io::warnings::warn(format!(
+                "CRAM file {}: the end-of-file container is missing at byte {at}: the file is probably truncated; \
+                 its records were read up to there",
+                self.path
+            ));
+            return Ok(None);
+        }
+        self.reader.get_mut().restart_head();
+        let (reader, container) = (&mut self.reader, &mut self.container);
+        let read = catch_decode_panic(|| reader.read_container(container))
+            .map_err(|panicked| container_error(&self.path, at, format!("invalid container: {panicked}")))?;
+        match read {
+            Ok(0) => Ok(None),
+            Ok(_) => {
+                self.offset = at;
+                self.span = container_span(&self.reader.get_ref().head).unwrap_or(ContainerSpan::Many);
+                Ok(Some(at))
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(container_error(
+                &self.path,
+                at,
+                format!("the file ends inside a container: it is truncated (file size {})", self.size),
+            )),
+            Err(e) => Err(container_error(&self.path, at, format!("invalid container: {e}"))),
+        }
+    }
+
+    /// The offset of the container read last.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Whether the container read last may hold records overlapping one of `regions`, judged by
+    /// the reference span its header declares.
+    pub fn may_overlap(&self, regions: &[Region], file: &FileContext) -> bool {
+        self.span.may_overlap(regions, file)
+    }
+
+    /// Decodes the container read last, appending each record's BAM encoding (without its
+    /// `block_size`) to `data` and its end to `ends`.
+    pub fn decode_into(
+        &self,
+        header: &CramHeader,
+        reference: &Reference,
+        encoder: &mut noodles_bam::io::Writer<Vec<u8>>,
+        data: &mut Vec<u8>,
+        ends: &mut Vec<usize>,
+    ) -> Result<()> {
+        let (path, offset) = (self.path.as_str(), self.offset);
+        let n_ref = header.file.reference_names.len();
+        let decoded = catch_decode_panic(|| -> io::Result<()> {
+            let compression_header = self.container.compression_header()?;
+            for slice in self.container.slices() {
+                let slice = slice?;
+                let (core, external) = slice.decode_blocks()?;
+                let records =
+                    |repository| slice.records(repository, &header.header, &compression_header, &core, &external);
+                // A slice that decodes without the FASTA does not depend on it (no reference-based
+                // compression, or an embedded reference): htslib regenerates MD and NM only for
+                // the others.
+                let (records, regenerate) = match &reference.path {
+                    Some(_) => match catch_decode_panic(|| records(fasta::Repository::default())) {
+                        Ok(Ok(records)) => (records, false),
+                        _ => (records(reference.repository.clone())?, true),
+                    },
+                    None => (records(reference.repository.clone())?, false),
+                };
+                let mut sequence: Option<(i32, Arc<fasta::record::Sequence>)> = None;
+                for record in &records {
+                    encoder.get_mut().clear();
+                    encoder.write_alignment_record(&header.header, record)?;
+                    let from = data.len();
+                    data.extend_from_slice(&encoder.get_ref()[4..]);
+                    follow_htslib(&mut data[from..]);
+                    if regenerate {
+                        let id = i32::from_le_bytes(data[from..from + 4].try_into().expect("a 4-byte refID"));
+                        if sequence.as_ref().is_none_or(|(loaded, _)| *loaded != id) {
+                            sequence = reference_sequence(header, reference, id).map(|s| (id, s));
+                        }
+                        if let Some((_, bases)) = &sequence {
+                            append_md_nm(data, from, n_ref, (**bases).as_ref());
+                        }
+                    }
+                    ends.push(data.len());
+                }
+            }
+            Ok(())
+        });
+        let failure = match decoded {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(panicked) => panicked,
+        };
+        if let Some(missing) = self.missing_reference(header, reference) {
+            return Err(missing.into());
+        }
+        Err(container_error(path, offset, format!("cannot decode its records: {failure}")))
+    }
+
+    /// Why decoding the container read last failed for want of a reference sequence, if it did:
+    /// the sequence it is aligned to is not in the reference FASTA, or none was given.
+    fn missing_reference(&self, header: &CramHeader, reference: &Reference) -> Option<BamError> {
+        let ContainerSpan::On { id, .. } = self.span else { return None };
+        let (name, map) = header.header.reference_sequences().get_index(id)?;
+        let md5 = map.other_fields().get(&MD5_CHECKSUM).map(|m| m.to_string());
+        let shown = md5.as_deref().unwrap_or("not in the header");
+        let needed = format!("its records are compressed against reference sequence {name} (M5 {shown})");
+        let at = format!("in the container at byte {}", self.offset);
+        let reason = match &reference.path {
+            None => format!(
+                "{needed}, and no reference was given: name the FASTA with OPTIONS ('reference' 'path/to/ref.fa') ({at})"
+            ),
+            Some(path) if !matches!(reference.repository.get(name), Some(Ok(_))) => {
+                format!("{needed}, which the reference FASTA {path} does not hold ({at})")
+            }
+            Some(_) => return None,
+        };
+        Some(BamError::MissingReference { file: self.path.clone(), sequence: name.to_string(), md5, reason })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn itf8_reads_every_width() {
+        // Examples of the CRAM specification's encoding: 1 to 5 bytes.
+        assert_eq!(itf8(&[0x05]), Some((5, 1)));
+        assert_eq!(itf8(&[0x80, 0xff]), Some((255, 2)));
+        assert_eq!(itf8(&[0xc1, 0x00, 0x00]), Some((0x10000, 3)));
+        assert_eq!(itf8(&[0xe0, 0x12, 0x34, 0x56]), Some((0x123456, 4)));
+        assert_eq!(itf8(&[0xff, 0xff, 0xff, 0xff, 0x0e]), Some((-2, 5)));
+        assert_eq!(itf8(&[0xf0, 0x00, 0x00, 0x00, 0x01]), Some((1, 5)));
+        assert_eq!(itf8(&[0xc1, 0x00]), None, "cut short");
+    }
+
+    #[test]
+    fn container_spans() {
+        let head = |ints: &[u8]| [[0u8; 4].as_slice(), ints].concat();
+        assert_eq!(
+            container_span(&head(&[0x01, 0x0a, 0x80, 0xc8])),
+            Some(ContainerSpan::On { id: 1, start: 10, end: 209 })
+        );
+        assert_eq!(container_span(&head(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0])), Some(ContainerSpan::Unplaced));
+        assert_eq!(container_span(&head(&[0xff, 0xff, 0xff, 0xff, 0x0e, 0, 0])), Some(ContainerSpan::Many));
+        assert_eq!(container_span(&head(&[0x01])), None);
+    }
+}

@@ -1,0 +1,5 @@
+//! CRAM files: the header and `.crai`, the container reader, and the records of a range.
+
+pub mod container;
+pub mod info;
+pub mod records;
