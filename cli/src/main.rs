@@ -107,7 +107,7 @@ enum Action {
     /// only when complete, so a rerun after a failure or Ctrl-C skips the files already done.
     /// Files named `.cram`, `.sam` or `.sam.gz` are read as CRAM and SAM.
     Convert {
-        /// The BAM (or CRAM, SAM) files.
+        /// The BAM, CRAM or SAM files.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
         /// Where the outputs go (created if missing).
@@ -372,8 +372,8 @@ async fn convert(
     .await
 }
 
-/// Whether `statement` is a BAM or CRAM table (`CREATE EXTERNAL TABLE ... STORED AS BAM`, or
-/// `CRAM`), or a BAM output (`STORED AS BAM`, or a `.bam` target without `STORED AS`).
+/// Whether `statement` is an alignment table (`CREATE EXTERNAL TABLE ... STORED AS BAM`, `CRAM`
+/// or `SAM`), or a BAM output (`STORED AS BAM`, or a `.bam` target without `STORED AS`).
 fn is_bam_statement(statement: &Statement) -> bool {
     let is_bam = |format: &str| format.eq_ignore_ascii_case("bam");
     match statement {

@@ -65,15 +65,25 @@ impl FileFormatFactory for BamFormatFactory {
     }
 }
 
-/// BAM (or CRAM, by [`BamOptions::format`]) as a DataFusion [`FileFormat`].
+/// Alignment files (BAM, CRAM or SAM, by [`BamOptions::format`]) as a DataFusion
+/// [`FileFormat`].
 #[derive(Debug, Default, Clone)]
 pub struct BamFormat {
     options: BamOptions,
+    /// The URL of the store of the files, when known: DataFusion's schema and statistics
+    /// inference passes the store but not its URL, which messages need to name files as their
+    /// users wrote them.
+    store_url: Option<ObjectStoreUrl>,
 }
 
 impl BamFormat {
     pub fn new(options: BamOptions) -> Self {
-        Self { options }
+        Self { options, store_url: None }
+    }
+
+    /// This format for files of the store at `url`.
+    pub fn with_store_url(self, url: ObjectStoreUrl) -> Self {
+        Self { store_url: Some(url), ..self }
     }
 
     pub fn options(&self) -> &BamOptions {
@@ -89,7 +99,8 @@ impl FileFormat for BamFormat {
 
     fn get_ext_with_compression(&self, compression: &FileCompressionType) -> Result<String> {
         if compression.is_compressed() {
-            let what = "extra compression of alignment files: BAM and CRAM are compressed already".to_string();
+            let what =
+                "extra compression of alignment files (BAM, CRAM and .sam.gz are compressed already)".to_string();
             return Err(BamError::Unsupported { what }.into());
         }
         Ok(self.get_ext())
@@ -106,7 +117,7 @@ impl FileFormat for BamFormat {
         objects: &[ObjectMeta],
     ) -> Result<SchemaRef> {
         check_regions(store, objects, &self.options.regions).await?;
-        let layout = infer_layout(store, objects, &self.options).await?;
+        let layout = infer_layout(store, self.store_url.as_ref(), objects, &self.options).await?;
         Ok(bam_schema(&layout))
     }
 
@@ -123,7 +134,8 @@ impl FileFormat for BamFormat {
             return Ok(unknown);
         }
         let catalog = Catalog::of(state.runtime_env());
-        let count = indexed_record_count(self.options.format, &catalog, store, object).await?;
+        let url = self.store_url.as_ref();
+        let count = indexed_record_count(self.options.format, &catalog, store, url, object).await?;
         Ok(match count {
             Some(n) => unknown.with_num_rows(Precision::Exact(n as usize)),
             None => unknown,
@@ -141,7 +153,8 @@ impl FileFormat for BamFormat {
         let store = state.runtime_env().object_store(&conf.object_store_url)?;
         let metas: Vec<ObjectMeta> =
             conf.file_groups.iter().flat_map(|g| g.iter()).map(|f| f.object_meta.clone()).collect();
-        load_planning_facts(self.options.format, &Catalog::of(state.runtime_env()), &store, metas.clone()).await?;
+        let catalog = Catalog::of(state.runtime_env());
+        load_planning_facts(self.options.format, &catalog, &store, &conf.object_store_url, metas.clone()).await?;
         if let Some(source) = conf.file_source.downcast_ref::<BamSource>() {
             conf.file_source = Arc::new(source.clone().with_runtime(state.runtime_env()).with_files(metas));
         }

@@ -82,13 +82,17 @@ pub fn listing_error(url: &ListingTableUrl, e: DataFusionError) -> DataFusionErr
     ))
 }
 
-/// Listing options for BAM (or CRAM) files at `urls`: directories and globs give their `.bam` (or
-/// `.cram`) files only
+/// Listing options for alignment files at `urls`: directories and globs give the files of the
+/// format's extension only
 /// (indexes may sit beside them); files named one by one are read whatever their names.
 pub fn bam_listing_options(urls: &[ListingTableUrl], options: BamOptions) -> ListingOptions {
     let extension =
         if urls.iter().all(names_a_file) { String::new() } else { format!(".{}", options.format.extension()) };
-    ListingOptions::new(Arc::new(BamFormat::new(options))).with_file_extension(extension)
+    let mut format = BamFormat::new(options);
+    if let Some(url) = urls.first() {
+        format = format.with_store_url(url.object_store());
+    }
+    ListingOptions::new(Arc::new(format)).with_file_extension(extension)
 }
 
 /// A listing table of the BAM files at `urls` (files, directories, globs; one object store),

@@ -8,6 +8,7 @@ use datafusion::common::Result;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileOpenFuture, FileOpener};
 use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use futures::StreamExt;
 use object_store::ObjectStore;
 
@@ -23,6 +24,8 @@ pub struct BamOpener {
     /// The scan's settings: schema, projection, predicate, regions, options, catalog.
     pub source: Arc<BamSource>,
     pub store: Arc<dyn ObjectStore>,
+    /// The store's URL, so that messages name files as their users wrote them.
+    pub store_url: ObjectStoreUrl,
     /// The tag layout of the source's file schema, derived once per partition.
     pub layout: Arc<TagLayout>,
     pub metrics: ScanMetrics,
@@ -32,6 +35,7 @@ impl FileOpener for BamOpener {
     fn open(&self, file: PartitionedFile) -> Result<FileOpenFuture> {
         let source = Arc::clone(&self.source);
         let store = Arc::clone(&self.store);
+        let store_url = self.store_url.clone();
         let layout = Arc::clone(&self.layout);
         let metrics = self.metrics.clone();
         if !source.progress_counted.swap(true, Ordering::AcqRel) {
@@ -43,14 +47,9 @@ impl FileOpener for BamOpener {
                 Some(r) => (r.start as u64, (r.end as u64).min(meta.size)),
                 None => (0, meta.size),
             };
-            let bytes = ObjectBytes {
-                store,
-                location: meta.location.clone(),
-                size: meta.size,
-                handle: tokio::runtime::Handle::current(),
-            };
+            let bytes = ObjectBytes::new(&store, Some(&store_url), &meta, tokio::runtime::Handle::current());
             let stream = blocking_stream(move || {
-                let path = meta.location.to_string();
+                let path = bytes.shown.clone();
                 let schema = source.table_schema.file_schema();
                 let spec = DecodeSpec {
                     table_schema: schema,

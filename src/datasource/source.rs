@@ -181,7 +181,7 @@ impl FileSource for BamSource {
     fn create_file_opener(
         &self,
         store: Arc<dyn ObjectStore>,
-        _config: &FileScanConfig,
+        config: &FileScanConfig,
         partition: usize,
     ) -> Result<Arc<dyn FileOpener>> {
         let file_schema = self.table_schema.file_schema();
@@ -189,6 +189,7 @@ impl FileSource for BamSource {
             layout: Arc::new(layout_of(file_schema)?),
             source: Arc::new(self.clone()),
             store,
+            store_url: config.object_store_url.clone(),
             metrics: ScanMetrics::new(&self.metrics, partition),
         });
         ProjectionOpener::try_new(self.projection.clone(), opener, file_schema)

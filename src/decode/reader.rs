@@ -97,7 +97,7 @@ impl<P: Copy> RawBatch<P> {
 
 /// What turns a [`RawBatch`]'s records into rows: the decoder, the pushed-down predicate, and
 /// option `skip_damaged`.
-pub struct RecordSink {
+pub struct RawBatchDecoder {
     pub decoder: BatchDecoder,
     pub prefilter: Option<Prefilter>,
     pub skip_damaged: bool,
@@ -105,7 +105,7 @@ pub struct RecordSink {
     pub metrics: ScanMetrics,
 }
 
-impl RecordSink {
+impl RawBatchDecoder {
     /// Decodes the records of `raw` that pass the prefilter; `invalid` makes the error of an
     /// invalid record at its position.
     pub fn decode<P: Copy>(
@@ -180,7 +180,7 @@ pub trait RecordSource: Send {
 /// Iterates the records of a [`RecordSource`] as Arrow batches.
 pub struct BatchReader<S: RecordSource> {
     source: S,
-    sink: RecordSink,
+    sink: RawBatchDecoder,
     raw: RawBatch<S::Position>,
     batch_size: usize,
     done: bool,
@@ -205,7 +205,7 @@ impl<S: RecordSource> BatchReader<S> {
         let n_ref = file.reference_names.len();
         Ok(Self {
             source,
-            sink: RecordSink { decoder, prefilter, skip_damaged: spec.skip_damaged, n_ref, metrics },
+            sink: RawBatchDecoder { decoder, prefilter, skip_damaged: spec.skip_damaged, n_ref, metrics },
             raw: RawBatch::default(),
             batch_size: spec.batch_size.max(1),
             done: false,

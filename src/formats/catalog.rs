@@ -8,6 +8,7 @@ use std::sync::Arc;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::cache::cache_manager::{CachedFileMetadataEntry, FileMetadata, FileMetadataCache};
 use datafusion::execution::cache::default_cache::DefaultCache;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use futures::StreamExt;
 use object_store::{ObjectMeta, ObjectStore};
@@ -71,17 +72,18 @@ impl Catalog {
         Ok(info)
     }
 
-    /// Loads the facts of every file in `metas` (a few at a time).
-    pub async fn load_all<T: FileFacts>(&self, store: &Arc<dyn ObjectStore>, metas: Vec<ObjectMeta>) -> Result<()> {
+    /// Loads the facts of every file in `metas` of `store` (whose URL is `url`, when known), a
+    /// few at a time.
+    pub async fn load_all<T: FileFacts>(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        url: Option<&ObjectStoreUrl>,
+        metas: Vec<ObjectMeta>,
+    ) -> Result<()> {
         let handle = tokio::runtime::Handle::current();
         let loads = metas.into_iter().map(|meta| {
             let catalog = self.clone();
-            let bytes = ObjectBytes {
-                store: Arc::clone(store),
-                location: meta.location.clone(),
-                size: meta.size,
-                handle: handle.clone(),
-            };
+            let bytes = ObjectBytes::new(store, url, &meta, handle.clone());
             async move {
                 tokio::task::spawn_blocking(move || catalog.load::<T>(&bytes, &meta).map(|_| ()))
                     .await

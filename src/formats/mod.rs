@@ -13,6 +13,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::memory_pool::MemoryReservation;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore};
@@ -57,7 +58,7 @@ pub struct RangeScan<'a> {
 
 /// The batches of `scan`'s range of a file of `format`. Blocking: call on a blocking thread.
 pub fn read_range(format: AlignmentFormat, scan: RangeScan<'_>) -> Result<Batches> {
-    let path = scan.meta.location.to_string();
+    let path = scan.bytes.shown.clone();
     let (start, end) = scan.range;
     let skip_damaged = scan.spec.skip_damaged;
     let partition = scan.metrics.clone();
@@ -118,10 +119,11 @@ pub async fn load_planning_facts(
     format: AlignmentFormat,
     catalog: &Catalog,
     store: &Arc<dyn ObjectStore>,
+    url: &ObjectStoreUrl,
     metas: Vec<ObjectMeta>,
 ) -> Result<()> {
     match format {
-        AlignmentFormat::Bam => catalog.load_all::<BamInfo>(store, metas).await,
+        AlignmentFormat::Bam => catalog.load_all::<BamInfo>(store, Some(url), metas).await,
         AlignmentFormat::Cram | AlignmentFormat::Sam => Ok(()),
     }
 }
@@ -132,11 +134,12 @@ pub async fn indexed_record_count(
     format: AlignmentFormat,
     catalog: &Catalog,
     store: &Arc<dyn ObjectStore>,
+    url: Option<&ObjectStoreUrl>,
     meta: &ObjectMeta,
 ) -> Result<Option<u64>> {
     match format {
         AlignmentFormat::Bam => {
-            catalog.load_all::<BamInfo>(store, vec![meta.clone()]).await?;
+            catalog.load_all::<BamInfo>(store, url, vec![meta.clone()]).await?;
             Ok(catalog
                 .get::<BamInfo>(meta)
                 .filter(|info| info.index_is_current)
@@ -180,6 +183,7 @@ fn sample_file(
 /// Resolves the tag selection of `options` into a layout, sampling the files if needed.
 pub async fn infer_layout(
     store: &Arc<dyn ObjectStore>,
+    url: Option<&ObjectStoreUrl>,
     objects: &[ObjectMeta],
     options: &BamOptions,
 ) -> Result<TagLayout> {
@@ -195,14 +199,9 @@ pub async fn infer_layout(
             if budget.records == 0 || budget.bytes == 0 {
                 break;
             }
-            let path = object.location.to_string();
             let mut file_counts = std::mem::take(&mut counts);
-            let bytes = ObjectBytes {
-                store: Arc::clone(store),
-                location: object.location.clone(),
-                size: object.size,
-                handle: tokio::runtime::Handle::current(),
-            };
+            let bytes = ObjectBytes::new(store, url, object, tokio::runtime::Handle::current());
+            let path = bytes.shown.clone();
             let (meta, options) = (object.clone(), options.clone());
             let (left, file_counts) = tokio::task::spawn_blocking(move || {
                 sample_file(&path, bytes, &meta, &options, budget, &mut file_counts).map(|left| (left, file_counts))

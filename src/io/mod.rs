@@ -16,10 +16,11 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::object_store::ObjectStoreUrl;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore};
+use object_store::{GetOptions, GetRange, GetResult, GetResultPayload, ObjectMeta, ObjectStore};
 use tokio::runtime::Handle;
 
 use crate::error::BamError;
@@ -152,18 +153,42 @@ where
 pub struct ObjectBytes {
     pub store: Arc<dyn ObjectStore>,
     pub location: Path,
+    /// The location as its user wrote it, for messages (see [`shown_location`]).
+    pub shown: String,
     pub size: u64,
     pub handle: Handle,
 }
 
+/// A location as its user wrote it: a local path with its leading `/`, or the URL of a remote
+/// object (`s3://bucket/x.bam`), where object_store's path has neither. Without the store's URL,
+/// the path as the store names it.
+pub fn shown_location(url: Option<&ObjectStoreUrl>, location: &Path) -> String {
+    match url.map(ObjectStoreUrl::as_str) {
+        Some("file:///") => format!("/{location}"),
+        Some(base) => format!("{}/{location}", base.trim_end_matches('/')),
+        None => location.to_string(),
+    }
+}
+
 impl ObjectBytes {
+    /// The object `meta` of `store` (whose URL is `url`, when known), read on `handle`.
+    pub fn new(store: &Arc<dyn ObjectStore>, url: Option<&ObjectStoreUrl>, meta: &ObjectMeta, handle: Handle) -> Self {
+        Self {
+            store: Arc::clone(store),
+            location: meta.location.clone(),
+            shown: shown_location(url, &meta.location),
+            size: meta.size,
+            handle,
+        }
+    }
+
     /// A blocking reader from `offset` to the end of the object. Call only off the runtime.
     pub fn open_at(&self, offset: u64) -> Result<Box<dyn Read + Send>> {
         let options = GetOptions { range: Some(GetRange::Offset(offset)), ..Default::default() };
         let (store, location) = (Arc::clone(&self.store), self.location.clone());
         let result = self
             .wait(async move { store.get_opts(&location, options).await })?
-            .map_err(|e| BamError::store(format!("{} from byte {offset}", self.location), e))?;
+            .map_err(|e| BamError::store(format!("{} from byte {offset}", self.shown), e))?;
         blocking_reader(result, &self.location, offset, &self.handle)
     }
 
@@ -172,7 +197,7 @@ impl ObjectBytes {
     /// the request is a task of the runtime, dropped with it.
     pub fn wait<T: Send + 'static>(&self, request: impl Future<Output = T> + Send + 'static) -> Result<T> {
         futures::executor::block_on(self.handle.spawn(request))
-            .map_err(|e| DataFusionError::Execution(format!("object store request for {} stopped: {e}", self.location)))
+            .map_err(|e| DataFusionError::Execution(format!("object store request for {} stopped: {e}", self.shown)))
     }
 }
 
@@ -230,6 +255,7 @@ mod tests {
         let bytes = ObjectBytes {
             store: Arc::new(object_store::memory::InMemory::new()),
             location: Path::from("x.bam"),
+            shown: "memory:///x.bam".to_string(),
             size: 0,
             handle: runtime.handle().clone(),
         };

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use arrow::array::AsArray;
-use datafusion_bam::{warnings, BamOptions, BamSessionExt};
+use datafusion_bam::{warnings, BamError, BamOptions, BamSessionExt};
 use noodles_bgzf as bgzf;
 
 use crate::damage::{block_offsets, deflate, inflate, record_offsets, sample};
@@ -98,6 +98,26 @@ fn is_subset(part: &[Row], whole: &[Row]) -> bool {
 async fn missing_file() {
     let err = scan_error(Path::new("/nonexistent/dir/reads.bam")).await;
     assert!(err.contains("/nonexistent/dir/reads.bam"), "{err}");
+}
+
+/// Errors name the file as its user wrote it (an absolute path keeps its leading `/`) and are
+/// typed as damage, whether found when the table is made (the header) or during the scan.
+#[tokio::test]
+async fn errors_name_the_absolute_path_and_are_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = write(dir.path(), "text.bam", b"@HD\tVN:1.6\nnot BAM at all\n".repeat(10).as_slice());
+    let bytes = sample();
+    let cut = write(dir.path(), "cut.bam", &bytes[..bytes.len() / 2 + 77]);
+    for path in [text, cut] {
+        let err = scan(&path, BamOptions::default()).await.expect_err("bad input must fail");
+        let shown = path.to_str().unwrap();
+        assert!(shown.starts_with('/'), "{shown}");
+        match BamError::find(&err) {
+            Some(BamError::Damaged { file, .. }) => assert_eq!(file, shown),
+            other => panic!("{shown}: expected a Damaged error, got {other:?}: {err}"),
+        }
+        assert!(err.to_string().contains(&format!("{shown}: ")), "{err}");
+    }
 }
 
 #[tokio::test]

@@ -243,3 +243,35 @@ async fn with_order_declares_the_order_of_the_files() {
     let err = query(&ctx, &create("bad", "nosuch ASC")).await.unwrap_err();
     assert!(err.to_string().contains("WITH ORDER: column nosuch is not in the BAM table"), "{err}");
 }
+
+/// A region option naming a reference no file has, or coordinates that do not parse (read as a
+/// name, as samtools reads `chr1:x-y`), is an `InvalidOption` error listing the files'
+/// references, not an empty table; a region of a reference another file of the table has is fine.
+#[tokio::test]
+async fn a_region_of_no_reference_is_an_invalid_option() {
+    let ctx = context();
+    let sample = data("sample.bam");
+    let s = sample.to_str().unwrap();
+    let references = samtools(&["view", "-H", s]);
+    let first = references.lines().find_map(|l| l.strip_prefix("@SQ\tSN:")).unwrap().split('\t').next().unwrap();
+    for region in ["chrZZ:1-100", "chr1:x-y", "chr1:1-100 chrZZ"] {
+        let sql = format!("CREATE EXTERNAL TABLE r STORED AS BAM LOCATION '{s}' OPTIONS ('region' '{region}')");
+        let err = query(&ctx, &sql).await.expect_err(region);
+        match BamError::find(&err) {
+            Some(BamError::InvalidOption { key, reason }) => {
+                assert_eq!(key, "region", "{region}");
+                assert!(reason.contains(first), "{region}: the message lists the references: {reason}");
+            }
+            other => panic!("{region}: expected InvalidOption, got {other:?}: {err}"),
+        }
+    }
+    // `huge` is long_ref.bam's reference only: a table over both files takes it.
+    let other = data("long_ref.bam");
+    let o = other.to_str().unwrap();
+    let sql =
+        format!("CREATE EXTERNAL TABLE both_files STORED AS BAM LOCATION ('{s}', '{o}') OPTIONS ('region' 'huge')");
+    query(&ctx, &sql).await.unwrap();
+    let expected = samtools_count(&[o, "huge"]);
+    assert!(expected > 0);
+    assert_eq!(count(&query(&ctx, "SELECT count(*) FROM both_files").await.unwrap()), expected);
+}

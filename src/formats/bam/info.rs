@@ -33,7 +33,7 @@ pub struct BamInfo {
 impl FileFacts for BamInfo {
     /// Reads the header and looks for an index. Blocking: call on a blocking thread.
     fn load(bytes: &ObjectBytes, meta: &ObjectMeta) -> Result<Self> {
-        let path = meta.location.to_string();
+        let path = bytes.shown.clone();
         let mut reader = bgzf_reader(&path, bytes.open_at(0)?)?;
         let header = read_header(&path, &mut reader)?;
         let header_end = reader.virtual_position();
@@ -72,7 +72,7 @@ const CHECKED_INDEX_POSITIONS: usize = 8;
 /// plausible record (an index of an older version of the file, for example). Positions at the
 /// end of the data are fine: a chunk end may be there.
 fn unplausible_start(index: &BamIndex, bytes: &ObjectBytes, context: &FileContext) -> Option<String> {
-    let path = bytes.location.to_string();
+    let path = bytes.shown.clone();
     for at in index.sample_record_starts(CHECKED_INDEX_POSITIONS) {
         let show = || show_virtual(at);
         let record = reader_at(&path, bytes, at)
@@ -128,9 +128,9 @@ impl FileMetadata for BamInfo {
 /// A BAM file ends with the 28-byte BGZF EOF block. Without it the file was probably cut short
 /// at a block boundary: as samtools does, its records are still read, with a warning. Blocking.
 pub fn check_eof_marker(bytes: &ObjectBytes) -> Result<()> {
-    let (path, size) = (&bytes.location, bytes.size);
+    let (path, size) = (&bytes.shown, bytes.size);
     let tail_start = size.saturating_sub(BGZF_EOF.len() as u64);
-    let (store, at) = (Arc::clone(&bytes.store), path.clone());
+    let (store, at) = (Arc::clone(&bytes.store), bytes.location.clone());
     let tail = bytes
         .wait(async move { store.get_range(&at, tail_start..size).await })?
         .map_err(|e| BamError::store(path, e))?;

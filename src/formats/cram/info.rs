@@ -24,10 +24,11 @@ pub struct CramInfo {
 impl FileFacts for CramInfo {
     /// Reads the header and looks for an index. Blocking: call on a blocking thread.
     fn load(bytes: &ObjectBytes, meta: &ObjectMeta) -> Result<Self> {
-        let path = meta.location.as_ref();
+        let path = bytes.shown.as_str();
         let header = Arc::new(read_cram_header(path, bytes.open_at(0)?)?);
-        let stem = path.strip_suffix(".cram").unwrap_or(path);
-        for candidate in [format!("{path}.crai"), format!("{stem}.crai")] {
+        let name = meta.location.as_ref();
+        let stem = name.strip_suffix(".cram").unwrap_or(name);
+        for candidate in [format!("{name}.crai"), format!("{stem}.crai")] {
             let location = Path::from(candidate);
             let (store, at) = (Arc::clone(&bytes.store), location.clone());
             let data = match bytes.wait(async move { store.get(&at).await?.bytes().await })? {

@@ -33,7 +33,7 @@ impl SamInfo {
 impl FileFacts for SamInfo {
     /// Reads the header and looks for an index. Blocking: call on a blocking thread.
     fn load(bytes: &ObjectBytes, meta: &ObjectMeta) -> Result<Self> {
-        let path = meta.location.to_string();
+        let path = bytes.shown.clone();
         let Self { header, .. } = Self::header_only(bytes, &path)?;
         if !header.bgzf {
             return Ok(Self { header, index: None, index_note: "none".to_string() });

@@ -339,6 +339,7 @@ mod tests {
         let bytes = ObjectBytes {
             store: store as Arc<dyn ObjectStore>,
             location: Path::from("x.sam.gz"),
+            shown: "memory:///x.sam.gz".to_string(),
             size,
             handle: runtime.handle().clone(),
         };
