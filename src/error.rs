@@ -90,6 +90,12 @@ impl BamError {
         }
     }
 
+    /// The message to show a user for `error`: its [`BamError`]'s, without DataFusion's
+    /// `External error: ` prefix, when it has one; else DataFusion's.
+    pub fn message_of(error: &DataFusionError) -> String {
+        Self::find(error).map_or_else(|| error.to_string(), ToString::to_string)
+    }
+
     /// The [`BamError`] inside `error`, looking through DataFusion's wrappers.
     pub fn find(error: &DataFusionError) -> Option<&BamError> {
         match error {
@@ -152,6 +158,8 @@ mod tests {
         let shared = DataFusionError::Shared(std::sync::Arc::new(wrapped));
         assert!(matches!(BamError::find(&shared), Some(BamError::InvalidOption { key, .. }) if key == "region"));
         assert!(BamError::find(&DataFusionError::Plan("other".into())).is_none());
+        assert_eq!(BamError::message_of(&shared), "option region: no reference chrZZ");
+        assert_eq!(BamError::message_of(&DataFusionError::Plan("other".into())), "Error during planning: other");
     }
 
     #[test]

@@ -25,8 +25,8 @@ use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion_bam::{
-    object_store_for, progress, set_parquet_column_defaults, store_options, warnings, AlignmentFormat, BamOptions,
-    BamSessionExt,
+    object_store_for, progress, set_parquet_column_defaults, store_options, warnings, AlignmentFormat, BamError,
+    BamOptions, BamSessionExt,
 };
 
 use crate::convert::{convert_each, Outcome, OutputFormat};
@@ -145,7 +145,7 @@ fn main() -> ExitCode {
             EXIT_INTERRUPTED
         }
         Err(e) => {
-            eprintln!("Error: {e}");
+            eprintln!("Error: {}", BamError::message_of(&e));
             1
         }
     };
@@ -292,7 +292,7 @@ async fn repl(ctx: &SessionContext, print_options: &mut PrintOptions) -> Result<
         match run_input(ctx, &line, print_options).await {
             Ok(()) => {}
             Err(DataFusionError::External(e)) if e.is::<Interrupted>() => println!("^C"),
-            Err(e) => eprintln!("{e}"),
+            Err(e) => eprintln!("{}", BamError::message_of(&e)),
         }
         warned = show_warnings(warned);
         // `SET datafusion.sql_parser.dialect` may have changed it.

@@ -109,7 +109,7 @@ fn local_state(session: &dyn Session) -> SessionState {
 
 /// The Python exception of `e`: the class of its typed error, if it has one, else `BamError`.
 fn bam_error(e: DataFusionError) -> PyErr {
-    let message = e.to_string();
+    let message = datafusion_bam::BamError::message_of(&e);
     Python::attach(|py| {
         let class = match datafusion_bam::BamError::find(&e) {
             Some(datafusion_bam::BamError::NotFound { .. }) => NOT_FOUND_ERROR.get(py),

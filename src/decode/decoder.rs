@@ -291,8 +291,7 @@ impl Default for AsciiColumn {
 impl AsciiColumn {
     /// Closes the value written into `values` since the previous one.
     fn end_value(&mut self) -> Result<(), RecordError> {
-        let end = i32::try_from(self.values.len())
-            .map_err(|_| RecordError("text column exceeds 2 GiB in one batch".to_string()))?;
+        let end = i32::try_from(self.values.len()).map_err(|_| RecordError::TextColumnTooLarge)?;
         self.ends.push(end);
         self.nulls.append_non_null();
         Ok(())
@@ -340,13 +339,13 @@ fn long_cigar<'a>(r: &RawRecord<'a>) -> Result<Option<AuxField<'a>>, RecordError
 fn check_quality(q: &[u8]) -> Result<(), RecordError> {
     let max = q.iter().copied().fold(0, u8::max);
     if max > 93 && q.first() != Some(&0xff) {
-        return Err(RecordError(format!("base quality {max} is above 93")));
+        return Err(RecordError::QualityAbove93(max));
     }
     Ok(())
 }
 
-fn ascii<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, RecordError> {
-    std::str::from_utf8(bytes).map_err(|_| RecordError(format!("{what} is not valid UTF-8 text")))
+fn ascii<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, RecordError> {
+    std::str::from_utf8(bytes).map_err(|_| RecordError::NotUtf8(what))
 }
 
 fn write_u64(out: &mut Vec<u8>, mut v: u64) {
@@ -493,8 +492,7 @@ impl TagColumns {
 
 #[inline(always)]
 fn tag_kind(field: &AuxField<'_>) -> Result<TagKind, RecordError> {
-    TagKind::from_bam_type(field.ty, field.subtype)
-        .ok_or_else(|| RecordError(format!("aux field has invalid type {:?}", field.ty as char)))
+    TagKind::from_bam_type(field.ty, field.subtype).ok_or(RecordError::InvalidTagType(field.ty))
 }
 
 fn tag_text<'a>(field: &AuxField<'a>) -> Result<&'a str, RecordError> {

@@ -12,15 +12,64 @@ use std::fmt;
 /// Size of the fixed part of a record, after `block_size`.
 pub const FIXED_LEN: usize = 32;
 
-/// Why a record's bytes are not a valid BAM record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordError(pub String);
+/// Why a record's bytes are not a valid BAM record: small and `Copy`, formatted only when an
+/// error is shown, so the decoder's hot path carries no `String`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordError {
+    /// The record is shorter than the fixed part (its length).
+    ShorterThanFixedPart(usize),
+    /// `refID` or `next refID` outside the header's references.
+    ReferenceOutOfRange {
+        field: &'static str,
+        id: i32,
+        n_ref: usize,
+    },
+    EmptyReadName,
+    /// The record's length cannot hold its read name, CIGAR and sequence.
+    ShorterThanFields {
+        len: usize,
+        name_len: usize,
+        n_cigar: usize,
+        l_seq: usize,
+    },
+    ReadNameNotTerminated,
+    InvalidCigarOp(u8),
+    Aux(AuxError),
+    /// A tag's type byte, not one of BAM's.
+    InvalidTagType(u8),
+    QualityAbove93(u8),
+    /// Which text field is not valid UTF-8.
+    NotUtf8(&'static str),
+    /// A text column of one batch beyond Arrow's 32-bit offsets.
+    TextColumnTooLarge,
+}
 
 impl fmt::Display for RecordError {
+    #[cold]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match *self {
+            Self::ShorterThanFixedPart(len) => {
+                write!(f, "record of {len} bytes is shorter than the 32-byte fixed part")
+            }
+            Self::ReferenceOutOfRange { field, id, n_ref } => write!(f, "{field} {id} is outside [-1, {n_ref})"),
+            Self::EmptyReadName => f.write_str("read name length is 0 (it includes the terminating NUL)"),
+            Self::ShorterThanFields { len, name_len, n_cigar, l_seq } => write!(
+                f,
+                "record of {len} bytes is too short for its read name ({name_len}), CIGAR ({n_cigar} ops) and \
+                 sequence ({l_seq} bases)"
+            ),
+            Self::ReadNameNotTerminated => f.write_str("read name is not NUL-terminated"),
+            Self::InvalidCigarOp(op) => write!(f, "invalid CIGAR op code {op}"),
+            Self::Aux(e) => e.fmt(f),
+            Self::InvalidTagType(ty) => write!(f, "aux field has invalid type {:?}", ty as char),
+            Self::QualityAbove93(q) => write!(f, "base quality {q} is above 93"),
+            Self::NotUtf8(what) => write!(f, "{what} is not valid UTF-8 text"),
+            Self::TextColumnTooLarge => f.write_str("text column exceeds 2 GiB in one batch"),
+        }
     }
 }
+
+impl std::error::Error for RecordError {}
 
 #[inline]
 fn u16_at(b: &[u8], i: usize) -> u16 {
@@ -58,18 +107,18 @@ impl<'a> RawRecord<'a> {
     /// with `n_ref` reference sequences.
     pub fn parse(buf: &'a [u8], n_ref: usize) -> Result<Self, RecordError> {
         if buf.len() < FIXED_LEN {
-            return Err(RecordError(format!("record of {} bytes is shorter than the 32-byte fixed part", buf.len())));
+            return Err(RecordError::ShorterThanFixedPart(buf.len()));
         }
         let ref_id = i32_at(buf, 0);
         let next_ref_id = i32_at(buf, 20);
-        for (what, id) in [("refID", ref_id), ("next refID", next_ref_id)] {
+        for (field, id) in [("refID", ref_id), ("next refID", next_ref_id)] {
             if id < -1 || (id >= 0 && id as usize >= n_ref) {
-                return Err(RecordError(format!("{what} {id} is outside [-1, {n_ref})")));
+                return Err(RecordError::ReferenceOutOfRange { field, id, n_ref });
             }
         }
         let name_len = buf[8] as usize;
         if name_len == 0 {
-            return Err(RecordError("read name length is 0 (it includes the terminating NUL)".to_string()));
+            return Err(RecordError::EmptyReadName);
         }
         let n_cigar = u16_at(buf, 12) as usize;
         let l_seq = u32_at(buf, 16) as usize;
@@ -78,14 +127,10 @@ impl<'a> RawRecord<'a> {
         let qual_start = seq_start + l_seq.div_ceil(2);
         let aux_start = qual_start + l_seq;
         if aux_start > buf.len() {
-            return Err(RecordError(format!(
-                "record of {} bytes is too short for its read name ({name_len}), \
-                 CIGAR ({n_cigar} ops) and sequence ({l_seq} bases)",
-                buf.len()
-            )));
+            return Err(RecordError::ShorterThanFields { len: buf.len(), name_len, n_cigar, l_seq });
         }
         if buf[cigar_start - 1] != 0 {
-            return Err(RecordError("read name is not NUL-terminated".to_string()));
+            return Err(RecordError::ReadNameNotTerminated);
         }
         Ok(Self { buf, cigar_start, seq_start, qual_start, aux_start })
     }
@@ -199,7 +244,7 @@ pub fn reference_span(bytes: &[u8]) -> Result<u64, RecordError> {
     let mut span = 0u64;
     for (len, op) in cigar_ops(bytes) {
         if !cigar_op::is_valid(op) {
-            return Err(RecordError(format!("invalid CIGAR op code {op}")));
+            return Err(RecordError::InvalidCigarOp(op));
         }
         if cigar_op::consumes_reference(op) {
             span += u64::from(len);
@@ -288,13 +333,13 @@ impl<'a> Iterator for AuxFields<'a> {
         if r.is_err() {
             self.buf = &[];
         }
-        Some(r.map_err(|e| e.into_record_error()))
+        Some(r.map_err(RecordError::Aux))
     }
 }
 
 /// What is wrong with an aux field; small and `Copy` so the hot path carries no `String`.
-#[derive(Debug, Clone, Copy)]
-enum AuxError {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuxError {
     ShortHeader(usize),
     NotNulTerminated([u8; 2], u8),
     ShortArrayHeader([u8; 2]),
@@ -304,11 +349,11 @@ enum AuxError {
     BadType([u8; 2], u8),
 }
 
-impl AuxError {
+impl fmt::Display for AuxError {
     #[cold]
     #[inline(never)]
-    fn into_record_error(self) -> RecordError {
-        RecordError(match self {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match *self {
             Self::ShortHeader(n) => format!("aux data ends inside a field header ({n} bytes left)"),
             Self::NotNulTerminated(tag, ty) => {
                 format!("aux field {} of type {} is not NUL-terminated", show_tag(tag), ty as char)
@@ -324,7 +369,8 @@ impl AuxError {
                 format!("aux field {} of type {} overruns the record", show_tag(tag), ty as char)
             }
             Self::BadType(tag, ty) => format!("aux field {} has invalid type byte 0x{ty:02x}", show_tag(tag)),
-        })
+        };
+        f.write_str(&text)
     }
 }
 
@@ -429,7 +475,10 @@ mod tests {
         assert!(RawRecord::parse(&bytes[..bytes.len() - 1], 1).is_err());
         assert!(RawRecord::parse(&bytes[..20], 1).is_err());
         // refID beyond the header's reference count.
-        assert!(RawRecord::parse(&bytes, 0).unwrap_err().0.contains("refID"));
+        assert!(matches!(
+            RawRecord::parse(&bytes, 0),
+            Err(RecordError::ReferenceOutOfRange { field: "refID", n_ref: 0, .. })
+        ));
     }
 
     #[test]
