@@ -1,35 +1,37 @@
 //! The errors of this crate, as one public enum.
 //!
-//! DataFusion's API returns [`DataFusionError`], so a [`BamError`] travels inside
-//! [`DataFusionError::External`]. A caller finds it again with [`BamError::find`], which looks
-//! through DataFusion's wrappers (`Context`, `Shared`, `External`), and `match`es on it:
-//!
-//! ```no_run
-//! use datafusion::prelude::SessionContext;
-//! use datafusion_bam::{BamError, BamOptions, BamSessionExt};
-//!
-//! # async fn run() {
-//! let ctx = SessionContext::new();
-//! match ctx.register_bam("reads", "missing.bam", BamOptions::default()).await {
-//!     Err(e) => match BamError::find(&e) {
-//!         Some(BamError::NotFound { location, .. }) => eprintln!("no such file: {location}"),
-//!         Some(other) => eprintln!("cannot read it: {other}"),
-//!         None => eprintln!("{e}"),
-//!     },
-//!     Ok(()) => {}
-//! }
-//! # }
-//! ```
-//!
-//! Every message names the location as the user wrote it, and where it can, the byte, virtual
-//! offset (`compressed:uncompressed`) or row. The errors of object_store and noodles stay
-//! reachable through [`std::error::Error::source`].
+//! See [`BamError`].
 
 use std::fmt;
 
 use datafusion::error::DataFusionError;
 
-/// What went wrong, with where. See the [module documentation](self) for how to match it.
+/// What went wrong, with where.
+///
+/// DataFusion's API returns [`DataFusionError`], so a [`BamError`] travels inside
+/// [`DataFusionError::External`]. A caller finds it again with [`BamError::find`], which looks
+/// through DataFusion's wrappers (`Context`, `Shared`, `External`), and `match`es on it:
+///
+/// ```no_run
+/// use datafusion::prelude::SessionContext;
+/// use datafusion_bam::{BamError, BamOptions, BamSessionExt};
+///
+/// # async fn run() {
+/// let ctx = SessionContext::new();
+/// match ctx.register_bam("reads", "missing.bam", BamOptions::default()).await {
+///     Err(e) => match BamError::find(&e) {
+///         Some(BamError::NotFound { location, .. }) => eprintln!("no such file: {location}"),
+///         Some(other) => eprintln!("cannot read it: {other}"),
+///         None => eprintln!("{e}"),
+///     },
+///     Ok(()) => {}
+/// }
+/// # }
+/// ```
+///
+/// Every message names the location as the user wrote it, and where it can, the byte, virtual
+/// offset (`compressed:uncompressed`) or row. The errors of object_store and noodles stay
+/// reachable through [`std::error::Error::source`].
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum BamError {

@@ -326,7 +326,7 @@ pub fn find_index(
 pub fn read_index(bytes: &ObjectBytes, location: &Path, kind: IndexKind, context: &FileContext) -> Result<BamIndex> {
     let (store, at) = (Arc::clone(&bytes.store), location.clone());
     let data =
-        bytes.wait(async move { store.get(&at).await?.bytes().await })?.map_err(|e| BamError::store(&location, e))?;
+        bytes.wait(async move { store.get(&at).await?.bytes().await })?.map_err(|e| BamError::store(location, e))?;
     BamIndex::parse(kind, &data, &context.reference_names)
         .map_err(|e| BamError::Damaged {
             file: location.to_string(),

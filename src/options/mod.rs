@@ -206,14 +206,20 @@ pub const OPTIONS: &[OptionSpec] = &[
               predefines the tag (`NM` is always an integer), else as observed. `none` (or `''`): no `tags` column, \
               every aux field in `tags_extra`. A list such as `NM,MD,AS` or `XS:i,ZB:B:f`: exactly these fields, typed \
               as given, else by the specification, else as sampled, else `Z`",
-        set: |o, v| Ok(o.tags = TagSelection::parse(v)?),
+        set: |o, v| {
+            o.tags = TagSelection::parse(v)?;
+            Ok(())
+        },
     },
     OptionSpec {
         name: "tag_sample_records",
         default: Some("10000"),
         scope: "",
         doc: "how many records, over all files, `auto` inspects at most",
-        set: |o, v| Ok(o.tag_sample_records = parse_count("tag_sample_records", v)?),
+        set: |o, v| {
+            o.tag_sample_records = parse_count("tag_sample_records", v)?;
+            Ok(())
+        },
     },
     OptionSpec {
         name: "tag_sample_bytes",
@@ -221,14 +227,20 @@ pub const OPTIONS: &[OptionSpec] = &[
         scope: "",
         doc: "how many bytes of records (uncompressed, over all files) `auto` inspects at most, so that long reads \
               are sampled as quickly as short ones; at least one record is read",
-        set: |o, v| Ok(o.tag_sample_bytes = parse_count("tag_sample_bytes", v)?),
+        set: |o, v| {
+            o.tag_sample_bytes = parse_count("tag_sample_bytes", v)?;
+            Ok(())
+        },
     },
     OptionSpec {
         name: "split",
         default: Some("true"),
         scope: "",
         doc: "whether files may be split into byte ranges decoded in parallel ([scanning](scanning.md))",
-        set: |o, v| Ok(o.split = parse_bool("split", v)?),
+        set: |o, v| {
+            o.split = parse_bool("split", v)?;
+            Ok(())
+        },
     },
     OptionSpec {
         name: "region",
@@ -236,14 +248,20 @@ pub const OPTIONS: &[OptionSpec] = &[
         scope: "",
         doc: "only records overlapping these regions, in samtools syntax, separated by spaces: \
               `'chr1:100000-200000 chr2 *'`; a reference no file has is an error ([scanning](scanning.md))",
-        set: |o, v| Ok(o.regions = parse_regions(v)?),
+        set: |o, v| {
+            o.regions = parse_regions(v)?;
+            Ok(())
+        },
     },
     OptionSpec {
         name: "skip_damaged",
         default: Some("false"),
         scope: "",
         doc: "skip damaged records and unreadable stretches instead of failing ([errors](errors.md))",
-        set: |o, v| Ok(o.skip_damaged = parse_bool("skip_damaged", v)?),
+        set: |o, v| {
+            o.skip_damaged = parse_bool("skip_damaged", v)?;
+            Ok(())
+        },
     },
     OptionSpec {
         name: "reference",
@@ -251,7 +269,10 @@ pub const OPTIONS: &[OptionSpec] = &[
         scope: "`STORED AS CRAM`",
         doc: "the FASTA (with `.fai`; bgzipped with `.gzi` too) the records were compressed against \
               ([CRAM](formats.md))",
-        set: |o, v| Ok(o.reference = Some(v.to_string()).filter(|v| !v.trim().is_empty())),
+        set: |o, v| {
+            o.reference = Some(v.to_string()).filter(|v| !v.trim().is_empty());
+            Ok(())
+        },
     },
     OptionSpec {
         name: "header",
@@ -259,7 +280,10 @@ pub const OPTIONS: &[OptionSpec] = &[
         scope: "`COPY ... STORED AS BAM`",
         doc: "the BAM, CRAM or SAM file whose header the output takes; by default the query's files' \
               ([writing](writing.md))",
-        set: |o, v| Ok(o.header = Some(v.to_string())),
+        set: |o, v| {
+            o.header = Some(v.to_string());
+            Ok(())
+        },
     },
     OptionSpec {
         name: "compression_level",
