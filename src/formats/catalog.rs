@@ -1,6 +1,7 @@
 //! What a scan knows about each file before decoding records (its header and index, as each
-//! format defines them in its `info` module), loaded once per file ([`Catalog`], in DataFusion's runtime metadata cache), so every partition
-//! and query that reads a file shares them until the file changes.
+//! format defines them in its `info` module), loaded once per file ([`Catalog`], in
+//! DataFusion's runtime metadata cache), so every partition and query that reads a file shares
+//! them until the file changes.
 
 use std::any::Any;
 use std::sync::Arc;
