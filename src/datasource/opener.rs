@@ -20,15 +20,15 @@ use crate::formats::{read_range, RangeScan};
 use crate::io::{blocking_stream, progress, ObjectBytes};
 use crate::schema::TagLayout;
 
-pub struct BamOpener {
+pub(super) struct BamOpener {
     /// The scan's settings: schema, projection, predicate, regions, options, catalog.
-    pub source: Arc<BamSource>,
-    pub store: Arc<dyn ObjectStore>,
+    pub(super) source: Arc<BamSource>,
+    pub(super) store: Arc<dyn ObjectStore>,
     /// The store's URL, so that messages name files as their users wrote them.
-    pub store_url: ObjectStoreUrl,
+    pub(super) store_url: ObjectStoreUrl,
     /// The tag layout of the source's file schema, derived once per partition.
-    pub layout: Arc<TagLayout>,
-    pub metrics: ScanMetrics,
+    pub(super) layout: Arc<TagLayout>,
+    pub(super) metrics: ScanMetrics,
 }
 
 impl FileOpener for BamOpener {
