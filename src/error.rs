@@ -61,6 +61,9 @@ pub enum BamError {
     MissingReference { file: String, sequence: String, md5: Option<String>, reason: String },
     /// Something valid that this crate does not do.
     Unsupported { what: String },
+    /// A file that must be coordinate-sorted is not: `record` names the first record out of
+    /// order and where it is, `reason` what it follows.
+    Unsorted { file: String, record: String, reason: String },
     /// A row that cannot be written as an alignment record: `row` counts from 1 in what the
     /// writer of `output` received.
     InvalidRow { output: String, row: u64, qname: String, reason: String },
@@ -126,6 +129,9 @@ impl fmt::Display for BamError {
             Self::Damaged { file, at, reason, .. } => write!(f, "{file}: {reason} ({at})"),
             Self::MissingReference { file, reason, .. } => write!(f, "{file}: {reason}"),
             Self::Unsupported { what } => write!(f, "not supported: {what}"),
+            Self::Unsorted { file, record, reason } => {
+                write!(f, "{file}: not coordinate-sorted: record {record} {reason} (sort it with samtools sort)")
+            }
             Self::InvalidRow { output, row, qname, reason } => {
                 write!(f, "{output}: row {row} (qname {qname}) cannot be a record: {reason}")
             }

@@ -42,6 +42,7 @@ pub use datasource::source::BamSource;
 pub use datasource::table::{BamTable, BamTableFactory};
 pub use error::BamError;
 pub use formats::cram::container::quiet_decode_panics;
+pub use functions::depth::BamDepthFunction;
 pub use functions::header::BamHeaderFunction;
 pub use functions::region::BamRegionFunction;
 pub use io::store::{object_store_for, store_options};
@@ -76,8 +77,8 @@ pub fn register_bam_format(state: &mut SessionState) -> Result<()> {
 /// BAM support for a [`SessionContext`].
 #[async_trait]
 pub trait BamSessionExt {
-    /// Enables `STORED AS BAM` and the `bam_header('path')` and
-    /// `bam_region('path', 'chr1:100-200', ...)` table functions.
+    /// Enables `STORED AS BAM` and the `bam_header('path')`,
+    /// `bam_region('path', 'chr1:100-200', ...)` and `bam_depth('path')` table functions.
     fn enable_bam(&self) -> Result<()>;
 
     /// Registers a BAM file, a directory of `.bam` files or a glob as table `name`.
@@ -93,6 +94,7 @@ impl BamSessionExt for SessionContext {
         register_bam_format(&mut self.state_ref().write())?;
         self.register_udtf("bam_header", Arc::new(functions::header::BamHeaderFunction));
         self.register_udtf("bam_region", Arc::new(functions::region::BamRegionFunction::default()));
+        self.register_udtf("bam_depth", Arc::new(functions::depth::BamDepthFunction));
         Ok(())
     }
 

@@ -100,6 +100,32 @@ fn example_convert() {
 }
 
 #[test]
+fn example_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = example(dir.path(), "depth.sql");
+    // The bedGraph is mosdepth's per-base BED, line for line.
+    let mosdepth = std::process::Command::new("mosdepth")
+        .args(["md", &sample()])
+        .current_dir(dir.path())
+        .output()
+        .expect("mosdepth must be installed (apt-get install mosdepth libhts-dev)");
+    assert!(mosdepth.status.success(), "{}", String::from_utf8_lossy(&mosdepth.stderr));
+    let gz = std::fs::read(dir.path().join("md.per-base.bed.gz")).unwrap();
+    let mut expected = String::new();
+    std::io::Read::read_to_string(&mut noodles_bgzf::io::Reader::new(&gz[..]), &mut expected).unwrap();
+    let got = std::fs::read_to_string(dir.path().join("depth.bedgraph")).unwrap();
+    let sorted = |t: &str| {
+        let mut lines: Vec<&str> = t.lines().collect();
+        lines.sort_unstable();
+        lines.join("\n")
+    };
+    assert_eq!(sorted(&got), sorted(&expected));
+    assert!(dir.path().join("depth.parquet").exists());
+    // chr1's row of the summary, then the last query's five 10 kb windows of chr1:1-50000.
+    assert_eq!(out.lines().filter(|l| l.starts_with("chr1,")).count(), 1 + 5, "{out}");
+}
+
+#[test]
 fn example_filter() {
     let dir = tempfile::tempdir().unwrap();
     let out = example(dir.path(), "filter.sql");

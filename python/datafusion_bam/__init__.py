@@ -33,6 +33,7 @@ from datafusion import SessionConfig, SessionContext, udtf
 
 from ._datafusion_bam import (
     DATAFUSION_MAJOR,
+    BamDepthFunction,
     BamError,
     BamHeaderFunction,
     BamRegionFunction,
@@ -50,6 +51,7 @@ from ._datafusion_bam import (
 )
 
 __all__ = [
+    "BamDepthFunction",
     "BamError",
     "BamHeaderFunction",
     "BamRegionFunction",
@@ -60,6 +62,7 @@ __all__ = [
     "NotFoundError",
     "Progress",
     "convert_each",
+    "depth",
     "enable",
     "register",
     "table",
@@ -171,7 +174,8 @@ def enable(ctx: SessionContext) -> None:
     CRAM``, with option ``reference``, and ``STORED AS SAM``) with everything
     the CLI takes there (files, directories, globs, several locations, ``PARTITIONED BY``,
     ``WITH ORDER``, the table options, and ``aws.*``/``gcp.*``/``http.*`` store options), and the
-    ``bam_header(path)`` and ``bam_region(path, region, ...)`` table functions.
+    ``bam_header(path)``, ``bam_region(path, region, ...)`` and
+    ``bam_depth(path [, region] [, options])`` table functions.
 
     ``COPY ... STORED AS BAM`` is not available in ``ctx``'s SQL: datafusion-python 55 has no way
     to take a file format from an extension (only tables, table factories and functions cross its
@@ -182,6 +186,55 @@ def enable(ctx: SessionContext) -> None:
     ctx.register_table_factory("SAM", BamTableFactory("SAM"))
     ctx.register_udtf(udtf(BamHeaderFunction(), "bam_header"))
     ctx.register_udtf(udtf(BamRegionFunction(), "bam_region"))
+    ctx.register_udtf(udtf(BamDepthFunction(), "bam_depth"))
+
+
+def depth(
+    path: str | os.PathLike[str],
+    region: str | None = None,
+    *,
+    ctx: SessionContext | None = None,
+    mode: str | None = None,
+    min_mapq: int | None = None,
+    exclude_flags: int | None = None,
+    include_flags: int | None = None,
+    count_deletions: bool | None = None,
+    window: int | None = None,
+    regions: str | os.PathLike[str] | None = None,
+    thresholds: Sequence[int] | None = None,
+    reference: str | os.PathLike[str] | None = None,
+) -> datafusion.DataFrame:
+    """Read depth of a BAM, CRAM or SAM file (or of every file of a directory or glob, with a
+    ``file`` column) as a DataFrame, as SQL's ``bam_depth`` gives it (docs/depth.md).
+
+    By default one row per run of equal depth (``rname``, ``start``, ``end`` 1-based and inclusive,
+    ``depth``), counted as mosdepth counts (``mode="samtools"`` counts as ``samtools depth``). With
+    ``window`` (bases) or ``regions`` (a BED file), the mean depth per window or interval, and with
+    ``thresholds`` the bases at or above each depth there. ``region`` (samtools syntax) limits the
+    count to one region."""
+    ctx = ctx if ctx is not None else SessionContext()
+    enable(ctx)
+    words = {
+        "mode": mode,
+        "min_mapq": min_mapq,
+        "exclude_flags": exclude_flags,
+        "include_flags": include_flags,
+        "count_deletions": None if count_deletions is None else str(count_deletions).lower(),
+        "window": window,
+        "regions": None if regions is None else os.fspath(regions),
+        "thresholds": None if thresholds is None else ",".join(str(t) for t in thresholds),
+        "reference": None if reference is None else os.fspath(reference),
+    }
+    for key, value in words.items():
+        if value is not None and any(c.isspace() for c in str(value)):
+            raise InvalidOptionError(f"option {key}: {value!r} contains white space, which bam_depth's options cannot hold")
+    options = " ".join(f"{k}={v}" for k, v in words.items() if v is not None)
+    args = [_quote(os.fspath(path))]
+    if region is not None:
+        args.append(_quote(region))
+    if options:
+        args.append(_quote(options))
+    return ctx.sql(f"SELECT * FROM bam_depth({', '.join(args)})")
 
 
 def register(

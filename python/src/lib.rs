@@ -45,8 +45,8 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::prelude::SessionContext;
 use datafusion_bam::{
-    object_store_for, progress, warnings, AlignmentFormat, BamHeaderFunction, BamOptions, BamRegionFunction,
-    BamSessionExt, BamTable, BamTableFactory,
+    object_store_for, progress, warnings, AlignmentFormat, BamDepthFunction, BamHeaderFunction, BamOptions,
+    BamRegionFunction, BamSessionExt, BamTable, BamTableFactory,
 };
 use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 use datafusion_ffi::table_provider::FFI_TableProvider;
@@ -467,6 +467,26 @@ impl PyBamRegionFunction {
     }
 }
 
+/// The `bam_depth(path [, region] [, options])` table function, for `SessionContext.register_udtf`.
+#[pyclass(name = "BamDepthFunction", module = "datafusion_bam", frozen)]
+struct PyBamDepthFunction;
+
+#[pymethods]
+impl PyBamDepthFunction {
+    #[new]
+    fn new() -> Self {
+        Self
+    }
+
+    fn __datafusion_table_function__<'py>(
+        &self,
+        py: Python<'py>,
+        session: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        function_capsule(py, Arc::new(BamDepthFunction), &session)
+    }
+}
+
 /// The `bam_header(path)` table function, for `SessionContext.register_udtf`.
 #[pyclass(name = "BamHeaderFunction", module = "datafusion_bam", frozen)]
 struct PyBamHeaderFunction;
@@ -691,6 +711,7 @@ fn _datafusion_bam(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBamTable>()?;
     m.add_class::<PyBamTableFactory>()?;
     m.add_class::<PyBamRegionFunction>()?;
+    m.add_class::<PyBamDepthFunction>()?;
     m.add_class::<PyBamHeaderFunction>()?;
     m.add_function(wrap_pyfunction!(remote_exists, m)?)?;
     m.add_function(wrap_pyfunction!(upload, m)?)?;

@@ -10,7 +10,7 @@ use datafusion::common::plan_err;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::{DataFusionError, Result};
 use futures::TryStreamExt;
-use object_store::ObjectMeta;
+use object_store::{ObjectMeta, ObjectStore};
 
 use crate::datasource::file_format::BamFormat;
 use crate::error::BamError;
@@ -116,11 +116,27 @@ pub(crate) async fn listing_table(
             other.object_store().as_str()
         );
     }
+    let (store, files) = list_files(state, &urls, &listing).await?;
+    let schema = listing.format.infer_schema(state, &store, &files).await?;
+    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(listing).with_schema(schema);
+    ListingTable::try_new(config)
+}
+
+/// The store of `urls` (the first's: all share it) and the non-empty files at them, in listing
+/// order; a location without files is an error naming it.
+pub(crate) async fn list_files(
+    state: &dyn Session,
+    urls: &[ListingTableUrl],
+    listing: &ListingOptions,
+) -> Result<(Arc<dyn ObjectStore>, Vec<ObjectMeta>)> {
+    let Some(first) = urls.first() else {
+        return plan_err!("a BAM table needs at least one location");
+    };
     let store = crate::io::store::object_store_for(state.runtime_env(), first, &HashMap::new()).await?;
     let ext = listing.format.get_ext();
     let kind = ext.to_uppercase();
     let mut files = Vec::new();
-    for url in &urls {
+    for url in urls {
         let named_file = names_a_file(url);
         let found: Result<Vec<ObjectMeta>> =
             async { url.list_all_files(state, store.as_ref(), &listing.file_extension).await?.try_collect().await }
@@ -148,9 +164,7 @@ pub(crate) async fn listing_table(
         }
         files.extend(found.into_iter().filter(|file| file.size > 0));
     }
-    let schema = listing.format.infer_schema(state, &store, &files).await?;
-    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(listing).with_schema(schema);
-    ListingTable::try_new(config)
+    Ok((store, files))
 }
 
 #[cfg(test)]

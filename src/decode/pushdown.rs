@@ -229,8 +229,16 @@ pub fn region_predicate(regions: &[Region], file_schema: &SchemaRef) -> Arc<dyn 
             parts.into_iter().reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::And, b)) as Arc<dyn PhysicalExpr>);
         disjuncts.push(all.unwrap_or_else(|| lit(true)));
     }
-    disjuncts
-        .into_iter()
-        .reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::Or, b)) as Arc<dyn PhysicalExpr>)
-        .unwrap_or_else(|| lit(false))
+    any_of(disjuncts).unwrap_or_else(|| lit(false))
+}
+
+/// The disjunction of `exprs` as a balanced tree: a chain of thousands of regions (one per
+/// contig of an assembly) would be as deep, and its evaluation and planning recurse that deep.
+fn any_of(mut exprs: Vec<Arc<dyn PhysicalExpr>>) -> Option<Arc<dyn PhysicalExpr>> {
+    if exprs.len() <= 1 {
+        return exprs.pop();
+    }
+    let right = exprs.split_off(exprs.len() / 2);
+    let (left, right) = (any_of(exprs)?, any_of(right)?);
+    Some(Arc::new(BinaryExpr::new(left, Operator::Or, right)))
 }

@@ -31,6 +31,7 @@ use bam::info::BamInfo;
 use bam::records::BamRecords;
 use catalog::Catalog;
 use cram::container::{read_cram_header, Reference, CRAM_MAGIC};
+use cram::info::CramInfo;
 use cram::records::{CramRecords, CramScan};
 use sam::info::SamInfo;
 use sam::lines::{is_gzip, read_sam_text_header, SamLines};
@@ -84,7 +85,7 @@ pub fn read_range(format: AlignmentFormat, scan: RangeScan<'_>) -> Result<Batche
                 regions: scan.regions.cloned(),
                 skip_damaged,
             };
-            let info = scan.catalog.load::<cram::info::CramInfo>(&scan.bytes, scan.meta)?;
+            let info = scan.catalog.load::<CramInfo>(&scan.bytes, scan.meta)?;
             let header = Arc::clone(&info.header);
             let records = CramRecords::new(&path, scan.bytes, header, cram, info.index.as_ref(), partition);
             let file = Arc::clone(records.file());
@@ -147,6 +148,32 @@ pub async fn indexed_record_count(
         }
         AlignmentFormat::Cram | AlignmentFormat::Sam => Ok(None),
     }
+}
+
+/// Whether `meta`'s file has an index that region reads can use (a `.bai`/`.csi` as new as
+/// the file, a valid `.crai`, or a `.sam.gz`'s `.bai`/`.csi`/`.tbi`).
+pub async fn has_index(
+    format: AlignmentFormat,
+    catalog: &Catalog,
+    store: &Arc<dyn ObjectStore>,
+    url: Option<&ObjectStoreUrl>,
+    meta: &ObjectMeta,
+) -> Result<bool> {
+    let metas = vec![meta.clone()];
+    Ok(match format {
+        AlignmentFormat::Bam => {
+            catalog.load_all::<BamInfo>(store, url, metas).await?;
+            catalog.get::<BamInfo>(meta).is_some_and(|info| info.index.is_some() && info.index_is_current)
+        }
+        AlignmentFormat::Cram => {
+            catalog.load_all::<CramInfo>(store, url, metas).await?;
+            catalog.get::<CramInfo>(meta).is_some_and(|info| info.index.is_some())
+        }
+        AlignmentFormat::Sam => {
+            catalog.load_all::<SamInfo>(store, url, metas).await?;
+            catalog.get::<SamInfo>(meta).is_some_and(|info| info.index.is_some())
+        }
+    })
 }
 
 /// Counts the tags of the first records of one file of `options.format`, within `budget`.

@@ -5,6 +5,7 @@ mod codec;
 mod corpus;
 mod damage;
 mod cram;
+mod depth;
 mod fidelity;
 mod fuzz;
 mod layout;
