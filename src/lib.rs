@@ -27,6 +27,7 @@ mod formats;
 mod write;
 mod datasource;
 mod functions;
+pub mod codec;
 
 use std::sync::Arc;
 
@@ -35,14 +36,13 @@ use datafusion::error::Result;
 use datafusion::execution::SessionState;
 use datafusion::prelude::{DataFrame, SessionContext};
 
-pub use datasource::codec;
 pub use datasource::file_format::{BamFormat, BamFormatFactory};
 pub use datasource::listing::{bam_listing_table, bam_listing_table_of, table_url};
 pub use datasource::source::BamSource;
 pub use datasource::table::{BamTable, BamTableFactory};
 pub use error::BamError;
 pub use formats::cram::container::quiet_decode_panics;
-pub use functions::depth::BamDepthFunction;
+pub use functions::depth::{BamDepthFunction, DepthTable};
 pub use functions::header::BamHeaderFunction;
 pub use functions::region::BamRegionFunction;
 pub use io::store::{object_store_for, store_options};

@@ -1,9 +1,10 @@
 //! BAM tables on [Apache Ballista](https://datafusion.apache.org/ballista/): the codecs that
 //! carry BAM scans between client, scheduler and executors, and the session setup they share.
 //!
-//! The client sends a logical plan; its [`BamTable`](datafusion_bam::BamTable)s travel through
-//! [`BamBallistaLogicalCodec`]. The scheduler plans them into BAM scans split into byte ranges,
-//! which reach the executors through [`physical_codec`]. Everything else is Ballista's own codecs.
+//! The client sends a logical plan; its [`BamTable`](datafusion_bam::BamTable)s and `bam_depth`
+//! tables travel through [`BamBallistaLogicalCodec`]. The scheduler plans them into BAM scans
+//! split into byte ranges (and depth counts over pieces of the genome), which reach the executors
+//! through [`physical_codec`]. Everything else is Ballista's own codecs.
 //! Every process must see the BAM files at the same paths (a shared file system or an object
 //! store).
 
@@ -19,7 +20,7 @@ use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan, ScalarUDF, WindowUDF};
 use datafusion::prelude::SessionConfig;
 use datafusion_bam::codec::{BamLogicalCodec, BamPhysicalCodec};
-use datafusion_bam::BamTable;
+use datafusion_bam::{BamTable, DepthTable};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{ComposedPhysicalExtensionCodec, PhysicalExtensionCodec};
 
@@ -39,7 +40,8 @@ impl LogicalExtensionCodec for BamBallistaLogicalCodec {
         self.ballista.try_encode(node, buf)
     }
 
-    /// Ballista serializes no table providers of its own: every one here is a [`BamTable`].
+    /// Ballista serializes no table providers of its own: every one here is a [`BamTable`] or a
+    /// `bam_depth` [`DepthTable`].
     fn try_decode_table_provider(
         &self,
         buf: &[u8],
@@ -56,7 +58,7 @@ impl LogicalExtensionCodec for BamBallistaLogicalCodec {
         node: Arc<dyn TableProvider>,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
-        if node.downcast_ref::<BamTable>().is_some() {
+        if node.downcast_ref::<BamTable>().is_some() || node.downcast_ref::<DepthTable>().is_some() {
             return self.bam.try_encode_table_provider(table_ref, node, buf);
         }
         self.ballista.try_encode_table_provider(table_ref, node, buf)

@@ -10,7 +10,7 @@ use ballista_executor::new_standalone_executor_from_state;
 use ballista_scheduler::standalone::new_standalone_scheduler_from_state;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion_bam::{BamOptions, BamSessionExt, BamTable};
+use datafusion_bam::{BamDepthFunction, BamOptions, BamSessionExt, BamTable};
 use datafusion_bam_ballista::bam_session_state;
 
 const EXECUTORS: usize = 2;
@@ -79,6 +79,23 @@ async fn copy_on_a_cluster_equals_a_local_run() {
     let rows: usize = written.iter().map(|b| b.num_rows()).sum();
     assert!(rows > 40_000, "{rows} rows written");
     assert_eq!(sorted_lines(&written), sorted_lines(&expected));
+
+    // bam_depth on the cluster, one task per piece: windows and a region's runs, as locally.
+    cluster.register_udtf("bam_depth", Arc::new(BamDepthFunction));
+    local.register_udtf("bam_depth", Arc::new(BamDepthFunction));
+    let sample = repo_data("sample.bam");
+    for query in [
+        format!("SELECT * FROM bam_depth('{}', 'window=5000 thresholds=1,10')", sample.display()),
+        format!("SELECT * FROM bam_depth('{}', 'chr1:1-100000')", sample.display()),
+    ] {
+        let got = cluster.sql(&query).await.unwrap().collect().await.unwrap();
+        let expected = local.sql(&query).await.unwrap().collect().await.unwrap();
+        assert!(got.iter().map(|b| b.num_rows()).sum::<usize>() > 50, "{query}");
+        let (got, expected) = (sorted_lines(&got), sorted_lines(&expected));
+        let only_got: Vec<_> = got.iter().filter(|l| !expected.contains(l)).collect();
+        let only_expected: Vec<_> = expected.iter().filter(|l| !got.contains(l)).collect();
+        assert!(only_got.is_empty() && only_expected.is_empty(), "{query}: {only_got:?} instead of {only_expected:?}");
+    }
 }
 
 /// Child processes killed on drop.

@@ -446,66 +446,50 @@ fn function_capsule<'py>(
     PyCapsule::new_with_value(py, function, FUNCTION_CAPSULE)
 }
 
-/// The `bam_region(path, region, ...)` table function, for `SessionContext.register_udtf`.
-#[pyclass(name = "BamRegionFunction", module = "datafusion_bam", frozen)]
-struct PyBamRegionFunction;
+/// A Python class whose `__datafusion_table_function__` gives `function` to
+/// `SessionContext.register_udtf`.
+macro_rules! table_function_class {
+    ($(#[$doc:meta])* $class:ident, $name:literal, $function:expr) => {
+        $(#[$doc])*
+        #[pyclass(name = $name, module = "datafusion_bam", frozen)]
+        struct $class;
 
-#[pymethods]
-impl PyBamRegionFunction {
-    #[new]
-    fn new() -> Self {
-        Self
-    }
+        #[pymethods]
+        impl $class {
+            #[new]
+            fn new() -> Self {
+                Self
+            }
 
-    fn __datafusion_table_function__<'py>(
-        &self,
-        py: Python<'py>,
-        session: Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyCapsule>> {
-        let function = BamRegionFunction::with_runtime(runtime().handle().clone());
-        function_capsule(py, Arc::new(function), &session)
-    }
+            fn __datafusion_table_function__<'py>(
+                &self,
+                py: Python<'py>,
+                session: Bound<'py, PyAny>,
+            ) -> PyResult<Bound<'py, PyCapsule>> {
+                function_capsule(py, Arc::new($function), &session)
+            }
+        }
+    };
 }
 
-/// The `bam_depth(path [, region] [, options])` table function, for `SessionContext.register_udtf`.
-#[pyclass(name = "BamDepthFunction", module = "datafusion_bam", frozen)]
-struct PyBamDepthFunction;
-
-#[pymethods]
-impl PyBamDepthFunction {
-    #[new]
-    fn new() -> Self {
-        Self
-    }
-
-    fn __datafusion_table_function__<'py>(
-        &self,
-        py: Python<'py>,
-        session: Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyCapsule>> {
-        function_capsule(py, Arc::new(BamDepthFunction), &session)
-    }
-}
-
-/// The `bam_header(path)` table function, for `SessionContext.register_udtf`.
-#[pyclass(name = "BamHeaderFunction", module = "datafusion_bam", frozen)]
-struct PyBamHeaderFunction;
-
-#[pymethods]
-impl PyBamHeaderFunction {
-    #[new]
-    fn new() -> Self {
-        Self
-    }
-
-    fn __datafusion_table_function__<'py>(
-        &self,
-        py: Python<'py>,
-        session: Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyCapsule>> {
-        function_capsule(py, Arc::new(BamHeaderFunction), &session)
-    }
-}
+table_function_class!(
+    /// The `bam_region(path, region, ...)` table function, for `SessionContext.register_udtf`.
+    PyBamRegionFunction,
+    "BamRegionFunction",
+    BamRegionFunction::with_runtime(runtime().handle().clone())
+);
+table_function_class!(
+    /// The `bam_depth(path [, region] [, options])` table function, for `SessionContext.register_udtf`.
+    PyBamDepthFunction,
+    "BamDepthFunction",
+    BamDepthFunction
+);
+table_function_class!(
+    /// The `bam_header(path)` table function, for `SessionContext.register_udtf`.
+    PyBamHeaderFunction,
+    "BamHeaderFunction",
+    BamHeaderFunction
+);
 
 /// The store and path of a remote location, set up with `storage_options`.
 async fn remote(

@@ -1,9 +1,8 @@
 //! The DataFusion glue, split as `datafusion-datasource-csv` and `-parquet` are: the
 //! [`FileFormat`](datafusion::datasource::file_format::FileFormat) and its factory, the
 //! [`FileSource`](datafusion::datasource::physical_plan::FileSource) and its opener, listing
-//! tables, the `STORED AS` table factory, and the plan codecs for distributed execution.
+//! tables, the `STORED AS` table factory.
 
-pub mod codec;
 pub mod file_format;
 pub mod listing;
 pub mod opener;

@@ -7,12 +7,13 @@ use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableFunctionImpl, TableProvider};
-use datafusion::common::{plan_err, DataFusionError, Result, ScalarValue};
+use datafusion::common::{plan_err, DataFusionError, Result};
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::literal_str;
 use crate::formats::read_sam_header;
 use crate::io::store::object_store_for;
 
@@ -22,11 +23,8 @@ pub struct BamHeaderFunction;
 
 impl TableFunctionImpl for BamHeaderFunction {
     fn call(&self, args: &[Expr]) -> Result<Arc<dyn TableProvider>> {
-        match args {
-            [Expr::Literal(
-                ScalarValue::Utf8(Some(path)) | ScalarValue::LargeUtf8(Some(path)) | ScalarValue::Utf8View(Some(path)),
-                _,
-            )] => Ok(Arc::new(BamHeaderTable { path: path.clone() })),
+        match args.iter().map(literal_str).collect::<Option<Vec<_>>>().as_deref() {
+            Some([path]) => Ok(Arc::new(BamHeaderTable { path: path.to_string() })),
             _ => plan_err!("bam_header takes one argument, the path of a BAM file as a string literal"),
         }
     }

@@ -8,10 +8,10 @@
 use std::sync::Arc;
 
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::{plan_err, DataFusionError, Result, ScalarValue};
-use datafusion::logical_expr::Expr;
+use datafusion::common::{plan_err, DataFusionError, Result};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
+use super::literal_str;
 use crate::datasource::table::BamTable;
 use crate::options::region::parse_regions;
 use crate::options::{AlignmentFormat, BamOptions};
@@ -32,16 +32,6 @@ impl BamRegionFunction {
 
 const USAGE: &str = "bam_region takes the path of a BAM file and one or more regions, as string literals: \
                      bam_region('x.bam', 'chr1:100000-200000', 'chr2')";
-
-fn literal_str(e: &Expr) -> Option<&str> {
-    match e {
-        Expr::Literal(
-            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
-            _,
-        ) => Some(s),
-        _ => None,
-    }
-}
 
 impl TableFunctionImpl for BamRegionFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {

@@ -94,3 +94,41 @@ async fn logical_plans_keep_globs_and_options() {
     samtools(&["index", sorted_edge.to_str().unwrap()]);
     assert_eq!(n, 2 * samtools_count(&[sorted_edge.to_str().unwrap(), "chr1:400-600"]));
 }
+
+/// `bam_depth` plans (logical and physical, with windows and a BED file) run elsewhere and give
+/// the same rows, as on Ballista's scheduler and executors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn depth_plans_run_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let bed = dir.path().join("t.bed");
+    std::fs::write(&bed, "chr1\t100\t5000\tex1\nchr2\t0\t300\n").unwrap();
+    let sample = data("sample.bam");
+    let ctx = split_context(3);
+    for args in [
+        String::new(),
+        ", 'window=5000 thresholds=1,10'".to_string(),
+        ", 'chr1:1000-90000', 'mode=samtools window=500 thresholds=1,5'".to_string(),
+        format!(", 'regions={} min_mapq=20'", bed.display()),
+    ] {
+        let sql = format!("SELECT * FROM bam_depth('{}'{args})", sample.display());
+        let df = ctx.sql(&sql).await.unwrap();
+        let logical = df.clone().into_optimized_plan().unwrap();
+        let plan = df.create_physical_plan().await.unwrap();
+        let batches = collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
+        assert!(batches.iter().map(|b| b.num_rows()).sum::<usize>() >= 2, "{sql}");
+        let local = sorted(&batches);
+
+        let elsewhere = SessionContext::new();
+        let bytes = physical_plan_to_bytes_with_extension_codec(plan, &BamPhysicalCodec).unwrap();
+        let decoded =
+            physical_plan_from_bytes_with_extension_codec(&bytes, &elsewhere.task_ctx(), &BamPhysicalCodec).unwrap();
+        assert!(displayable(decoded.as_ref()).indent(true).to_string().contains("DepthExec"));
+        assert_eq!(sorted(&collect(decoded, elsewhere.task_ctx()).await.unwrap()), local, "physical: {sql}");
+
+        let bytes = logical_plan_to_bytes_with_extension_codec(&logical, &BamLogicalCodec).unwrap();
+        let decoded =
+            logical_plan_from_bytes_with_extension_codec(&bytes, &elsewhere.task_ctx(), &BamLogicalCodec).unwrap();
+        let batches = elsewhere.execute_logical_plan(decoded).await.unwrap().collect().await.unwrap();
+        assert_eq!(sorted(&batches), local, "logical: {sql}");
+    }
+}

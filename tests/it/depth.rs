@@ -534,3 +534,20 @@ async fn a_remote_file_equals_the_local_one() {
         assert_eq!(remote, local, "over S3 at {n} partitions");
     }
 }
+
+/// Only the columns depth needs are decoded, the flag and MAPQ filters run in the decoder, and a
+/// region reads what the index selects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scan_decodes_only_what_depth_needs() {
+    let ctx = context_with(2);
+    let sample = data("sample.bam");
+    let explain = |args: &str| format!("EXPLAIN SELECT * FROM bam_depth('{}'{args})", sample.display());
+    let plan = |batches: Vec<RecordBatch>| arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+    let shown = plan(sql(&ctx, &explain(", 'chr1:1000-2000', 'mode=samtools min_mapq=20'")).await.unwrap());
+    assert!(shown.contains("DepthExec"), "{shown}");
+    assert!(shown.contains("projection=[flag, rname, pos, mapq, cigar]"), "{shown}");
+    assert!(shown.contains("predicate=") && shown.contains("1796") && shown.contains("mapq@"), "{shown}");
+    assert!(shown.contains("chunks"), "the index selects what the region needs:\n{shown}");
+    let shown = plan(sql(&ctx, &explain("")).await.unwrap());
+    assert!(shown.contains("projection=[qname, flag, rname, pos, mapq, cigar, rnext, pnext]"), "{shown}");
+}

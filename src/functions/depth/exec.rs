@@ -4,10 +4,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringArray, StringBuilder,
+};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, UInt16Type, UInt8Type};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, Result};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -19,8 +23,9 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::bins::{windows, Bin, BinSummer};
-use super::count::{CigarOp, DepthCounter, Read, Run};
+use super::count::{CigarOp, CountMode, DepthCounter, Read, Run};
 use super::options::DepthOptions;
+use super::DepthArgs;
 use crate::error::BamError;
 
 /// A stretch of one reference: 0-based, half-open.
@@ -88,14 +93,24 @@ pub fn depth_schema(cohort: bool, options: &DepthOptions) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// The table scan columns depth reads, by name.
-pub const READ_COLUMNS: [&str; 8] = ["qname", "flag", "rname", "pos", "mapq", "cigar", "rnext", "pnext"];
+/// The table scan columns depth reads, by name: the mates' fields only where mates overlap.
+pub fn read_columns(mode: CountMode) -> &'static [&'static str] {
+    match mode {
+        CountMode::Mosdepth => &["qname", "flag", "rname", "pos", "mapq", "cigar", "rnext", "pnext"],
+        CountMode::Samtools => &["flag", "rname", "pos", "mapq", "cigar"],
+    }
+}
 
-/// Counts each piece's reads (from `inputs[i]`, all of whose partitions are read in order).
+/// Counts one piece's reads, which its input (one scan) gives in file order.
+///
+/// A `bam_depth` plan is a union of these, one partition each: engines that run each partition
+/// as a task of its own (Ballista) cut a plan at its leaves and unions, and keep the scans under
+/// this node whole.
 #[derive(Debug)]
 pub struct DepthExec {
-    pieces: Vec<Piece>,
-    inputs: Vec<Arc<dyn ExecutionPlan>>,
+    args: Arc<DepthArgs>,
+    piece: Piece,
+    input: Arc<dyn ExecutionPlan>,
     options: Arc<DepthOptions>,
     bed: Option<Arc<BedIntervals>>,
     cohort: bool,
@@ -104,31 +119,63 @@ pub struct DepthExec {
 }
 
 impl DepthExec {
+    /// Over `input`, whose partitions (at most one, as [`single_partition`] makes it) are read
+    /// in order. An input without partitions (a task that does not run this piece) gives none.
     pub fn new(
-        pieces: Vec<Piece>,
-        inputs: Vec<Arc<dyn ExecutionPlan>>,
+        args: Arc<DepthArgs>,
+        piece: Piece,
+        input: Arc<dyn ExecutionPlan>,
         options: Arc<DepthOptions>,
         bed: Option<Arc<BedIntervals>>,
         cohort: bool,
     ) -> Result<Self> {
-        if pieces.len() != inputs.len() {
-            return internal_err!("DepthExec: {} pieces but {} inputs", pieces.len(), inputs.len());
-        }
         let schema = depth_schema(cohort, &options);
+        let partitions = input.output_partitioning().partition_count().min(1);
         let properties = PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(pieces.len().max(1)),
+            Partitioning::UnknownPartitioning(partitions),
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
-        Ok(Self { pieces, inputs, options, bed, cohort, schema, properties: Arc::new(properties) })
+        Ok(Self { args, piece, input, options, bed, cohort, schema, properties: Arc::new(properties) })
     }
+
+    /// The call this plan counts for.
+    pub fn args(&self) -> &DepthArgs {
+        &self.args
+    }
+
+    pub fn piece(&self) -> &Piece {
+        &self.piece
+    }
+
+    pub fn bed(&self) -> Option<&Arc<BedIntervals>> {
+        self.bed.as_ref()
+    }
+}
+
+/// `plan` (a BAM scan) with its byte ranges in one partition, in order, so that the piece it
+/// reads is one partition of the plan.
+pub fn single_partition(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    let Some(scan) = plan.downcast_ref::<DataSourceExec>() else { return plan };
+    let Some(config) = scan.data_source().downcast_ref::<FileScanConfig>() else { return plan };
+    if config.file_groups.len() <= 1 {
+        return plan;
+    }
+    let files: FileGroup = config.file_groups.iter().flat_map(|g| g.iter().cloned()).collect();
+    let config = FileScanConfigBuilder::from(config.clone()).with_file_groups(vec![files]).build();
+    DataSourceExec::from_data_source(config)
 }
 
 impl DisplayAs for DepthExec {
     fn fmt_as(&self, _: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        let spans: usize = self.pieces.iter().map(|p| p.spans.len()).sum();
-        write!(f, "DepthExec: pieces={}, spans={spans}, mode={:?}", self.pieces.len(), self.options.mode)
+        let spans: Vec<String> = self
+            .piece
+            .spans
+            .iter()
+            .map(|s| format!("{}:{}-{}", self.piece.references.names[s.tid], s.start + 1, s.end))
+            .collect();
+        write!(f, "DepthExec: file={}, spans=[{}], mode={:?}", self.piece.file, spans.join(", "), self.options.mode)
     }
 }
 
@@ -142,12 +189,12 @@ impl ExecutionPlan for DepthExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        self.inputs.iter().collect()
+        vec![&self.input]
     }
 
-    // Each input's records must stay in file order: no repartitioning between.
+    // The input's records must stay in file order: no repartitioning between.
     fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        vec![false; self.inputs.len()]
+        vec![false]
     }
 
     fn apply_expressions(
@@ -158,17 +205,27 @@ impl ExecutionPlan for DepthExec {
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        let (pieces, options, bed) = (self.pieces.clone(), Arc::clone(&self.options), self.bed.clone());
-        Ok(Arc::new(Self::new(pieces, children, options, bed, self.cohort)?))
+        let [input] = <[_; 1]>::try_from(children).map_err(|c| {
+            datafusion::error::DataFusionError::Internal(format!("DepthExec takes one input, not {}", c.len()))
+        })?;
+        let (args, piece, options, bed) =
+            (Arc::clone(&self.args), self.piece.clone(), Arc::clone(&self.options), self.bed.clone());
+        Ok(Arc::new(Self::new(args, piece, input, options, bed, self.cohort)?))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let (Some(piece), Some(input)) = (self.pieces.get(partition), self.inputs.get(partition)) else {
+        if partition >= self.properties.partitioning.partition_count() {
             return internal_err!("DepthExec has no partition {partition}");
-        };
+        }
         let batch_size = context.session_config().batch_size();
-        let mut counter = PieceCounter::new(piece.clone(), Arc::clone(&self.options), self.bed.clone(), self.cohort);
-        let (input, schema) = (Arc::clone(input), Arc::clone(&self.schema));
+        let mut counter =
+            PieceCounter::new(self.piece.clone(), Arc::clone(&self.options), self.bed.clone(), self.cohort);
+        // The input is read partition after partition, in file order: each execution gets a fresh
+        // copy of the scan, with no work moving between its partitions (DataFusion's work
+        // stealing would let one partition read another's byte ranges, out of order).
+        let input = Arc::clone(&self.input).reset_state()?;
+        let context = Arc::new(in_planned_order(&context));
+        let schema = Arc::clone(&self.schema);
         let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&schema), 2);
         let tx = builder.tx();
         builder.spawn(async move {
@@ -190,6 +247,22 @@ impl ExecutionPlan for DepthExec {
         });
         Ok(builder.build())
     }
+}
+
+/// `context` with file scans that read each partition's own byte ranges only.
+fn in_planned_order(context: &TaskContext) -> TaskContext {
+    let mut config = context.session_config().clone();
+    config.options_mut().execution.enable_file_stream_work_stealing = false;
+    TaskContext::new(
+        context.task_id(),
+        context.session_id(),
+        config,
+        context.scalar_functions().clone(),
+        context.higher_order_functions().clone(),
+        context.aggregate_functions().clone(),
+        context.window_functions().clone(),
+        context.runtime_env(),
+    )
 }
 
 /// The output columns being filled.
@@ -311,22 +384,18 @@ impl PieceCounter {
 
     fn add_batch(&mut self, batch: &RecordBatch, rows: &mut Rows) -> Result<()> {
         let column = |name: &str| batch.column_by_name(name).map(Arc::clone);
-        let (Some(qname), Some(flag), Some(rname), Some(pos), Some(mapq), Some(cigar), Some(rnext), Some(pnext)) = (
-            column("qname"),
-            column("flag"),
-            column("rname"),
-            column("pos"),
-            column("mapq"),
-            column("cigar"),
-            column("rnext"),
-            column("pnext"),
-        ) else {
+        let (Some(flag), Some(rname), Some(pos), Some(mapq), Some(cigar)) =
+            (column("flag"), column("rname"), column("pos"), column("mapq"), column("cigar"))
+        else {
             return internal_err!("bam_depth's scan lacks a column it reads");
         };
-        let (qname, rname, cigar, rnext) =
-            (qname.as_string::<i32>(), rname.as_string::<i32>(), cigar.as_string::<i32>(), rnext.as_string::<i32>());
+        let (qname, rnext, pnext) = (column("qname"), column("rnext"), column("pnext"));
+        let (qname, rnext) =
+            (qname.as_ref().map(|c| c.as_string::<i32>()), rnext.as_ref().map(|c| c.as_string::<i32>()));
+        let pnext = pnext.as_ref().map(|c| c.as_primitive::<Int64Type>());
+        let (rname, cigar) = (rname.as_string::<i32>(), cigar.as_string::<i32>());
         let (flag, mapq) = (flag.as_primitive::<UInt16Type>(), mapq.as_primitive::<UInt8Type>());
-        let (pos, pnext) = (pos.as_primitive::<Int64Type>(), pnext.as_primitive::<Int64Type>());
+        let pos = pos.as_primitive::<Int64Type>();
         for row in 0..batch.num_rows() {
             if rname.is_null(row) || pos.is_null(row) {
                 continue; // unplaced: after every placed record in a sorted file
@@ -353,7 +422,7 @@ impl PieceCounter {
                     let names = &self.piece.references.names;
                     return Err(BamError::Unsorted {
                         file: self.piece.file.to_string(),
-                        record: format!("{} at {name}:{}", qname.value(row), start + 1),
+                        record: format!("{} at {name}:{}", text_at(qname, row).unwrap_or("*"), start + 1),
                         reason: format!("comes after one at {}:{}", names[last_tid], last_start + 1),
                     }
                     .into());
@@ -373,19 +442,19 @@ impl PieceCounter {
                 parse_cigar(cigar.value(row), &mut self.cigar).map_err(|reason| {
                     BamError::damaged(
                         &*self.piece.file,
-                        format!("record {} at {name}:{}", qname.value(row), start + 1),
+                        format!("record {} at {name}:{}", text_at(qname, row).unwrap_or("*"), start + 1),
                         reason,
                     )
                 })?;
             }
-            let mate_here = !rnext.is_null(row) && matches!(rnext.value(row), mate if mate == "=" || mate == name);
+            let mate_here = text_at(rnext, row).is_some_and(|mate| mate == "=" || mate == name);
             let read = Read {
                 start,
                 flag,
                 cigar: &self.cigar,
                 mate_here,
-                mate_start: if pnext.is_null(row) { -1 } else { pnext.value(row) - 1 },
-                qname: if qname.is_null(row) { "*" } else { qname.value(row) },
+                mate_start: pnext.filter(|p| !p.is_null(row)).map_or(-1, |p| p.value(row) - 1),
+                qname: text_at(qname, row).unwrap_or("*"),
             };
             let Self { current: Some(current), piece, .. } = self else { unreachable!() };
             let rname = &piece.references.names[current.tid];
@@ -486,6 +555,11 @@ fn emit(
             rows.push_run(rname, Run { start, end, depth: run.depth });
         }
     }
+}
+
+/// The value of a nullable text column that may be absent.
+fn text_at(column: Option<&StringArray>, row: usize) -> Option<&str> {
+    column.filter(|c| !c.is_null(row)).map(|c| c.value(row))
 }
 
 /// Parses CIGAR text (`*` is none) into operations.

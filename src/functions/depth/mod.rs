@@ -3,9 +3,10 @@
 //!
 //! Each file is split into pieces of its references that are counted in parallel: with an index,
 //! each piece reads the records overlapping its range and gives runs only inside it, so a read
-//! that crosses a piece's edge counts on both sides. A file without an index is one piece, whose
-//! scan's partitions are read in file order. The records are read through the table's own scan,
-//! with only the columns depth needs and the flag and MAPQ filters in the decoder.
+//! that crosses a piece's edge counts on both sides; cuts fall where the depth changes, so no
+//! run crosses one. A file without an index is one piece, read in file order. The records come
+//! through the table's own scan, with only the columns depth needs and the flag and MAPQ filters
+//! in the decoder (docs/depth.md).
 
 pub mod bins;
 pub mod count;
@@ -21,9 +22,12 @@ use arrow::datatypes::{Int64Type, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{plan_err, Result, ScalarValue};
+
+use super::literal_str;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::logical_expr::{binary_expr, col, lit, Expr, Operator, TableType};
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use object_store::ObjectStoreExt;
 
@@ -36,7 +40,7 @@ use crate::io::shown_location;
 use crate::io::store::object_store_for;
 use crate::options::region::{parse_regions, Region, RegionReference};
 use crate::options::{AlignmentFormat, BamOptions, TagSelection};
-use exec::{depth_schema, BedIntervals, DepthExec, Piece, References, Span, READ_COLUMNS};
+use exec::{depth_schema, read_columns, single_partition, BedIntervals, DepthExec, Piece, References, Span};
 use options::DepthOptions;
 
 /// The `bam_depth` table function.
@@ -45,16 +49,6 @@ pub struct BamDepthFunction;
 
 const USAGE: &str = "bam_depth takes a location, then optionally a region and an options string, as string \
                      literals: bam_depth('x.bam', 'chr1:1-100000', 'window=1000 min_mapq=20')";
-
-fn literal_str(e: &Expr) -> Option<&str> {
-    match e {
-        Expr::Literal(
-            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
-            _,
-        ) => Some(s),
-        _ => None,
-    }
-}
 
 impl TableFunctionImpl for BamDepthFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
@@ -67,9 +61,49 @@ impl TableFunctionImpl for BamDepthFunction {
             Some([location, region, options]) => (*location, Some(*region), *options),
             _ => return plan_err!("{USAGE}"),
         };
-        let table = BamOptions::default().with_format(AlignmentFormat::of_path(location)).with_tags(TagSelection::None);
-        let options = DepthOptions::parse(options, table)?;
-        let regions = match region {
+        let args = DepthArgs { location: location.into(), region: region.map(Into::into), options: options.into() };
+        Ok(Arc::new(DepthTable::new(args)?))
+    }
+}
+
+/// The literal arguments of a `bam_depth` call: they rebuild it, in another process too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepthArgs {
+    pub location: String,
+    pub region: Option<String>,
+    pub options: String,
+}
+
+impl DepthArgs {
+    /// The options, over the table options a location's name implies.
+    pub fn options(&self) -> Result<DepthOptions> {
+        let format = AlignmentFormat::of_path(&self.location);
+        let table = BamOptions::default().with_format(format).with_tags(TagSelection::None);
+        DepthOptions::parse(&self.options, table)
+    }
+
+    /// Whether the location is a directory or a glob, whose rows get a `file` column.
+    pub fn cohort(&self) -> Result<bool> {
+        let url = table_url(&self.location)?;
+        Ok(url.is_collection() || url.get_glob().is_some())
+    }
+}
+
+/// The depth of the files at one location; counted when scanned.
+#[derive(Debug)]
+pub struct DepthTable {
+    args: Arc<DepthArgs>,
+    regions: Vec<Region>,
+    options: Arc<DepthOptions>,
+    cohort: bool,
+    schema: SchemaRef,
+}
+
+impl DepthTable {
+    /// Checks the arguments and makes the table (nothing is read until it is scanned).
+    pub fn new(args: DepthArgs) -> Result<Self> {
+        let options = args.options()?;
+        let regions = match &args.region {
             Some(text) => parse_regions(text)?,
             None => Vec::new(),
         };
@@ -77,21 +111,14 @@ impl TableFunctionImpl for BamDepthFunction {
             let reason = format!("{r} names no reference: depth is counted along a named reference");
             return Err(BamError::invalid_option("region", reason).into());
         }
-        let url = table_url(location)?;
-        let cohort = url.is_collection() || url.get_glob().is_some();
+        let cohort = args.cohort()?;
         let schema = depth_schema(cohort, &options);
-        Ok(Arc::new(DepthTable { location: location.to_string(), regions, options: Arc::new(options), cohort, schema }))
+        Ok(Self { args: Arc::new(args), regions, options: Arc::new(options), cohort, schema })
     }
-}
 
-/// The depth of the files at one location; counted when scanned.
-#[derive(Debug)]
-pub struct DepthTable {
-    location: String,
-    regions: Vec<Region>,
-    options: Arc<DepthOptions>,
-    cohort: bool,
-    schema: SchemaRef,
+    pub fn args(&self) -> &DepthArgs {
+        &self.args
+    }
 }
 
 #[async_trait]
@@ -111,7 +138,7 @@ impl TableProvider for DepthTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let plan: Arc<dyn ExecutionPlan> = Arc::new(self.plan(state).await?);
+        let plan = self.plan(state).await?;
         match projection {
             Some(columns) if columns.len() != self.schema.fields().len() => {
                 let exprs = columns.iter().map(|&i| {
@@ -127,9 +154,10 @@ impl TableProvider for DepthTable {
 }
 
 impl DepthTable {
-    async fn plan(&self, state: &dyn Session) -> Result<DepthExec> {
+    /// One [`DepthExec`] per piece, in a union.
+    async fn plan(&self, state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
         let options = &self.options;
-        let url = table_url(&self.location)?;
+        let url = table_url(&self.args.location)?;
         let listing = bam_listing_options(std::slice::from_ref(&url), options.table.clone());
         let (store, mut files) = list_files(state, std::slice::from_ref(&url), &listing).await?;
         files.sort_by(|a, b| a.location.cmp(&b.location));
@@ -143,7 +171,7 @@ impl DepthTable {
         let catalog = Catalog::of(state.runtime_env());
         let store_url = url.object_store();
         let parts = state.config().target_partitions().max(1);
-        let (mut pieces, mut inputs) = (Vec::new(), Vec::new());
+        let mut pieces: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         for meta in &files {
             let file: Arc<str> = shown_location(Some(&store_url), &meta.location).into();
             let header = read_sam_header(&store, &meta.location).await?;
@@ -168,12 +196,14 @@ impl DepthTable {
             }
             for spans in groups {
                 let regions = split.then_some(spans.as_slice());
-                inputs.push(self.read_plan(state, &file, &references, regions).await?);
+                let input = self.read_plan(state, &file, &references, regions).await?;
                 let regioned = !self.regions.is_empty();
-                pieces.push(Piece { file: Arc::clone(&file), references: Arc::clone(&references), spans, regioned });
+                let piece = Piece { file: Arc::clone(&file), references: Arc::clone(&references), spans, regioned };
+                let (args, bed) = (Arc::clone(&self.args), bed.clone());
+                pieces.push(Arc::new(DepthExec::new(args, piece, input, Arc::clone(options), bed, self.cohort)?));
             }
         }
-        DepthExec::new(pieces, inputs, Arc::clone(options), bed, self.cohort)
+        UnionExec::try_new(pieces)
     }
 }
 
@@ -193,8 +223,11 @@ impl DepthTable {
         }
         let table = BamTable::open(state, file, table_options).await?;
         let schema = table.schema();
-        let projection = READ_COLUMNS.iter().map(|c| schema.index_of(c)).collect::<std::result::Result<Vec<_>, _>>()?;
-        table.scan(state, Some(&projection), &read_filters(&self.options), None).await
+        let projection = read_columns(self.options.mode)
+            .iter()
+            .map(|c| schema.index_of(c))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(single_partition(table.scan(state, Some(&projection), &read_filters(&self.options), None).await?))
     }
 
     /// Moves each cut inside a reference to the first position at or after it where the depth
@@ -256,7 +289,7 @@ impl DepthTable {
                 spans: vec![probe],
                 regioned: true,
             };
-            let exec = DepthExec::new(vec![piece], vec![input], Arc::clone(&probe_options), None, false)?;
+            let exec = DepthExec::new(Arc::clone(&self.args), piece, input, Arc::clone(&probe_options), None, false)?;
             let batches = datafusion::physical_plan::collect(Arc::new(exec), state.task_ctx()).await?;
             let mut starts = batches.iter().flat_map(|b| {
                 let column = b.column_by_name("start").map(|c| c.as_primitive::<Int64Type>().values().to_vec());

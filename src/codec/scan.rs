@@ -1,15 +1,7 @@
-//! Plans with BAM scans as bytes, for engines that run a plan in another process (Ballista
-//! executors): datafusion-proto serializes DataFusion's own nodes and hands BAM's to these
-//! extension codecs.
-//!
-//! - [`BamLogicalCodec`] carries a [`BamTable`] (Ballista's client sends logical plans): its
-//!   paths and options; the schema travels with the plan, so nothing is re-inferred.
-//! - [`BamPhysicalCodec`] carries a `DataSourceExec` over a [`BamSource`]: the file groups with
-//!   their byte ranges (datafusion-proto's `FileScanExecConf`), the pushed-down predicate, and
-//!   the options. The decoded scan reserves memory in the decoding task's pool.
-//!
-//! Ballista needs its own codecs too: compose, e.g. with datafusion-proto's
-//! `ComposedPhysicalExtensionCodec`.
+//! BAM scans and tables as bytes: a `DataSourceExec` over a [`BamSource`] (the file groups with
+//! their byte ranges, the pushed-down predicate, and the options) and a [`BamTable`] (its paths
+//! and options; the schema travels with the plan, so nothing is re-inferred). The decoded scan
+//! reserves memory in the decoding task's pool.
 
 use std::sync::Arc;
 
@@ -33,6 +25,7 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf;
 use prost::Message;
 
+use super::decode_error;
 use crate::datasource::listing;
 use crate::datasource::source::BamSource;
 use crate::datasource::table::BamTable;
@@ -108,15 +101,11 @@ struct BamTableNode {
     options: Option<BamOptionsNode>,
 }
 
-fn decode_error(what: &str, e: prost::DecodeError) -> DataFusionError {
-    DataFusionError::Internal(format!("cannot decode a serialized {what}: {e}"))
-}
-
 /// Serializes and restores BAM scans in physical plans.
 #[derive(Debug, Default)]
-pub struct BamPhysicalCodec;
+pub struct ScanPhysicalCodec;
 
-impl PhysicalExtensionCodec for BamPhysicalCodec {
+impl PhysicalExtensionCodec for ScanPhysicalCodec {
     fn try_decode(
         &self,
         buf: &[u8],
@@ -149,7 +138,7 @@ impl PhysicalExtensionCodec for BamPhysicalCodec {
         let Some((config, source)) =
             node.downcast_ref::<DataSourceExec>().and_then(|e| e.downcast_to_file_source::<BamSource>())
         else {
-            return not_impl_err!("BamPhysicalCodec serializes BAM scans only, not {}", node.name());
+            return not_impl_err!("ScanPhysicalCodec serializes BAM scans only, not {}", node.name());
         };
         let scan = BamScanNode {
             conf: Some(serialize_file_scan_config(config, self, proto_converter)?),
@@ -162,15 +151,15 @@ impl PhysicalExtensionCodec for BamPhysicalCodec {
 
 /// Serializes and restores [`BamTable`]s in logical plans.
 #[derive(Debug, Default)]
-pub struct BamLogicalCodec;
+pub struct ScanLogicalCodec;
 
-impl LogicalExtensionCodec for BamLogicalCodec {
+impl LogicalExtensionCodec for ScanLogicalCodec {
     fn try_decode(&self, _buf: &[u8], _inputs: &[LogicalPlan], _ctx: &TaskContext) -> Result<Extension> {
-        not_impl_err!("BamLogicalCodec has no extension nodes")
+        not_impl_err!("ScanLogicalCodec has no extension nodes")
     }
 
     fn try_encode(&self, _node: &Extension, _buf: &mut Vec<u8>) -> Result<()> {
-        not_impl_err!("BamLogicalCodec has no extension nodes")
+        not_impl_err!("ScanLogicalCodec has no extension nodes")
     }
 
     fn try_decode_table_provider(
@@ -195,7 +184,7 @@ impl LogicalExtensionCodec for BamLogicalCodec {
         buf: &mut Vec<u8>,
     ) -> Result<()> {
         let Some(table) = node.downcast_ref::<BamTable>() else {
-            return not_impl_err!("BamLogicalCodec serializes BamTable only");
+            return not_impl_err!("ScanLogicalCodec serializes BamTable only");
         };
         let (paths, options) = table.locations_and_options()?;
         let node = BamTableNode { paths, options: Some(BamOptionsNode::new(&options)) };
