@@ -4,9 +4,10 @@
 #
 #   benches/depth.sh [BIN]      BIN: a release datafusion-bam (default target/release/datafusion-bam)
 #
-# Files (made once in BENCH_DIR, default ~/.cache/datafusion-bam/bench/depth, with samtools):
-# short reads, tests/data/sample.bam 100 times under new read names (2.2M records), and long reads,
-# tests/data/long_reads.bam 1000 times (78,000 records); both coordinate-sorted and indexed.
+# Files (made once in BENCH_DIR, default ~/.cache/datafusion-bam/bench/depth, with samtools), so
+# that the genome is long and the runs many: short reads, tests/data/sample.bam copied 100 times,
+# each copy on references of its own (chr1_0 ... chrM_99: a 64 Mbp genome, 2.2M reads), and long
+# reads, tests/data/long_reads.bam copied 300 times the same way; both sorted and indexed.
 # Every command writes its whole output (Parquet here, bgzipped BED for mosdepth, text for
 # samtools) and uses two threads. RUNS (default 3) rounds; prints the median and range of wall
 # seconds, CPU seconds and peak RSS per command.
@@ -17,16 +18,24 @@ bin=${1:-$root/target/release/datafusion-bam}
 dir=${BENCH_DIR:-$HOME/.cache/datafusion-bam/bench/depth}
 runs=${RUNS:-3}
 mkdir -p "$dir"
-copies() { # source, times, output
+copies() { # source, times, output: each copy's references renamed NAME_i, placed reads only
   [[ -f "$3" ]] && return
-  for ((i = 0; i < $2; i++)); do
-    samtools view "$1" | awk -v i="$i" 'BEGIN { OFS = "\t" } { $1 = $1 "_" i; print }'
-  done | cat <(samtools view -H "$1") - | samtools sort -@2 -o "$3.tmp" -
+  local i
+  {
+    samtools view -H "$1" | grep -v '^@SQ'
+    for ((i = 0; i < $2; i++)); do
+      samtools view -H "$1" | awk -v i="$i" 'BEGIN { OFS = "\t" } /^@SQ/ { sub(/^SN:/, "", $2); $2 = "SN:" $2 "_" i; print }'
+    done
+    for ((i = 0; i < $2; i++)); do
+      samtools view "$1" | awk -v i="$i" 'BEGIN { OFS = "\t" } $3 != "*" {
+        $1 = $1 "_" i; $3 = $3 "_" i; if ($7 != "=" && $7 != "*") $7 = $7 "_" i; print }'
+    done
+  } | samtools view -@2 -b -o "$3.tmp" -
   mv "$3.tmp" "$3"
   samtools index "$3"
 }
 copies "$root/tests/data/sample.bam" 100 "$dir/short.bam"
-copies "$root/tests/data/long_reads.bam" 1000 "$dir/long.bam"
+copies "$root/tests/data/long_reads.bam" 300 "$dir/long.bam"
 export bin dir
 
 depth_sql() { # file, bam_depth arguments after the file
@@ -39,7 +48,7 @@ for kind in short long; do
   export file
   names=("bam_depth per-base" "mosdepth -t 2" "samtools depth -a -@2"
     "bam_depth window=1000" "mosdepth -t 2 -n --by 1000"
-    "bam_depth chr1:100000-150000" "mosdepth -t 2 -c chr1")
+    "bam_depth chr1_0:100000-150000" "mosdepth -t 2 -c chr1_0")
   run() {
     rm -rf "$dir/out" && mkdir -p "$dir/out"
     case $1 in
@@ -48,8 +57,8 @@ for kind in short long; do
       2) samtools depth -a -@2 -o "$dir/out/depth.txt" "$file" ;;
       3) "$bin" -q -c "$(depth_sql "$file" ", 'window=1000'")" ;;
       4) mosdepth -t 2 -n --by 1000 "$dir/out/md" "$file" ;;
-      5) "$bin" -q -c "$(depth_sql "$file" ", 'chr1:100000-150000'")" ;;
-      6) mosdepth -t 2 -c chr1 "$dir/out/md" "$file" ;;
+      5) "$bin" -q -c "$(depth_sql "$file" ", 'chr1_0:100000-150000'")" ;;
+      6) mosdepth -t 2 -c chr1_0 "$dir/out/md" "$file" ;;
     esac
   }
   declare -A walls=() cpus=() rss=()

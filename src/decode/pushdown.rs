@@ -206,13 +206,32 @@ fn literal_i64(expr: &Arc<dyn PhysicalExpr>) -> Option<i64> {
 /// The predicate of `regions` (any of them) over the file schema. Built from typed parts (the
 /// `rname` column is Utf8, `pos` and `endpos` Int64 in every BAM schema), so it cannot fail.
 pub fn region_predicate(regions: &[Region], file_schema: &SchemaRef) -> Arc<dyn PhysicalExpr> {
-    use datafusion::physical_expr::expressions::lit;
+    use datafusion::physical_expr::expressions::{in_list, lit};
     let column = |i: usize| -> Arc<dyn PhysicalExpr> { Arc::new(Column::new(file_schema.field(i).name(), i)) };
     let compare = |i: usize, op: Operator, value: Arc<dyn PhysicalExpr>| -> Arc<dyn PhysicalExpr> {
         Arc::new(BinaryExpr::new(column(i), op, value))
     };
     let mut disjuncts = Vec::new();
+    // Whole references are one `IN` list, evaluated with a hash set rather than one comparison
+    // per reference (a piece of a many-contig assembly names hundreds; BENCHMARKS.md, "Depth").
+    let whole: Vec<Arc<dyn PhysicalExpr>> = regions
+        .iter()
+        .filter(|r| r.start <= 1 && r.end == u64::MAX)
+        .filter_map(|r| match &r.reference {
+            RegionReference::Named(name) => Some(lit(name.as_str())),
+            _ => None,
+        })
+        .collect();
+    let listed = whole.len() > 1;
+    if listed {
+        let list = in_list(column(col::RNAME), whole, &false, file_schema);
+        disjuncts.push(list.expect("a Utf8 column and Utf8 literals make an IN list"));
+    }
     for region in regions {
+        let whole_named = region.start <= 1 && region.end == u64::MAX;
+        if listed && whole_named && matches!(region.reference, RegionReference::Named(_)) {
+            continue; // in the list above
+        }
         let mut parts: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
         match &region.reference {
             RegionReference::Any => {}
@@ -241,4 +260,30 @@ fn any_of(mut exprs: Vec<Arc<dyn PhysicalExpr>>) -> Option<Arc<dyn PhysicalExpr>
     let right = exprs.split_off(exprs.len() / 2);
     let (left, right) = (any_of(exprs)?, any_of(right)?);
     Some(Arc::new(BinaryExpr::new(left, Operator::Or, right)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::region::parse_regions;
+    use crate::schema::bam_schema;
+
+    #[test]
+    fn region_predicates_give_their_regions_back() {
+        let schema = bam_schema(&TagLayout::default());
+        for text in ["chr1 chr2 chr3:5-10", "chr1", "chr1:1-5 chr2:3-4", "chrA chrB chrC chrD *"] {
+            let regions = parse_regions(text).unwrap();
+            let predicate = region_predicate(&regions, &schema);
+            let mut back = super::regions(&predicate).unwrap();
+            let mut expected = regions.clone();
+            back.sort_by_key(|r| r.to_string());
+            expected.sort_by_key(|r| r.to_string());
+            assert_eq!(back, expected, "{text}");
+        }
+        // Many whole references are one IN list, not a comparison each.
+        let many: Vec<Region> = (0..500).map(|i| Region::whole(RegionReference::Named(format!("contig{i}")))).collect();
+        let predicate = region_predicate(&many, &schema);
+        assert!(predicate.downcast_ref::<InListExpr>().is_some(), "{predicate}");
+        assert_eq!(super::regions(&predicate).unwrap().len(), 500);
+    }
 }
