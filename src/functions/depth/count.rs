@@ -38,6 +38,10 @@ pub struct Run {
     pub depth: i32,
 }
 
+/// How many waiting mates make the counter drop those whose partner can no longer come: rarely
+/// enough to cost nothing, often enough to bound the table by the reads in flight.
+const WAITING_SWEEP: usize = 4096;
+
 const PROPER_PAIR: u16 = 0x2;
 const SUPPLEMENTARY: u16 = 0x800;
 
@@ -174,7 +178,7 @@ impl DepthCounter {
         self.base = upto;
         // Mates that should have come by now never will (mosdepth keeps them to the reference's
         // end; under the default flags only the mate itself can claim an entry).
-        if self.waiting.len() > 4096 {
+        if self.waiting.len() > WAITING_SWEEP {
             let settled = self.base;
             self.waiting.retain(|_, w| w.mate_start >= settled);
         }

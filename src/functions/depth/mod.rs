@@ -280,7 +280,7 @@ impl DepthTable {
         let probe_options =
             DepthOptions { window: None, bed: None, thresholds: Arc::from(Vec::new()), ..(*self.options).clone() };
         let probe_options = Arc::new(probe_options);
-        for reach in [1 << 12, 1 << 16, 1 << 20, 1 << 24] {
+        for reach in PROBE_REACHES {
             let probe = Span { start: span.start - 1, end: (span.start + reach).min(span.end), ..span };
             let input = self.read_plan(state, file, references, Some(&[probe])).await?;
             let piece = Piece {
@@ -306,6 +306,10 @@ impl DepthTable {
         Ok(None)
     }
 }
+
+/// How far past a cut the probes for a depth change look, in turn: most cuts find one in the
+/// first; a stretch without reads takes the longer ones.
+const PROBE_REACHES: [i64; 4] = [1 << 12, 1 << 16, 1 << 20, 1 << 24];
 
 /// The filters the decoder runs: the flags and the MAPQ (an unknown MAPQ, 255, passes any).
 fn read_filters(options: &DepthOptions) -> Vec<Expr> {
