@@ -225,3 +225,43 @@ pub fn covered_blocks(cigar: &[CigarOp], start: i64, count_deletions: bool, even
         events.push((last_stop, -1));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(mode: CountMode, reads: &[(i64, &[CigarOp], i64)], length: i64) -> Vec<(i64, i64, i32)> {
+        let mut counter = DepthCounter::new(mode, false, length);
+        let mut out = Vec::new();
+        for &(start, cigar, mate_start) in reads {
+            let read = Read { start, flag: 0x3, cigar, mate_here: true, mate_start, qname: "pair" };
+            counter.add(&read, &mut |r| out.push((r.start, r.end, r.depth)));
+        }
+        counter.finish(&mut |r| out.push((r.start, r.end, r.depth)));
+        out
+    }
+
+    #[test]
+    fn blocks_join_across_insertions_and_break_at_deletions() {
+        let ops: &[CigarOp] = &[(b'M', 5), (b'I', 2), (b'M', 5), (b'D', 3), (b'M', 5)];
+        let mut events = Vec::new();
+        covered_blocks(ops, 0, false, &mut events);
+        assert_eq!(events, [(0, 1), (13, 1), (10, -1), (18, -1)]);
+        events.clear();
+        covered_blocks(ops, 0, true, &mut events);
+        assert_eq!(events, [(0, 1), (18, -1)]);
+        assert_eq!(end_position(7, ops), 7 + 18);
+        assert_eq!(end_position(7, &[(b'S', 10)]), 8, "no reference span ends one past the start");
+    }
+
+    #[test]
+    fn overlapping_mates_count_once_under_mosdepth_and_twice_under_samtools() {
+        let read: &[CigarOp] = &[(b'M', 100)];
+        let pair = [(0, read, 50), (50, read, 0)];
+        assert_eq!(runs(CountMode::Mosdepth, &pair, 200), [(0, 150, 1), (150, 200, 0)]);
+        assert_eq!(runs(CountMode::Samtools, &pair, 200), [(0, 50, 1), (50, 100, 2), (100, 150, 1), (150, 200, 0)]);
+        // A read past the reference's end is cut there; an empty reference is one run of 0.
+        assert_eq!(runs(CountMode::Samtools, &[(150, read, -1)], 200), [(0, 150, 0), (150, 200, 1)]);
+        assert_eq!(runs(CountMode::Samtools, &[], 10), [(0, 10, 0)]);
+    }
+}
