@@ -26,8 +26,9 @@ use datafusion::physical_plan::ExecutionPlan;
 use crate::datasource::file_format::BamFormat;
 use crate::datasource::listing::{self, bam_listing_table_of};
 use crate::datasource::source::BamSource;
-use crate::decode::pushdown::can_prefilter;
+use crate::decode::pushdown::{can_prefilter, region_predicate};
 use crate::io::store::{object_store_for, store_options};
+use crate::options::region::Region;
 use crate::options::{AlignmentFormat, BamOptions};
 use arrow::datatypes::DataType;
 
@@ -104,16 +105,32 @@ impl TableProvider for BamTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.scan_within(state, projection, filters, limit, &[]).await
+    }
+}
+
+impl BamTable {
+    /// A scan as [`TableProvider::scan`] makes it, of the records overlapping `regions` too (as
+    /// the `region` option selects them, through the index), so that one table serves scans of
+    /// several regions.
+    pub async fn scan_within(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+        regions: &[Region],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         // Partition-column filters prune the listing's files; the others go to the decoder.
         let of_listing = self.listing.supports_filters_pushdown(&filters.iter().collect::<Vec<_>>())?;
         let (file_filters, record_filters): (Vec<_>, Vec<_>) =
             filters.iter().zip(of_listing).partition(|(_, listing)| *listing == TableProviderFilterPushDown::Exact);
         let file_filters: Vec<Expr> = file_filters.into_iter().map(|(f, _)| f.clone()).collect();
         let plan = self.listing.scan(state, projection, &file_filters, limit).await?;
-        if record_filters.is_empty() {
+        if record_filters.is_empty() && regions.is_empty() {
             return Ok(plan);
         }
-        let predicates =
+        let mut predicates =
             record_filters.iter().map(|(f, _)| self.physical(f, Some(state))).collect::<Result<Vec<_>>>()?;
         let Some((config, source)) =
             plan.downcast_ref::<DataSourceExec>().and_then(|e| e.downcast_to_file_source::<BamSource>())
@@ -124,6 +141,9 @@ impl TableProvider for BamTable {
             }
             return internal_err!("BAM table scan is not a BAM DataSourceExec: {}", plan.name());
         };
+        if !regions.is_empty() {
+            predicates.push(region_predicate(regions, source.table_schema.file_schema()));
+        }
         let source = source.with_predicates(predicates);
         let config = FileScanConfigBuilder::from(config.clone()).with_source(Arc::new(source)).build();
         Ok(DataSourceExec::from_data_source(config))

@@ -188,15 +188,17 @@ impl DepthTable {
                     format!("{file} has no index, which depth over a region needs (make one with samtools index)");
                 return Err(BamError::invalid_option("region", reason).into());
             }
+            // One table per file serves every piece's scan, and the probes'.
+            let table = BamTable::open(state, &file, options.table.clone()).await?;
             let split = indexed && options.table.split;
             let mut groups =
                 if split { cut(&spans, parts, options.window, options.bed.is_some()) } else { vec![spans] };
             if split && !options.binned() {
-                groups = self.cut_at_changes(state, &file, &references, groups).await?;
+                groups = self.cut_at_changes(state, &table, &file, &references, groups).await?;
             }
             for spans in groups {
-                let regions = split.then_some(spans.as_slice());
-                let input = self.read_plan(state, &file, &references, regions).await?;
+                let regions = if split { spans.as_slice() } else { &[] };
+                let input = self.read_plan(state, &table, &references, regions).await?;
                 let regioned = !self.regions.is_empty();
                 let piece = Piece { file: Arc::clone(&file), references: Arc::clone(&references), spans, regioned };
                 let (args, bed) = (Arc::clone(&self.args), bed.clone());
@@ -208,26 +210,23 @@ impl DepthTable {
 }
 
 impl DepthTable {
-    /// The scan of the records depth reads from `file`: those overlapping `regions` (through the
-    /// index), or all.
+    /// The scan of the records depth reads from `table` (one file): those overlapping `spans`
+    /// (through the index), or all if there are none.
     async fn read_plan(
         &self,
         state: &dyn Session,
-        file: &str,
+        table: &BamTable,
         references: &References,
-        regions: Option<&[Span]>,
+        spans: &[Span],
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let mut table_options = self.options.table.clone();
-        if let Some(spans) = regions {
-            table_options = table_options.with_regions(spans.iter().map(|s| region_of(references, s)).collect());
-        }
-        let table = BamTable::open(state, file, table_options).await?;
         let schema = table.schema();
         let projection = read_columns(self.options.mode)
             .iter()
             .map(|c| schema.index_of(c))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(single_partition(table.scan(state, Some(&projection), &read_filters(&self.options), None).await?))
+        let regions: Vec<Region> = spans.iter().map(|s| region_of(references, s)).collect();
+        let filters = read_filters(&self.options);
+        Ok(single_partition(table.scan_within(state, Some(&projection), &filters, None, &regions).await?))
     }
 
     /// Moves each cut inside a reference to the first position at or after it where the depth
@@ -235,6 +234,7 @@ impl DepthTable {
     async fn cut_at_changes(
         &self,
         state: &dyn Session,
+        table: &BamTable,
         file: &Arc<str>,
         references: &Arc<References>,
         groups: Vec<Vec<Span>>,
@@ -250,7 +250,7 @@ impl DepthTable {
                 out.push(group);
                 continue;
             }
-            match self.first_change(state, file, references, first).await? {
+            match self.first_change(state, table, file, references, first).await? {
                 Some(at) => {
                     last.end = at;
                     group[0].start = at;
@@ -273,6 +273,7 @@ impl DepthTable {
     async fn first_change(
         &self,
         state: &dyn Session,
+        table: &BamTable,
         file: &Arc<str>,
         references: &Arc<References>,
         span: Span,
@@ -282,7 +283,7 @@ impl DepthTable {
         let probe_options = Arc::new(probe_options);
         for reach in PROBE_REACHES {
             let probe = Span { start: span.start - 1, end: (span.start + reach).min(span.end), ..span };
-            let input = self.read_plan(state, file, references, Some(&[probe])).await?;
+            let input = self.read_plan(state, table, references, &[probe]).await?;
             let piece = Piece {
                 file: Arc::clone(file),
                 references: Arc::clone(references),
