@@ -38,7 +38,11 @@ async fn copy_on_a_cluster_equals_a_local_run() {
     let inputs = format!("{}/", inputs.display());
 
     // The cluster: a scheduler and two executors, each with the BAM codecs.
-    let state = bam_session_state(SessionConfig::new_with_ballista().with_target_partitions(4)).unwrap();
+    // Small files split into byte ranges too, as large ones do.
+    let config = SessionConfig::new_with_ballista()
+        .with_target_partitions(4)
+        .set_usize("datafusion.optimizer.repartition_file_min_size", 0);
+    let state = bam_session_state(config).unwrap();
     let scheduler = new_standalone_scheduler_from_state(&state).await.unwrap();
     let url = format!("http://localhost:{}", scheduler.port());
     for _ in 0..EXECUTORS {
@@ -84,9 +88,13 @@ async fn copy_on_a_cluster_equals_a_local_run() {
     cluster.register_udtf("bam_depth", Arc::new(BamDepthFunction));
     local.register_udtf("bam_depth", Arc::new(BamDepthFunction));
     let sample = repo_data("sample.bam");
+    // Without an index, one task counts the file's byte ranges and merges their edges.
+    let unindexed = dir.path().join("unindexed.bam");
+    std::fs::copy(&sample, &unindexed).unwrap();
     for query in [
         format!("SELECT * FROM bam_depth('{}', 'window=5000 thresholds=1,10')", sample.display()),
         format!("SELECT * FROM bam_depth('{}', 'chr1:1-100000')", sample.display()),
+        format!("SELECT * FROM bam_depth('{}', 'max_span=1000')", unindexed.display()),
     ] {
         let got = cluster.sql(&query).await.unwrap().collect().await.unwrap();
         let expected = local.sql(&query).await.unwrap().collect().await.unwrap();
@@ -142,7 +150,11 @@ async fn shipped_binaries_run_a_cluster() {
         );
     }
 
-    let state = bam_session_state(SessionConfig::new_with_ballista().with_target_partitions(4)).unwrap();
+    // Small files split into byte ranges too, as large ones do.
+    let config = SessionConfig::new_with_ballista()
+        .with_target_partitions(4)
+        .set_usize("datafusion.optimizer.repartition_file_min_size", 0);
+    let state = bam_session_state(config).unwrap();
     let sample = repo_data("sample.bam");
     let query = "SELECT rname, count(*) AS n, sum(mapq) AS q FROM reads WHERE mapq >= 30 GROUP BY rname ORDER BY rname";
     // The executors register within seconds; until then the scheduler has nowhere to run tasks.

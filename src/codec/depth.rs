@@ -58,7 +58,7 @@ struct IntervalNode {
     name: Option<String>,
 }
 
-/// A [`DepthExec`]; its input (the scan) travels as the plan's child.
+/// A [`DepthExec`]; its inputs (the scans) travel as the plan's children.
 #[derive(Clone, PartialEq, Message)]
 pub(super) struct DepthExecNode {
     #[prost(message, optional, tag = "1")]
@@ -122,9 +122,9 @@ pub(super) fn decode_exec(node: DepthExecNode, inputs: &[Arc<dyn ExecutionPlan>]
         spans: p.spans.iter().map(|s| Span { tid: s.tid as usize, start: s.start, end: s.end }).collect(),
         regioned: p.regioned,
     };
-    let [input] = inputs else {
-        return internal_err!("a serialized bam_depth plan has {} inputs, not one", inputs.len());
-    };
+    if inputs.is_empty() {
+        return internal_err!("a serialized bam_depth plan has no input");
+    }
     let bed = node.has_bed.then(|| {
         let mut bed = BedIntervals::new();
         for i in node.bed {
@@ -132,5 +132,5 @@ pub(super) fn decode_exec(node: DepthExecNode, inputs: &[Arc<dyn ExecutionPlan>]
         }
         Arc::new(bed)
     });
-    DepthExec::new(Arc::new(args), piece, Arc::clone(input), Arc::new(options), bed, cohort)
+    DepthExec::new(Arc::new(args), piece, inputs.to_vec(), Arc::new(options), bed, cohort)
 }

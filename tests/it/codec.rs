@@ -103,14 +103,19 @@ async fn depth_plans_run_elsewhere() {
     let bed = dir.path().join("t.bed");
     std::fs::write(&bed, "chr1\t100\t5000\tex1\nchr2\t0\t300\n").unwrap();
     let sample = data("sample.bam");
+    // Without its index, the file is counted in byte ranges: one scan each under one DepthExec.
+    let unindexed = dir.path().join("unindexed.bam");
+    std::fs::copy(&sample, &unindexed).unwrap();
     let ctx = split_context(3);
-    for args in [
-        String::new(),
-        ", 'window=5000 thresholds=1,10'".to_string(),
-        ", 'chr1:1000-90000', 'mode=samtools window=500 thresholds=1,5'".to_string(),
-        format!(", 'regions={} min_mapq=20'", bed.display()),
+    for (file, args) in [
+        (&sample, String::new()),
+        (&sample, ", 'window=5000 thresholds=1,10'".to_string()),
+        (&sample, ", 'chr1:1000-90000', 'mode=samtools window=500 thresholds=1,5'".to_string()),
+        (&sample, format!(", 'regions={} min_mapq=20'", bed.display())),
+        (&unindexed, ", 'max_span=1000'".to_string()),
+        (&unindexed, ", 'window=5000 max_span=1000'".to_string()),
     ] {
-        let sql = format!("SELECT * FROM bam_depth('{}'{args})", sample.display());
+        let sql = format!("SELECT * FROM bam_depth('{}'{args})", file.display());
         let df = ctx.sql(&sql).await.unwrap();
         let logical = df.clone().into_optimized_plan().unwrap();
         let plan = df.create_physical_plan().await.unwrap();
@@ -122,7 +127,9 @@ async fn depth_plans_run_elsewhere() {
         let bytes = physical_plan_to_bytes_with_extension_codec(plan, &BamPhysicalCodec).unwrap();
         let decoded =
             physical_plan_from_bytes_with_extension_codec(&bytes, &elsewhere.task_ctx(), &BamPhysicalCodec).unwrap();
-        assert!(displayable(decoded.as_ref()).indent(true).to_string().contains("DepthExec"));
+        let shown = displayable(decoded.as_ref()).indent(true).to_string();
+        assert!(shown.contains("DepthExec"), "{shown}");
+        assert_eq!(shown.contains("byte_ranges=3"), file == &unindexed, "{shown}");
         assert_eq!(sorted(&collect(decoded, elsewhere.task_ctx()).await.unwrap()), local, "physical: {sql}");
 
         let bytes = logical_plan_to_bytes_with_extension_codec(&logical, &BamLogicalCodec).unwrap();

@@ -188,21 +188,86 @@ async fn runs_equal_mosdepth_and_samtools_on_every_indexable_file() {
     }
 }
 
+/// Equal runs, or a panic that shows where they first differ.
+fn assert_same_runs(got: &[Run], expected: &[Run], context: &str) {
+    if got == expected {
+        return;
+    }
+    let at = got.iter().zip(expected).position(|(g, e)| g != e).unwrap_or(got.len().min(expected.len()));
+    let near = |runs: &[Run]| runs[at.saturating_sub(2)..(at + 3).min(runs.len())].to_vec();
+    panic!(
+        "{context}: {} runs against {} expected; first difference at run {at}:\n got      {:?}\n expected {:?}",
+        got.len(),
+        expected.len(),
+        near(got),
+        near(expected)
+    );
+}
+
+/// A context that splits files of any size into byte ranges.
+fn splitting_context(partitions: usize) -> SessionContext {
+    let config = SessionConfig::new()
+        .with_target_partitions(partitions)
+        .set_usize("datafusion.optimizer.repartition_file_min_size", 0);
+    let ctx = SessionContext::new_with_config(config).enable_url_table();
+    ctx.enable_bam().unwrap();
+    ctx
+}
+
+/// The byte ranges `bam_depth` counts `bam` in, as its plan shows them (1 if read in order).
+async fn byte_ranges(ctx: &SessionContext, bam: &Path, args: &str) -> usize {
+    let query = format!("EXPLAIN SELECT * FROM bam_depth('{}'{args})", bam.display());
+    let plan = strings(&sql(ctx, &query).await.unwrap()[0], "plan").join("\n");
+    let ranges = plan.split("byte_ranges=").nth(1).map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next());
+    ranges.flatten().map_or(1, |n| n.parse().unwrap())
+}
+
+/// The files without their index, as users often have them: each is split into byte ranges
+/// counted in parallel, whose edges are merged, at several partition counts and with a
+/// `max_span` that makes each range give out its middle itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_an_index_the_file_is_read_in_order_and_equals_mosdepth() {
+async fn without_an_index_byte_ranges_count_in_parallel_and_equal_mosdepth() {
     let dir = tempfile::tempdir().unwrap();
     let files = indexable(dir.path());
     let bare = tempfile::tempdir().unwrap();
-    for bam in files.iter().filter(|f| {
-        ["sample.bam", "long_reads.bam", "hisat2_spliced.bam", "markdup.bam"].iter().any(|n| f.ends_with(n))
-    }) {
+    let chosen = ["sample.bam", "long_reads.bam", "hisat2_spliced.bam", "markdup.bam", "bwa_mem.bam", "many_refs.bam"];
+    for bam in files.iter().filter(|f| chosen.iter().any(|n| f.ends_with(n))) {
         let expected = mosdepth_runs(bam, dir.path());
+        let samtools_expected = samtools_depth_runs(bam, &[]);
         let copy = bare.path().join(bam.file_name().unwrap());
         std::fs::copy(bam, &copy).unwrap();
+        let long = bam.ends_with("long_reads.bam") || bam.ends_with("hisat2_spliced.bam");
+        let span = if long { " max_span=200000" } else { " max_span=1000" };
         for n in [1, 2, 3, 7] {
-            let got = depth_runs(&context_with(n), &copy, "").await;
-            assert_eq!(got, expected, "{} without an index at {n} partitions", copy.display());
+            let ctx = splitting_context(n);
+            let ranges = byte_ranges(&ctx, &copy, "").await;
+            assert!(ranges >= n.min(2), "{} at {n} partitions is counted in {ranges} byte ranges", copy.display());
+            for span in ["", span] {
+                let context = format!("{} without an index at {n} partitions, '{span}'", copy.display());
+                let got = depth_runs(&ctx, &copy, &format!(", 'mode=mosdepth{span}'")).await;
+                assert_tiled(&got, &copy);
+                assert_same_runs(&got, &expected, &context);
+                let got = depth_runs(&ctx, &copy, &format!(", 'mode=samtools{span}'")).await;
+                assert_same_runs(&got, &samtools_expected, &format!("{context}, samtools mode"));
+            }
         }
+    }
+}
+
+/// A read that reaches further than `max_span` across the edge of a byte range is an error
+/// that names it, not a wrong depth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_longer_than_max_span_across_a_range_edge_is_an_error() {
+    let bare = tempfile::tempdir().unwrap();
+    let copy = bare.path().join("long_reads.bam");
+    std::fs::copy(data("long_reads.bam"), &copy).unwrap();
+    let ctx = splitting_context(3);
+    let query = format!("SELECT * FROM bam_depth('{}', 'max_span=10')", copy.display());
+    let e = sql(&ctx, &query).await.unwrap_err();
+    assert!(matches!(BamError::find(&e), Some(BamError::Unsupported { .. })), "{e}");
+    let message = e.to_string();
+    for part in ["long_reads.bam", "max_span (10 bases)", "samtools index"] {
+        assert!(message.contains(part), "{message}");
     }
 }
 
@@ -273,6 +338,7 @@ async fn filters_equal_the_tools_options() {
 async fn windows_and_bed_intervals_equal_mosdepth_by() {
     let dir = tempfile::tempdir().unwrap();
     let files = indexable(dir.path());
+    let bare = tempfile::tempdir().unwrap();
     let bed = dir.path().join("targets.bed");
     std::fs::write(
         &bed,
@@ -287,9 +353,18 @@ async fn windows_and_bed_intervals_equal_mosdepth_by() {
             let regions = gunzip(Path::new(&format!("{}.regions.bed.gz", prefix.display())));
             let thresholds = gunzip(Path::new(&format!("{}.thresholds.bed.gz", prefix.display())));
             let option = if by == "1000" { "window=1000".to_string() } else { format!("regions={by}") };
-            for n in [1, 2, 3, 7] {
-                let query = format!("SELECT * FROM bam_depth('{}', '{option} thresholds=1,10,20')", bam.display());
-                let batches = sql(&context_with(n), &query).await.unwrap_or_else(|e| panic!("{query}: {e}"));
+            // With the index, and without it (byte ranges that give out part of a window each).
+            let bare = bare.path().join(bam.file_name().unwrap());
+            std::fs::copy(bam, &bare).unwrap();
+            let long = bam.ends_with("long_reads.bam") || bam.ends_with("minimap2_splice.bam");
+            let span = if long { " max_span=200000" } else { " max_span=1000" };
+            let cases = [1, 2, 3, 7].into_iter().flat_map(|n| {
+                [(n, context_with(n), bam.as_path(), ""), (n, splitting_context(n), bare.as_path(), span)]
+            });
+            for (n, ctx, file, span) in cases {
+                let query =
+                    format!("SELECT * FROM bam_depth('{}', '{option} thresholds=1,10,20{span}')", file.display());
+                let batches = sql(&ctx, &query).await.unwrap_or_else(|e| panic!("{query}: {e}"));
                 let mut got = Vec::new();
                 for b in &batches {
                     let (r, s, e) = (strings(b, "rname"), ints(b, "start"), ints(b, "end"));
@@ -324,7 +399,7 @@ async fn windows_and_bed_intervals_equal_mosdepth_by() {
                     .collect();
                 let key = |r: &str| header_references(bam).iter().position(|(n, _)| n == r).unwrap();
                 got.sort_by_key(|g| (key(&g.0), g.1, g.2));
-                let context = format!("{} by {by} at {n} partitions", bam.display());
+                let context = format!("{} by {by} at {n} partitions", file.display());
                 assert_eq!(got.len(), expected_means.len(), "{context}: row count");
                 for (g, (e, t)) in got.iter().zip(expected_means.iter().zip(&expected_thresholds)) {
                     assert_eq!((&g.0, g.1, g.2, &g.3), (&e.0, e.1, e.2, &e.3), "{context}");

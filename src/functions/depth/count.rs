@@ -30,6 +30,41 @@ pub struct Read<'a> {
     pub qname: &'a str,
 }
 
+/// A read kept for later: one whose overlap with its mate is settled by the merge of byte ranges.
+#[derive(Debug, Clone)]
+pub struct HeldRead {
+    pub start: i64,
+    pub flag: u16,
+    pub cigar: Vec<CigarOp>,
+    pub mate_here: bool,
+    pub mate_start: i64,
+    pub qname: Box<str>,
+}
+
+impl HeldRead {
+    fn of(read: &Read) -> Self {
+        Self {
+            start: read.start,
+            flag: read.flag,
+            cigar: read.cigar.to_vec(),
+            mate_here: read.mate_here,
+            mate_start: read.mate_start,
+            qname: read.qname.into(),
+        }
+    }
+
+    pub fn read(&self) -> Read<'_> {
+        Read {
+            start: self.start,
+            flag: self.flag,
+            cigar: &self.cigar,
+            mate_here: self.mate_here,
+            mate_start: self.mate_start,
+            qname: &self.qname,
+        }
+    }
+}
+
 /// A run of equal depth over the 0-based, half-open `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Run {
@@ -56,61 +91,32 @@ pub fn end_position(start: i64, cigar: &[CigarOp]) -> i64 {
     start + span.max(1)
 }
 
+/// Whether mosdepth's overlap rule applies to a read with `flag`.
+fn pairs(flag: u16) -> bool {
+    flag & PROPER_PAIR != 0 && flag & SUPPLEMENTARY == 0
+}
+
 /// A mate kept until the other mate comes (mosdepth's `seen` table).
-struct Waiting {
+#[derive(Debug, Clone)]
+pub struct Waiting {
     start: i64,
     end: i64,
     mate_start: i64,
     cigar: Vec<CigarOp>,
 }
 
-/// Counts the depth of one reference of `length` bases; reads must come in start order.
-pub struct DepthCounter {
-    mode: CountMode,
-    count_deletions: bool,
-    length: i64,
-    /// Pending depth changes at `base`, `base + 1`, ...
-    base: i64,
-    changes: VecDeque<i32>,
-    /// The depth just before `base`.
-    depth: i32,
-    run_start: i64,
+/// The mates waiting for their partners on one reference, and mosdepth's overlap rule.
+#[derive(Debug, Default)]
+pub struct Mates {
     waiting: HashMap<Box<str>, Waiting>,
     events: Vec<(i64, i32)>,
 }
 
-impl DepthCounter {
-    pub fn new(mode: CountMode, count_deletions: bool, length: i64) -> Self {
-        Self {
-            mode,
-            count_deletions,
-            length,
-            base: 0,
-            changes: VecDeque::new(),
-            depth: 0,
-            run_start: 0,
-            waiting: HashMap::new(),
-            events: Vec::new(),
-        }
-    }
-
-    /// Adds a read that passed the filters; `out` receives the runs that it settles.
-    pub fn add(&mut self, read: &Read, out: &mut impl FnMut(Run)) {
-        self.settle(read.start.min(self.length), out);
-        if self.mode == CountMode::Mosdepth && read.flag & PROPER_PAIR != 0 && read.flag & SUPPLEMENTARY == 0 {
-            self.overlap_mates(read);
-        }
-        self.events.clear();
-        covered_blocks(read.cigar, read.start, self.count_deletions, &mut self.events);
-        for i in 0..self.events.len() {
-            let (at, change) = self.events[i];
-            self.change(at, change);
-        }
-    }
-
+impl Mates {
     /// mosdepth's overlap rule: the first mate (by start) of a proper pair that reaches its
-    /// mate's start waits; when the mate comes, the bases where both are counted are taken off.
-    fn overlap_mates(&mut self, read: &Read) {
+    /// mate's start waits; when the mate comes, `change` receives the changes that take off the
+    /// bases where both are counted.
+    pub fn overlap(&mut self, read: &Read, count_deletions: bool, change: &mut impl FnMut(i64, i32)) {
         let end = end_position(read.start, read.cigar);
         let waits = read.mate_here
             && end > read.mate_start
@@ -124,27 +130,53 @@ impl DepthCounter {
         let Some(mate) = self.waiting.remove(read.qname) else { return };
         if read.cigar.len() == 1 && mate.cigar.len() == 1 {
             // mosdepth's shortcut for two ungapped reads (from the read's start to the mate's end).
-            self.change(read.start, -1);
-            self.change(mate.end, 1);
+            change(read.start, -1);
+            change(mate.end, 1);
             return;
         }
         self.events.clear();
-        covered_blocks(read.cigar, read.start, self.count_deletions, &mut self.events);
-        covered_blocks(&mate.cigar, mate.start, self.count_deletions, &mut self.events);
+        covered_blocks(read.cigar, read.start, count_deletions, &mut self.events);
+        covered_blocks(&mate.cigar, mate.start, count_deletions, &mut self.events);
         // Stable, as mosdepth's merge sort: the order of equal positions decides the pairs.
         self.events.sort_by_key(|&(at, _)| at);
         let (mut pair_depth, mut last) = (0, 0);
-        for i in 0..self.events.len() {
-            let (at, change) = self.events[i];
-            if change == -1 && pair_depth == 2 {
-                self.change(last, -1);
-                self.change(at, 1);
+        for &(at, by) in &self.events {
+            if by == -1 && pair_depth == 2 {
+                change(last, -1);
+                change(at, 1);
             }
-            pair_depth += change;
+            pair_depth += by;
             last = at;
         }
     }
 
+    pub fn is_waiting(&self, qname: &str) -> bool {
+        self.waiting.contains_key(qname)
+    }
+
+    /// Keeps only the mates whose partner starts at or after `from`: no other can still come.
+    pub fn keep_from(&mut self, from: i64) {
+        self.waiting.retain(|_, w| w.mate_start >= from);
+    }
+
+    pub fn clear(&mut self) {
+        self.waiting.clear();
+    }
+
+    /// Takes over `other`'s waiting mates.
+    pub fn extend(&mut self, other: Mates) {
+        self.waiting.extend(other.waiting);
+    }
+}
+
+/// Depth changes not yet settled, at `base`, `base + 1`, ...; changes past `length` are dropped.
+struct Pending {
+    length: i64,
+    base: i64,
+    changes: VecDeque<i32>,
+}
+
+impl Pending {
     fn change(&mut self, at: i64, by: i32) {
         if at >= self.length {
             return;
@@ -156,16 +188,83 @@ impl DepthCounter {
         }
         self.changes[offset] += by;
     }
+}
+
+/// Counts the depth of one reference of `length` bases; reads must come in start order.
+pub struct DepthCounter {
+    mode: CountMode,
+    count_deletions: bool,
+    pending: Pending,
+    /// The depth just before `pending.base`.
+    depth: i32,
+    run_start: i64,
+    mates: Mates,
+    /// For a byte range of a file: its first read's start. Reads whose mate starts before it
+    /// (or at it, and is not waiting here) are held for the merge, which knows earlier ranges.
+    holds_before: Option<i64>,
+    held: Vec<HeldRead>,
+    events: Vec<(i64, i32)>,
+}
+
+impl DepthCounter {
+    pub fn new(mode: CountMode, count_deletions: bool, length: i64) -> Self {
+        Self {
+            mode,
+            count_deletions,
+            pending: Pending { length, base: 0, changes: VecDeque::new() },
+            depth: 0,
+            run_start: 0,
+            mates: Mates::default(),
+            holds_before: None,
+            held: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// A counter for the first reference of a byte range whose first read starts at `first`:
+    /// the overlap of mates that may lie in earlier ranges is left to the merge
+    /// ([`DepthCounter::finish`]).
+    pub fn for_range(mode: CountMode, count_deletions: bool, length: i64, first: i64) -> Self {
+        Self { holds_before: Some(first), ..Self::new(mode, count_deletions, length) }
+    }
+
+    /// Adds a read that passed the filters; `out` receives the runs that it settles.
+    pub fn add(&mut self, read: &Read, out: &mut impl FnMut(Run)) {
+        self.settle(read.start.min(self.pending.length), out);
+        // Mates that should have come by now never will (mosdepth keeps them to the reference's
+        // end; under the default flags only the mate itself can claim an entry).
+        if self.mates.waiting.len() > WAITING_SWEEP {
+            self.mates.keep_from(self.pending.base);
+        }
+        if self.mode == CountMode::Mosdepth && pairs(read.flag) {
+            let held = self.holds_before.is_some_and(|first| {
+                read.mate_here
+                    && (read.mate_start < first || (read.mate_start == first && !self.mates.is_waiting(read.qname)))
+            });
+            if held {
+                self.held.push(HeldRead::of(read));
+            } else {
+                let pending = &mut self.pending;
+                self.mates.overlap(read, self.count_deletions, &mut |at, by| pending.change(at, by));
+            }
+        }
+        self.events.clear();
+        covered_blocks(read.cigar, read.start, self.count_deletions, &mut self.events);
+        for &(at, by) in &self.events {
+            self.pending.change(at, by);
+        }
+    }
 
     /// Settles every position before `upto`, giving `out` the runs that end there.
     fn settle(&mut self, upto: i64, out: &mut impl FnMut(Run)) {
-        if upto <= self.base {
+        let pending = &mut self.pending;
+        if upto <= pending.base {
             return;
         }
-        let pending = ((upto - self.base) as usize).min(self.changes.len());
-        for (i, change) in self.changes.drain(..pending).enumerate() {
+        let settled = ((upto - pending.base) as usize).min(pending.changes.len());
+        for (i, change) in pending.changes.drain(..settled).enumerate() {
             if change != 0 {
-                let at = self.base + i as i64;
+                let at = pending.base + i as i64;
                 // A run that has not started yet (at the reference's first base) just takes the
                 // new depth.
                 if at > self.run_start {
@@ -175,22 +274,25 @@ impl DepthCounter {
                 self.depth += change;
             }
         }
-        self.base = upto;
-        // Mates that should have come by now never will (mosdepth keeps them to the reference's
-        // end; under the default flags only the mate itself can claim an entry).
-        if self.waiting.len() > WAITING_SWEEP {
-            let settled = self.base;
-            self.waiting.retain(|_, w| w.mate_start >= settled);
-        }
+        pending.base = upto;
     }
 
-    /// Settles the rest of the reference and gives out its last run.
-    pub fn finish(mut self, out: &mut impl FnMut(Run)) {
-        let length = self.length;
+    /// Where the run not yet given out starts.
+    pub fn run_start(&self) -> i64 {
+        self.run_start
+    }
+
+    /// Settles the rest of the reference and gives out its last run. What the merge of byte
+    /// ranges needs is returned: the reads held for it, and the mates still waiting.
+    pub fn finish(mut self, out: &mut impl FnMut(Run)) -> (Vec<HeldRead>, Mates) {
+        // Later ranges start at or after the last read: only mates starting there can come.
+        self.mates.keep_from(self.pending.base);
+        let length = self.pending.length;
         self.settle(length, out);
         if length > self.run_start {
             out(Run { start: self.run_start, end: length, depth: self.depth });
         }
+        (self.held, self.mates)
     }
 }
 

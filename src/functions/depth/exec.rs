@@ -23,9 +23,11 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::bins::{windows, Bin, BinSummer};
-use super::count::{CigarOp, CountMode, DepthCounter, Read, Run};
+use super::count::{end_position, CigarOp, CountMode, DepthCounter, Read, Run};
+use super::merge::{RangeEdges, RangeGate};
 use super::options::DepthOptions;
 use super::DepthArgs;
+use crate::datasource::source::BamSource;
 use crate::error::BamError;
 
 /// A stretch of one reference: 0-based, half-open.
@@ -101,7 +103,9 @@ pub fn read_columns(mode: CountMode) -> &'static [&'static str] {
     }
 }
 
-/// Counts one piece's reads, which its input (one scan) gives in file order.
+/// Counts one piece's reads, which its input (one scan) gives in file order; or, for a file
+/// without an index, its inputs (one scan per byte range, in file order) count in parallel and
+/// their edges are merged (docs/depth.md, "How it runs").
 ///
 /// A `bam_depth` plan is a union of these, one partition each: engines that run each partition
 /// as a task of its own (Ballista) cut a plan at its leaves and unions, and keep the scans under
@@ -110,7 +114,7 @@ pub fn read_columns(mode: CountMode) -> &'static [&'static str] {
 pub struct DepthExec {
     args: Arc<DepthArgs>,
     piece: Piece,
-    input: Arc<dyn ExecutionPlan>,
+    inputs: Vec<Arc<dyn ExecutionPlan>>,
     options: Arc<DepthOptions>,
     bed: Option<Arc<BedIntervals>>,
     cohort: bool,
@@ -119,25 +123,29 @@ pub struct DepthExec {
 }
 
 impl DepthExec {
-    /// Over `input`, whose partitions (at most one, as [`single_partition`] makes it) are read
-    /// in order. An input without partitions (a task that does not run this piece) gives none.
+    /// Over `inputs`, each of one partition (as [`single_partition`] makes a scan): one input
+    /// is read in order; several are consecutive byte ranges of one file. Inputs without
+    /// partitions (a task that does not run this piece) give none.
     pub fn new(
         args: Arc<DepthArgs>,
         piece: Piece,
-        input: Arc<dyn ExecutionPlan>,
+        inputs: Vec<Arc<dyn ExecutionPlan>>,
         options: Arc<DepthOptions>,
         bed: Option<Arc<BedIntervals>>,
         cohort: bool,
     ) -> Result<Self> {
+        if inputs.is_empty() {
+            return internal_err!("DepthExec needs an input");
+        }
         let schema = depth_schema(cohort, &options);
-        let partitions = input.output_partitioning().partition_count().min(1);
+        let partitions = inputs.iter().map(|i| i.output_partitioning().partition_count()).min().unwrap_or(0).min(1);
         let properties = PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
             Partitioning::UnknownPartitioning(partitions),
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
-        Ok(Self { args, piece, input, options, bed, cohort, schema, properties: Arc::new(properties) })
+        Ok(Self { args, piece, inputs, options, bed, cohort, schema, properties: Arc::new(properties) })
     }
 
     /// The call this plan counts for.
@@ -157,14 +165,41 @@ impl DepthExec {
 /// `plan` (a BAM scan) with its byte ranges in one partition, in order, so that the piece it
 /// reads is one partition of the plan.
 pub fn single_partition(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
-    let Some(scan) = plan.downcast_ref::<DataSourceExec>() else { return plan };
-    let Some(config) = scan.data_source().downcast_ref::<FileScanConfig>() else { return plan };
-    if config.file_groups.len() <= 1 {
-        return plan;
-    }
+    let Some(config) = scan_config(&plan) else { return plan };
     let files: FileGroup = config.file_groups.iter().flat_map(|g| g.iter().cloned()).collect();
-    let config = FileScanConfigBuilder::from(config.clone()).with_file_groups(vec![files]).build();
-    DataSourceExec::from_data_source(config)
+    unsplit(config, files)
+}
+
+/// `plan` (a scan of one file) as one scan per byte range, in file order, as the scan splits
+/// the file for `parts` partitions; or the scan in one partition if it does not split it.
+pub fn byte_ranges(
+    plan: Arc<dyn ExecutionPlan>,
+    parts: usize,
+    options: &datafusion::config::ConfigOptions,
+) -> Result<Vec<Arc<dyn ExecutionPlan>>> {
+    let split = plan.repartitioned(parts, options)?;
+    let Some(config) = split.as_ref().and_then(scan_config) else {
+        return Ok(vec![single_partition(plan)]);
+    };
+    let mut files: Vec<_> = config.file_groups.iter().flat_map(|g| g.iter().cloned()).collect();
+    files.sort_by_key(|f| f.range.as_ref().map_or(0, |r| r.start));
+    Ok(files.into_iter().map(|file| unsplit(config.clone(), FileGroup::new(vec![file]))).collect())
+}
+
+fn scan_config(plan: &Arc<dyn ExecutionPlan>) -> Option<FileScanConfig> {
+    let scan = plan.downcast_ref::<DataSourceExec>()?;
+    scan.data_source().downcast_ref::<FileScanConfig>().cloned()
+}
+
+/// A scan of `files` in one partition that no optimizer splits again (a split would reorder
+/// the records, and Ballista runs only the partitions a task is given).
+fn unsplit(config: FileScanConfig, files: FileGroup) -> Arc<dyn ExecutionPlan> {
+    let mut builder = FileScanConfigBuilder::from(config.clone()).with_file_groups(vec![files]);
+    if let Some(source) = config.file_source().downcast_ref::<BamSource>() {
+        let options = source.options().clone().with_split(false);
+        builder = builder.with_source(Arc::new(source.clone().with_options(&options)));
+    }
+    DataSourceExec::from_data_source(builder.build())
 }
 
 impl DisplayAs for DepthExec {
@@ -175,7 +210,11 @@ impl DisplayAs for DepthExec {
             .iter()
             .map(|s| format!("{}:{}-{}", self.piece.references.names[s.tid], s.start + 1, s.end))
             .collect();
-        write!(f, "DepthExec: file={}, spans=[{}], mode={:?}", self.piece.file, spans.join(", "), self.options.mode)
+        write!(f, "DepthExec: file={}, spans=[{}], mode={:?}", self.piece.file, spans.join(", "), self.options.mode)?;
+        if self.inputs.len() > 1 {
+            write!(f, ", byte_ranges={}", self.inputs.len())?;
+        }
+        Ok(())
     }
 }
 
@@ -189,12 +228,12 @@ impl ExecutionPlan for DepthExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
+        self.inputs.iter().collect()
     }
 
-    // The input's records must stay in file order: no repartitioning between.
+    // The inputs' records must stay in file order: no repartitioning between.
     fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        vec![false]
+        vec![false; self.inputs.len()]
     }
 
     fn apply_expressions(
@@ -205,48 +244,57 @@ impl ExecutionPlan for DepthExec {
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        let [input] = <[_; 1]>::try_from(children).map_err(|c| {
-            datafusion::error::DataFusionError::Internal(format!("DepthExec takes one input, not {}", c.len()))
-        })?;
         let (args, piece, options, bed) =
             (Arc::clone(&self.args), self.piece.clone(), Arc::clone(&self.options), self.bed.clone());
-        Ok(Arc::new(Self::new(args, piece, input, options, bed, self.cohort)?))
+        Ok(Arc::new(Self::new(args, piece, children, options, bed, self.cohort)?))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         if partition >= self.properties.partitioning.partition_count() {
             return internal_err!("DepthExec has no partition {partition}");
         }
-        let batch_size = context.session_config().batch_size();
-        let mut counter =
-            PieceCounter::new(self.piece.clone(), Arc::clone(&self.options), self.bed.clone(), self.cohort);
-        // The input is read partition after partition, in file order: each execution gets a fresh
-        // copy of the scan, with no work moving between its partitions (DataFusion's work
-        // stealing would let one partition read another's byte ranges, out of order).
-        let input = Arc::clone(&self.input).reset_state()?;
+        // Each execution gets fresh copies of the scans, whose partitions are read in file order
+        // with no work moving between them (DataFusion's work stealing would let one partition
+        // read another's byte ranges, out of order).
+        let inputs = self.inputs.iter().map(|i| Arc::clone(i).reset_state()).collect::<Result<Vec<_>>>()?;
         let context = Arc::new(in_planned_order(&context));
-        let schema = Arc::clone(&self.schema);
-        let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&schema), 2);
-        let tx = builder.tx();
-        builder.spawn(async move {
-            let mut rows = Rows::new(schema, counter.options.thresholds.len());
-            for part in 0..input.output_partitioning().partition_count() {
-                let mut stream = input.execute(part, Arc::clone(&context))?;
-                while let Some(batch) = stream.next().await {
-                    counter.add_batch(&batch?, &mut rows)?;
-                    if rows.len() >= batch_size && tx.send(rows.take(&counter)).await.is_err() {
-                        return Ok(());
-                    }
+        let (piece, options, bed) = (self.piece.clone(), Arc::clone(&self.options), self.bed.clone());
+        let rows = Rows::new(Arc::clone(&self.schema), &piece, &options, self.cohort);
+        if let [input] = inputs.as_slice() {
+            let input = Arc::clone(input);
+            return Ok(count_in_order(input, PieceCounter::new(piece, options, bed), rows, context));
+        }
+        Ok(super::merge::count_ranges(inputs, piece, options, bed, rows, context))
+    }
+}
+
+/// Counts `input`'s partitions one after another, in order.
+fn count_in_order(
+    input: Arc<dyn ExecutionPlan>,
+    mut counter: PieceCounter,
+    mut rows: Rows,
+    context: Arc<TaskContext>,
+) -> SendableRecordBatchStream {
+    let batch_size = context.session_config().batch_size();
+    let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&rows.schema), 2);
+    let tx = builder.tx();
+    builder.spawn(async move {
+        for part in 0..input.output_partitioning().partition_count() {
+            let mut stream = input.execute(part, Arc::clone(&context))?;
+            while let Some(batch) = stream.next().await {
+                counter.add_batch(&batch?, &mut rows)?;
+                if rows.len() >= batch_size && tx.send(rows.take()).await.is_err() {
+                    return Ok(());
                 }
             }
-            counter.finish(&mut rows);
-            if rows.len() > 0 {
-                let _ = tx.send(rows.take(&counter)).await;
-            }
-            Ok(())
-        });
-        Ok(builder.build())
-    }
+        }
+        counter.finish(&mut rows);
+        if rows.len() > 0 {
+            let _ = tx.send(rows.take()).await;
+        }
+        Ok(())
+    });
+    builder.build()
 }
 
 /// `context` with file scans that read each partition's own byte ranges only.
@@ -266,8 +314,12 @@ fn in_planned_order(context: &TaskContext) -> TaskContext {
 }
 
 /// The output columns being filled.
-struct Rows {
+pub(super) struct Rows {
     schema: SchemaRef,
+    /// A cohort's `file` column value.
+    file: Option<Arc<str>>,
+    binned: bool,
+    named: bool,
     rname: StringBuilder,
     start: Int64Builder,
     end: Int64Builder,
@@ -279,21 +331,43 @@ struct Rows {
 }
 
 impl Rows {
-    fn new(schema: SchemaRef, thresholds: usize) -> Self {
+    pub(super) fn new(schema: SchemaRef, piece: &Piece, options: &DepthOptions, cohort: bool) -> Self {
+        let file = cohort.then(|| Arc::clone(&piece.file));
+        let (binned, named) = (options.binned(), options.bed.is_some());
+        let at_least = (0..options.thresholds.len()).map(|_| Int64Builder::new()).collect();
+        let blank = Self::blank(schema, file, binned, named);
+        Self { at_least, ..blank }
+    }
+
+    fn blank(schema: SchemaRef, file: Option<Arc<str>>, binned: bool, named: bool) -> Self {
         Self {
             schema,
+            file,
+            binned,
+            named,
             rname: StringBuilder::new(),
             start: Int64Builder::new(),
             end: Int64Builder::new(),
             depth: Int32Builder::new(),
             name: StringBuilder::new(),
             mean: Float64Builder::new(),
-            at_least: (0..thresholds).map(|_| Int64Builder::new()).collect(),
+            at_least: Vec::new(),
             len: 0,
         }
     }
 
-    fn len(&self) -> usize {
+    /// Rows of the same columns, none filled yet.
+    pub(super) fn empty(&self) -> Self {
+        let at_least = (0..self.at_least.len()).map(|_| Int64Builder::new()).collect();
+        let blank = Self::blank(Arc::clone(&self.schema), self.file.clone(), self.binned, self.named);
+        Self { at_least, ..blank }
+    }
+
+    pub(super) fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    pub(super) fn len(&self) -> usize {
         self.len
     }
 
@@ -306,7 +380,7 @@ impl Rows {
         self.len += 1;
     }
 
-    fn push_bin(&mut self, rname: &str, bin: &Bin) {
+    pub(super) fn push_bin(&mut self, rname: &str, bin: &Bin) {
         self.rname.append_value(rname);
         self.start.append_value(bin.start + 1);
         self.end.append_value(bin.end);
@@ -318,19 +392,27 @@ impl Rows {
         self.len += 1;
     }
 
-    fn take(&mut self, counter: &PieceCounter) -> Result<RecordBatch> {
+    /// A run or a bin of the reference named `rname`.
+    pub(super) fn push(&mut self, rname: &str, item: Item) {
+        match item {
+            Item::Run(run) => self.push_run(rname, run),
+            Item::Bin(bin) => self.push_bin(rname, &bin),
+        }
+    }
+
+    pub(super) fn take(&mut self) -> Result<RecordBatch> {
         let mut columns: Vec<ArrayRef> = Vec::new();
-        if counter.cohort {
-            let mut file = StringBuilder::new();
-            (0..self.len).for_each(|_| file.append_value(&*counter.piece.file));
-            columns.push(Arc::new(file.finish()));
+        if let Some(file) = &self.file {
+            let mut column = StringBuilder::new();
+            (0..self.len).for_each(|_| column.append_value(&**file));
+            columns.push(Arc::new(column.finish()));
         }
         columns.push(Arc::new(self.rname.finish()));
         columns.push(Arc::new(self.start.finish()));
         columns.push(Arc::new(self.end.finish()));
-        if counter.options.binned() {
+        if self.binned {
             let names = self.name.finish();
-            if counter.options.bed.is_some() {
+            if self.named {
                 columns.push(Arc::new(names));
             }
             columns.push(Arc::new(self.mean.finish()));
@@ -343,151 +425,56 @@ impl Rows {
     }
 }
 
-/// The reference being counted, and what sums its runs.
-struct Current {
-    tid: usize,
-    counter: DepthCounter,
-    /// The first of the piece's spans on this reference.
-    first_span: usize,
-    bins: Option<BinSummer<Box<dyn Iterator<Item = Bin> + Send>>>,
+/// What a piece gives out: a run (per-base output) or a window or interval.
+pub(super) enum Item {
+    Run(Run),
+    Bin(Bin),
 }
 
-/// Counts one piece's reads, which come in coordinate order.
-struct PieceCounter {
+type Bins = BinSummer<Box<dyn Iterator<Item = Bin> + Send>>;
+
+/// Turns the runs of one reference after another, each in order, into what a piece gives out:
+/// runs clipped to its spans, or sums over its windows or BED intervals.
+pub(super) struct RunSink {
     piece: Piece,
     options: Arc<DepthOptions>,
     bed: Option<Arc<BedIntervals>>,
-    cohort: bool,
-    /// The next span whose reference has not been started.
+    /// The next span whose reference has not been opened.
     next_span: usize,
-    current: Option<Current>,
-    /// The last read's reference and start, for the sort check.
-    last: Option<(usize, i64)>,
-    cigar: Vec<CigarOp>,
-    last_rname: Option<(String, usize)>,
+    /// The reference being given out, its first span, and its bins being summed.
+    current: Option<(usize, usize, Option<Bins>)>,
 }
 
-impl PieceCounter {
-    fn new(piece: Piece, options: Arc<DepthOptions>, bed: Option<Arc<BedIntervals>>, cohort: bool) -> Self {
-        Self {
-            piece,
-            options,
-            bed,
-            cohort,
-            next_span: 0,
-            current: None,
-            last: None,
-            cigar: Vec::new(),
-            last_rname: None,
-        }
+impl RunSink {
+    pub(super) fn new(piece: Piece, options: Arc<DepthOptions>, bed: Option<Arc<BedIntervals>>) -> Self {
+        Self { piece, options, bed, next_span: 0, current: None }
     }
 
-    fn add_batch(&mut self, batch: &RecordBatch, rows: &mut Rows) -> Result<()> {
-        let column = |name: &str| batch.column_by_name(name).map(Arc::clone);
-        let (Some(flag), Some(rname), Some(pos), Some(mapq), Some(cigar)) =
-            (column("flag"), column("rname"), column("pos"), column("mapq"), column("cigar"))
-        else {
-            return internal_err!("bam_depth's scan lacks a column it reads");
-        };
-        let (qname, rnext, pnext) = (column("qname"), column("rnext"), column("pnext"));
-        let (qname, rnext) =
-            (qname.as_ref().map(|c| c.as_string::<i32>()), rnext.as_ref().map(|c| c.as_string::<i32>()));
-        let pnext = pnext.as_ref().map(|c| c.as_primitive::<Int64Type>());
-        let (rname, cigar) = (rname.as_string::<i32>(), cigar.as_string::<i32>());
-        let (flag, mapq) = (flag.as_primitive::<UInt16Type>(), mapq.as_primitive::<UInt8Type>());
-        let pos = pos.as_primitive::<Int64Type>();
-        for row in 0..batch.num_rows() {
-            if rname.is_null(row) || pos.is_null(row) {
-                continue; // unplaced: after every placed record in a sorted file
-            }
-            let name = rname.value(row);
-            let tid = match &self.last_rname {
-                Some((last, tid)) if last == name => *tid,
-                _ => {
-                    let Some(tid) = self.piece.references.id(name) else {
-                        return Err(BamError::damaged(
-                            &*self.piece.file,
-                            "",
-                            format!("record on {name:?}, a reference its header lacks"),
-                        )
-                        .into());
-                    };
-                    self.last_rname = Some((name.to_string(), tid));
-                    tid
-                }
-            };
-            let start = pos.value(row) - 1;
-            if let Some((last_tid, last_start)) = self.last {
-                if (tid, start) < (last_tid, last_start) {
-                    let names = &self.piece.references.names;
-                    return Err(BamError::Unsorted {
-                        file: self.piece.file.to_string(),
-                        record: format!("{} at {name}:{}", text_at(qname, row).unwrap_or("*"), start + 1),
-                        reason: format!("comes after one at {}:{}", names[last_tid], last_start + 1),
-                    }
-                    .into());
-                }
-            }
-            self.last = Some((tid, start));
-            let (flag, mapq) = (flag.value(row), (!mapq.is_null(row)).then(|| mapq.value(row)));
-            if !self.options.counts(flag, mapq) {
-                continue;
-            }
-            // A reference outside the piece (a read the index gave for another) is skipped.
-            if self.current.as_ref().is_none_or(|c| c.tid != tid) && !self.start_reference(tid, rows) {
-                continue;
-            }
-            self.cigar.clear();
-            if !cigar.is_null(row) {
-                parse_cigar(cigar.value(row), &mut self.cigar).map_err(|reason| {
-                    BamError::damaged(
-                        &*self.piece.file,
-                        format!("record {} at {name}:{}", text_at(qname, row).unwrap_or("*"), start + 1),
-                        reason,
-                    )
-                })?;
-            }
-            let mate_here = text_at(rnext, row).is_some_and(|mate| mate == "=" || mate == name);
-            let read = Read {
-                start,
-                flag,
-                cigar: &self.cigar,
-                mate_here,
-                mate_start: pnext.filter(|p| !p.is_null(row)).map_or(-1, |p| p.value(row) - 1),
-                qname: text_at(qname, row).unwrap_or("*"),
-            };
-            let Self { current: Some(current), piece, .. } = self else { unreachable!() };
-            let rname = &piece.references.names[current.tid];
-            let spans = &piece.spans[current.first_span..];
-            current.counter.add(&read, &mut |run| emit(run, current.tid, spans, rname, &mut current.bins, rows));
-        }
-        Ok(())
+    /// The reference being given out.
+    pub(super) fn tid(&self) -> Option<usize> {
+        self.current.as_ref().map(|c| c.0)
     }
 
-    /// Finishes the reference being counted and those of the piece before `tid`, and starts
-    /// `tid`; false if the piece has no span on it.
-    fn start_reference(&mut self, tid: usize, rows: &mut Rows) -> bool {
-        self.finish_current(rows);
-        while self.next_span < self.piece.spans.len() && self.piece.spans[self.next_span].tid < tid {
-            let empty = self.piece.spans[self.next_span].tid;
-            self.open(empty);
-            self.finish_current(rows);
-        }
-        if self.piece.spans.get(self.next_span).is_some_and(|s| s.tid == tid) {
-            self.open(tid);
-            true
-        } else {
-            false
-        }
+    /// The reference of the next span not yet opened.
+    pub(super) fn next_reference(&self) -> Option<usize> {
+        self.piece.spans.get(self.next_span).map(|s| s.tid)
     }
 
-    fn open(&mut self, tid: usize) {
+    /// Closes the reference being given out and opens `tid`, passing the spans before it; false
+    /// if the piece has no span on `tid`.
+    pub(super) fn open(&mut self, tid: usize, out: &mut impl FnMut(usize, Item)) -> bool {
+        self.close(out);
+        while self.next_reference().is_some_and(|t| t < tid) {
+            self.next_span += 1;
+        }
+        if self.next_reference() != Some(tid) {
+            return false;
+        }
         let first_span = self.next_span;
-        while self.piece.spans.get(self.next_span).is_some_and(|s| s.tid == tid) {
+        while self.next_reference() == Some(tid) {
             self.next_span += 1;
         }
         let spans: Vec<Span> = self.piece.spans[first_span..self.next_span].to_vec();
-        let length = self.piece.references.lengths[tid];
         let thresholds = self.options.thresholds.len();
         let bins: Option<Box<dyn Iterator<Item = Bin> + Send>> = match (&self.options.window, &self.bed) {
             (Some(size), _) => {
@@ -511,49 +498,273 @@ impl PieceCounter {
             (None, None) => None,
         };
         let bins = bins.map(|b| BinSummer::new(b, Arc::clone(&self.options.thresholds)));
-        let counter = DepthCounter::new(self.options.mode, self.options.count_deletions, length);
-        self.current = Some(Current { tid, counter, first_span, bins });
+        self.current = Some((tid, first_span, bins));
+        true
     }
 
-    fn finish_current(&mut self, rows: &mut Rows) {
-        let Some(Current { tid, counter, first_span, mut bins }) = self.current.take() else { return };
-        let rname = &self.piece.references.names[tid];
-        let spans = &self.piece.spans[first_span..];
-        counter.finish(&mut |run| emit(run, tid, spans, rname, &mut bins, rows));
+    /// Gives out a run of the open reference: clipped to the piece's spans, or into the bins
+    /// (made within the spans, so that only their part of a run counts).
+    pub(super) fn run(&mut self, run: Run, out: &mut impl FnMut(usize, Item)) {
+        let Some((tid, first_span, bins)) = &mut self.current else { return };
+        let tid = *tid;
         if let Some(bins) = bins {
-            bins.finish(&mut |bin| rows.push_bin(rname, &bin));
+            return bins.add(run, &mut |bin| out(tid, Item::Bin(bin)));
+        }
+        for span in self.piece.spans[*first_span..].iter().take_while(|s| s.tid == tid) {
+            let (start, end) = (run.start.max(span.start), run.end.min(span.end));
+            if start < end {
+                out(tid, Item::Run(Run { start, end, depth: run.depth }));
+            }
         }
     }
 
-    /// Finishes the piece: the reference being counted and those after it without reads.
-    fn finish(&mut self, rows: &mut Rows) {
-        self.finish_current(rows);
-        while let Some(span) = self.piece.spans.get(self.next_span) {
-            self.open(span.tid);
-            self.finish_current(rows);
+    /// Closes the open reference: its bins that no run completed are given out.
+    pub(super) fn close(&mut self, out: &mut impl FnMut(usize, Item)) {
+        if let Some((tid, _, Some(bins))) = self.current.take() {
+            bins.finish(&mut |bin| out(tid, Item::Bin(bin)));
         }
     }
 }
 
-/// Gives a run of reference `tid` out clipped to the piece's spans on it (which start `spans`),
-/// as rows or into the bins.
-fn emit(
-    run: Run,
-    tid: usize,
-    spans: &[Span],
-    rname: &str,
-    bins: &mut Option<BinSummer<Box<dyn Iterator<Item = Bin> + Send>>>,
-    rows: &mut Rows,
-) {
-    if let Some(bins) = bins {
-        // Bins are made within the spans, and only their part of a run counts.
-        return bins.add(run, &mut |bin| rows.push_bin(rname, &bin));
-    }
-    for span in spans.iter().take_while(|s| s.tid == tid) {
-        let (start, end) = (run.start.max(span.start), run.end.min(span.end));
-        if start < end {
-            rows.push_run(rname, Run { start, end, depth: run.depth });
+/// Counts one piece's reads, which come in coordinate order; for a byte range of an unindexed
+/// file, with a [`RangeGate`] that keeps the edges for the merge.
+pub(super) struct PieceCounter {
+    references: Arc<References>,
+    file: Arc<str>,
+    options: Arc<DepthOptions>,
+    sink: RunSink,
+    /// The reference being counted.
+    counter: Option<(usize, DepthCounter)>,
+    /// The last read's reference and start, for the sort check.
+    last: Option<(usize, i64)>,
+    cigar: Vec<CigarOp>,
+    last_rname: Option<(String, usize)>,
+    range: Option<RangeGate>,
+}
+
+impl PieceCounter {
+    pub(super) fn new(piece: Piece, options: Arc<DepthOptions>, bed: Option<Arc<BedIntervals>>) -> Self {
+        Self {
+            references: Arc::clone(&piece.references),
+            file: Arc::clone(&piece.file),
+            options: Arc::clone(&options),
+            sink: RunSink::new(piece, options, bed),
+            counter: None,
+            last: None,
+            cigar: Vec::new(),
+            last_rname: None,
+            range: None,
         }
+    }
+
+    /// A counter of one byte range of an unindexed file (whose piece is the whole file).
+    pub(super) fn for_range(piece: Piece, options: Arc<DepthOptions>, bed: Option<Arc<BedIntervals>>) -> Self {
+        let max_span = options.max_span;
+        Self { range: Some(RangeGate::new(max_span)), ..Self::new(piece, options, bed) }
+    }
+
+    pub(super) fn add_batch(&mut self, batch: &RecordBatch, rows: &mut Rows) -> Result<()> {
+        let column = |name: &str| batch.column_by_name(name).map(Arc::clone);
+        let (Some(flag), Some(rname), Some(pos), Some(mapq), Some(cigar)) =
+            (column("flag"), column("rname"), column("pos"), column("mapq"), column("cigar"))
+        else {
+            return internal_err!("bam_depth's scan lacks a column it reads");
+        };
+        let (qname, rnext, pnext) = (column("qname"), column("rnext"), column("pnext"));
+        let (qname, rnext) =
+            (qname.as_ref().map(|c| c.as_string::<i32>()), rnext.as_ref().map(|c| c.as_string::<i32>()));
+        let pnext = pnext.as_ref().map(|c| c.as_primitive::<Int64Type>());
+        let (rname, cigar) = (rname.as_string::<i32>(), cigar.as_string::<i32>());
+        let (flag, mapq) = (flag.as_primitive::<UInt16Type>(), mapq.as_primitive::<UInt8Type>());
+        let pos = pos.as_primitive::<Int64Type>();
+        for row in 0..batch.num_rows() {
+            if rname.is_null(row) || pos.is_null(row) {
+                continue; // unplaced: after every placed record in a sorted file
+            }
+            let name = rname.value(row);
+            let tid = match &self.last_rname {
+                Some((last, tid)) if last == name => *tid,
+                _ => {
+                    let Some(tid) = self.references.id(name) else {
+                        return Err(BamError::damaged(
+                            &*self.file,
+                            "",
+                            format!("record on {name:?}, a reference its header lacks"),
+                        )
+                        .into());
+                    };
+                    self.last_rname = Some((name.to_string(), tid));
+                    tid
+                }
+            };
+            let start = pos.value(row) - 1;
+            let qname_here = text_at(qname, row).unwrap_or("*");
+            match self.last {
+                Some((last_tid, last_start)) if (tid, start) < (last_tid, last_start) => {
+                    return Err(unsorted(
+                        &self.file,
+                        &self.references,
+                        qname_here,
+                        (tid, start),
+                        (last_tid, last_start),
+                    ));
+                }
+                None => {
+                    if let Some(gate) = &mut self.range {
+                        gate.first_seen = Some((tid, start, qname_here.to_string()));
+                    }
+                }
+                _ => {}
+            }
+            self.last = Some((tid, start));
+            let (flag, mapq) = (flag.value(row), (!mapq.is_null(row)).then(|| mapq.value(row)));
+            if !self.options.counts(flag, mapq) {
+                continue;
+            }
+            // A reference outside the piece (a read the index gave for another) is skipped.
+            if self.counter.as_ref().is_none_or(|(t, _)| *t != tid) && !self.start_reference(tid, start, rows) {
+                continue;
+            }
+            self.cigar.clear();
+            if !cigar.is_null(row) {
+                parse_cigar(cigar.value(row), &mut self.cigar).map_err(|reason| {
+                    BamError::damaged(&*self.file, format!("record {qname_here} at {name}:{}", start + 1), reason)
+                })?;
+            }
+            let mate_here = text_at(rnext, row).is_some_and(|mate| mate == "=" || mate == name);
+            let read = Read {
+                start,
+                flag,
+                cigar: &self.cigar,
+                mate_here,
+                mate_start: pnext.filter(|p| !p.is_null(row)).map_or(-1, |p| p.value(row) - 1),
+                qname: qname_here,
+            };
+            let Self { counter: Some((tid, counter)), sink, range, references, .. } = self else { unreachable!() };
+            if let Some(gate) = range.as_mut() {
+                gate.reaches(*tid, start, end_position(start, read.cigar));
+            }
+            let tid = *tid;
+            counter.add(&read, &mut |run| give(run, tid, sink, range.as_mut(), rows, references));
+        }
+        Ok(())
+    }
+
+    /// Finishes the reference being counted and those of the piece before `tid` (without reads:
+    /// depth 0, unless this is a byte range's first read), and starts counting `tid` at a read
+    /// starting at `start`; false if the piece has no span on it.
+    fn start_reference(&mut self, tid: usize, start: i64, rows: &mut Rows) -> bool {
+        self.finish_counter(rows);
+        let first_of_range = self.range.as_mut().is_some_and(|gate| gate.first.is_none());
+        while let Some(empty) = self.sink.next_reference().filter(|&t| t < tid) {
+            if first_of_range {
+                break;
+            }
+            self.give_empty(empty, rows);
+        }
+        let Self { sink, range, references, .. } = self;
+        if !sink.open(tid, &mut |t, item| route(t, item, range.as_mut(), rows, references)) {
+            return false;
+        }
+        let (mode, deletions, length) = (self.options.mode, self.options.count_deletions, self.references.lengths[tid]);
+        let counter = if first_of_range {
+            if let Some(gate) = &mut self.range {
+                gate.first = Some((tid, start));
+            }
+            DepthCounter::for_range(mode, deletions, length, start)
+        } else {
+            DepthCounter::new(mode, deletions, length)
+        };
+        self.counter = Some((tid, counter));
+        true
+    }
+
+    /// Gives out a reference without reads as one run of depth 0.
+    fn give_empty(&mut self, tid: usize, rows: &mut Rows) {
+        let Self { sink, range, references, .. } = self;
+        sink.open(tid, &mut |t, item| route(t, item, range.as_mut(), rows, references));
+        let run = Run { start: 0, end: references.lengths[tid], depth: 0 };
+        give(run, tid, sink, range.as_mut(), rows, references);
+    }
+
+    fn finish_counter(&mut self, rows: &mut Rows) {
+        let Some((tid, counter)) = self.counter.take() else { return };
+        let Self { sink, range, references, .. } = self;
+        let (held, _) = counter.finish(&mut |run| give(run, tid, sink, range.as_mut(), rows, references));
+        sink.close(&mut |t, item| route(t, item, range.as_mut(), rows, references));
+        // A byte range's reads whose mates are in earlier ranges are on its first reference.
+        if let Some(gate) = range {
+            gate.held.extend(held);
+        }
+    }
+
+    /// Finishes the piece: the reference being counted and those after it without reads.
+    pub(super) fn finish(&mut self, rows: &mut Rows) {
+        self.finish_counter(rows);
+        while let Some(tid) = self.sink.next_reference() {
+            self.give_empty(tid, rows);
+        }
+        let Self { sink, range, references, .. } = self;
+        sink.close(&mut |t, item| route(t, item, range.as_mut(), rows, references));
+    }
+
+    /// Finishes a byte range: its last reference's runs from its last read on are the tail that
+    /// later ranges add to, and the references after it are theirs.
+    pub(super) fn finish_range(mut self, rows: &mut Rows) -> RangeEdges {
+        let Some(mut gate) = self.range.take() else { unreachable!("finish_range of a whole piece") };
+        if let Some((tid, counter)) = self.counter.take() {
+            gate.begin_tail(tid, counter.run_start());
+            let Self { sink, references, .. } = &mut self;
+            let (held, mates) = counter.finish(&mut |run| give(run, tid, sink, Some(&mut gate), rows, references));
+            sink.close(&mut |t, item| route(t, item, Some(&mut gate), rows, references));
+            gate.held.extend(held);
+            gate.mates = mates;
+        }
+        gate.into_edges(self.last)
+    }
+}
+
+/// The error for a record at `at` after one at `last`.
+pub(super) fn unsorted(
+    file: &str,
+    references: &References,
+    qname: &str,
+    at: (usize, i64),
+    last: (usize, i64),
+) -> datafusion::error::DataFusionError {
+    let names = &references.names;
+    BamError::Unsorted {
+        file: file.to_string(),
+        record: format!("{qname} at {}:{}", names[at.0], at.1 + 1),
+        reason: format!("comes after one at {}:{}", names[last.0], last.1 + 1),
+    }
+    .into()
+}
+
+/// Gives out a run of reference `tid` counted by a piece: through the range's gate if it is a
+/// byte range, then through the sink.
+fn give(
+    mut run: Run,
+    tid: usize,
+    sink: &mut RunSink,
+    mut gate: Option<&mut RangeGate>,
+    rows: &mut Rows,
+    references: &References,
+) {
+    if let Some(gate) = gate.as_deref_mut() {
+        if !gate.passes(tid, &mut run) {
+            return;
+        }
+    }
+    sink.run(run, &mut |t, item| route(t, item, gate.as_deref_mut(), rows, references));
+}
+
+/// Puts what the sink gives out in the rows; a byte range keeps the bins it does not hold whole.
+fn route(tid: usize, item: Item, gate: Option<&mut RangeGate>, rows: &mut Rows, references: &References) {
+    let rname = &references.names[tid];
+    match (item, gate) {
+        (Item::Bin(bin), Some(gate)) => gate.route_bin(tid, bin, rows, rname),
+        (item, _) => rows.push(rname, item),
     }
 }
 

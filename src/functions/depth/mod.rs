@@ -4,13 +4,15 @@
 //! Each file is split into pieces of its references that are counted in parallel: with an index,
 //! each piece reads the records overlapping its range and gives runs only inside it, so a read
 //! that crosses a piece's edge counts on both sides; cuts fall where the depth changes, so no
-//! run crosses one. A file without an index is one piece, read in file order. The records come
-//! through the table's own scan, with only the columns depth needs and the flag and MAPQ filters
-//! in the decoder (docs/depth.md).
+//! run crosses one. A file without an index is one piece, counted in byte ranges in parallel,
+//! whose edges are merged in file order (the `merge` module). The records come through the
+//! table's own scan, with only the columns depth needs and the flag and MAPQ filters in the
+//! decoder (docs/depth.md).
 
 pub mod bins;
 pub mod count;
 pub mod exec;
+mod merge;
 pub mod options;
 
 use std::collections::HashMap;
@@ -40,7 +42,9 @@ use crate::io::shown_location;
 use crate::io::store::object_store_for;
 use crate::options::region::{parse_regions, Region, RegionReference};
 use crate::options::{AlignmentFormat, BamOptions, TagSelection};
-use exec::{depth_schema, read_columns, single_partition, BedIntervals, DepthExec, Piece, References, Span};
+use exec::{
+    byte_ranges, depth_schema, read_columns, single_partition, BedIntervals, DepthExec, Piece, References, Span,
+};
 use options::DepthOptions;
 
 /// The `bam_depth` table function.
@@ -197,12 +201,19 @@ impl DepthTable {
                 groups = self.cut_at_changes(state, &table, &file, &references, groups).await?;
             }
             for spans in groups {
-                let regions = if split { spans.as_slice() } else { &[] };
-                let input = self.read_plan(state, &table, &references, regions).await?;
+                let inputs = if split {
+                    vec![single_partition(self.read_plan(state, &table, &references, &spans).await?)]
+                } else if options.table.split {
+                    // Without an index: one scan per byte range, counted in parallel and merged.
+                    let plan = self.read_plan(state, &table, &references, &[]).await?;
+                    byte_ranges(plan, parts, state.config_options())?
+                } else {
+                    vec![single_partition(self.read_plan(state, &table, &references, &[]).await?)]
+                };
                 let regioned = !self.regions.is_empty();
                 let piece = Piece { file: Arc::clone(&file), references: Arc::clone(&references), spans, regioned };
                 let (args, bed) = (Arc::clone(&self.args), bed.clone());
-                pieces.push(Arc::new(DepthExec::new(args, piece, input, Arc::clone(options), bed, self.cohort)?));
+                pieces.push(Arc::new(DepthExec::new(args, piece, inputs, Arc::clone(options), bed, self.cohort)?));
             }
         }
         UnionExec::try_new(pieces)
@@ -226,7 +237,7 @@ impl DepthTable {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let regions: Vec<Region> = spans.iter().map(|s| region_of(references, s)).collect();
         let filters = read_filters(&self.options);
-        Ok(single_partition(table.scan_within(state, Some(&projection), &filters, None, &regions).await?))
+        table.scan_within(state, Some(&projection), &filters, None, &regions).await
     }
 
     /// Moves each cut inside a reference to the first position at or after it where the depth
@@ -283,14 +294,15 @@ impl DepthTable {
         let probe_options = Arc::new(probe_options);
         for reach in PROBE_REACHES {
             let probe = Span { start: span.start - 1, end: (span.start + reach).min(span.end), ..span };
-            let input = self.read_plan(state, table, references, &[probe]).await?;
+            let input = single_partition(self.read_plan(state, table, references, &[probe]).await?);
             let piece = Piece {
                 file: Arc::clone(file),
                 references: Arc::clone(references),
                 spans: vec![probe],
                 regioned: true,
             };
-            let exec = DepthExec::new(Arc::clone(&self.args), piece, input, Arc::clone(&probe_options), None, false)?;
+            let args = Arc::clone(&self.args);
+            let exec = DepthExec::new(args, piece, vec![input], Arc::clone(&probe_options), None, false)?;
             let batches = datafusion::physical_plan::collect(Arc::new(exec), state.task_ctx()).await?;
             let mut starts = batches.iter().flat_map(|b| {
                 let column = b.column_by_name("start").map(|c| c.as_primitive::<Int64Type>().values().to_vec());

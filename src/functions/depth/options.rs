@@ -32,9 +32,16 @@ pub struct DepthOptions {
     pub bed: Option<String>,
     /// `thresholds`: the bases at or above each of these depths, per window or interval.
     pub thresholds: Arc<[i32]>,
+    /// `max_span`: for a file without an index, counted in byte ranges on every core, how far
+    /// (in bases) a read may reach past the first read of the range after it.
+    pub max_span: i64,
     /// The options of the table read (`reference`, `skip_damaged`, `split`, `format`).
     pub table: BamOptions,
 }
+
+/// The default `max_span`: beyond the longest introns aligners allow by default and most long
+/// reads, and little memory per byte range (docs/depth.md, "How it runs").
+pub const DEFAULT_MAX_SPAN: i64 = 1 << 20;
 
 impl Default for DepthOptions {
     fn default() -> Self {
@@ -47,14 +54,24 @@ impl Default for DepthOptions {
             window: None,
             bed: None,
             thresholds: Arc::from(Vec::new()),
+            max_span: DEFAULT_MAX_SPAN,
             table: BamOptions::default(),
         }
     }
 }
 
 /// The keys `bam_depth` takes besides the table's options.
-pub const DEPTH_KEYS: [&str; 8] =
-    ["mode", "count_deletions", "min_mapq", "exclude_flags", "include_flags", "window", "regions", "thresholds"];
+pub const DEPTH_KEYS: [&str; 9] = [
+    "mode",
+    "count_deletions",
+    "min_mapq",
+    "exclude_flags",
+    "include_flags",
+    "window",
+    "regions",
+    "thresholds",
+    "max_span",
+];
 
 fn invalid(key: &str, reason: impl std::fmt::Display) -> datafusion::error::DataFusionError {
     BamError::invalid_option(key, reason).into()
@@ -107,6 +124,13 @@ impl DepthOptions {
                     options.window = Some(size);
                 }
                 "regions" => options.bed = Some(value.to_string()),
+                "max_span" => {
+                    let span: u32 = number(key, value)?;
+                    if span == 0 {
+                        return Err(invalid(key, "a read spans at least one base"));
+                    }
+                    options.max_span = i64::from(span);
+                }
                 "thresholds" => {
                     let mut thresholds = value
                         .split(',')
@@ -163,7 +187,8 @@ mod tests {
     #[test]
     fn parses_every_key() {
         let o = DepthOptions::parse(
-            "mode=samtools count_deletions=true min_mapq=20 exclude_flags=0x400 include_flags=2 window=500 thresholds=10,1",
+            "mode=samtools count_deletions=true min_mapq=20 exclude_flags=0x400 include_flags=2 window=500 thresholds=10,1 \
+             max_span=5000",
             BamOptions::default(),
         )
         .unwrap();
@@ -171,6 +196,7 @@ mod tests {
         assert!(o.count_deletions);
         assert_eq!((o.min_mapq, o.exclude_flags, o.include_flags, o.window), (20, 0x400, 2, Some(500)));
         assert_eq!(&o.thresholds[..], [1, 10]);
+        assert_eq!(o.max_span, 5000);
         let o = DepthOptions::parse("regions=t.bed reference=ref.fa", BamOptions::default()).unwrap();
         assert_eq!(o.bed.as_deref(), Some("t.bed"));
         assert_eq!(o.table.reference.as_deref(), Some("ref.fa"));
@@ -188,6 +214,8 @@ mod tests {
             ("thresholds=1", "thresholds"),
             ("window=10 regions=x.bed", "window"),
             ("count_deletions=yes", "count_deletions"),
+            ("max_span=0", "max_span"),
+            ("max_span=-5", "max_span"),
         ] {
             let e = DepthOptions::parse(text, BamOptions::default()).unwrap_err();
             assert!(
