@@ -202,6 +202,7 @@ def depth(
     window: int | None = None,
     regions: str | os.PathLike[str] | None = None,
     thresholds: Sequence[int] | None = None,
+    max_span: int | None = None,
     reference: str | os.PathLike[str] | None = None,
 ) -> datafusion.DataFrame:
     """Read depth of a BAM, CRAM or SAM file (or of every file of a directory or glob, with a
@@ -211,7 +212,8 @@ def depth(
     ``depth``), counted as mosdepth counts (``mode="samtools"`` counts as ``samtools depth``). With
     ``window`` (bases) or ``regions`` (a BED file), the mean depth per window or interval, and with
     ``thresholds`` the bases at or above each depth there. ``region`` (samtools syntax) limits the
-    count to one region."""
+    count to one region. A file without an index is counted in byte ranges in parallel;
+    ``max_span`` is how far (bases) a read may reach past the next range's first read."""
     ctx = ctx if ctx is not None else SessionContext()
     enable(ctx)
     words = {
@@ -223,6 +225,7 @@ def depth(
         "window": window,
         "regions": None if regions is None else os.fspath(regions),
         "thresholds": None if thresholds is None else ",".join(str(t) for t in thresholds),
+        "max_span": max_span,
         "reference": None if reference is None else os.fspath(reference),
     }
     for key, value in words.items():

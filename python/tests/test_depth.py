@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from datafusion import SessionContext, col
+from datafusion import SessionConfig, SessionContext, col
 from oracle import SAMPLE, samtools
 
 import datafusion_bam as bam
@@ -46,6 +46,15 @@ def test_depth_in_samtools_mode_equals_samtools_depth(tmp_path: Path) -> None:
     assert got == _runs_of_samtools(str(path), "-Q", "20")
 
 
+def test_depth_without_an_index_equals_samtools_depth(tmp_path: Path) -> None:
+    # Counted in byte ranges (any file size splits here), whose edges are merged.
+    path = tmp_path / "unindexed.bam"
+    shutil.copy(SAMPLE, path)
+    config = SessionConfig().with_target_partitions(3).set("datafusion.optimizer.repartition_file_min_size", "0")
+    got = _runs(bam.depth(path, ctx=SessionContext(config), mode="samtools", max_span=1000))
+    assert got == _runs_of_samtools(SAMPLE)
+
+
 def test_depth_windows_and_the_sql_function_agree() -> None:
     # Pieces are counted in parallel: rows come in any order.
     df = bam.depth(SAMPLE, "chr1:1-50000", window=10000, thresholds=[1, 10]).sort(col("start").sort())
@@ -62,6 +71,8 @@ def test_depth_errors_name_what_was_wrong() -> None:
     # Through datafusion-python's SQL the error arrives as its exception, with the message.
     with pytest.raises(Exception, match="option mode"):
         bam.depth(SAMPLE, mode="bedtools").collect()
+    with pytest.raises(Exception, match="option max_span"):
+        bam.depth(SAMPLE, max_span=0).collect()
     with pytest.raises(bam.InvalidOptionError, match="white space"):
         bam.depth(SAMPLE, regions="my targets.bed")
     with pytest.raises(Exception, match="no/such/file.bam"):
