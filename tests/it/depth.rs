@@ -491,13 +491,16 @@ async fn bad_input_and_options_are_errors_that_say_what() {
     let dir = tempfile::tempdir().unwrap();
     let ctx = context_with(2);
     // Name-sorted: the first record out of coordinate order is named.
+    // In one pass, and in byte ranges (each range checks its own records, the merge their order).
     let unsorted = data("name_sorted.bam");
-    let e = sql(&ctx, &format!("SELECT * FROM bam_depth('{}')", unsorted.display())).await.unwrap_err();
-    match BamError::find(&e) {
-        Some(BamError::Unsorted { file, record, .. }) => {
-            assert!(file.ends_with("name_sorted.bam") && !record.is_empty(), "{e}");
+    for ctx in [&ctx, &splitting_context(3)] {
+        let e = sql(ctx, &format!("SELECT * FROM bam_depth('{}')", unsorted.display())).await.unwrap_err();
+        match BamError::find(&e) {
+            Some(BamError::Unsorted { file, record, .. }) => {
+                assert!(file.ends_with("name_sorted.bam") && !record.is_empty(), "{e}");
+            }
+            _ => panic!("not an Unsorted error: {e}"),
         }
-        _ => panic!("not an Unsorted error: {e}"),
     }
     // A region without an index.
     let bare = dir.path().join("bare.bam");
@@ -577,16 +580,23 @@ async fn cram_and_sam_gz_equal_the_tools() {
     let prefix = mosdepth(&cram, &["-f", reference.to_str().unwrap()], dir.path());
     let expected = parse_bed_runs(&gunzip(Path::new(&format!("{}.per-base.bed.gz", prefix.display()))));
     assert!(expected.iter().any(|r| r.3 > 0));
+    // With the index, and without it: in byte ranges (containers, BGZF blocks).
+    let bare = dir.path().join("bare.cram");
+    std::fs::copy(&cram, &bare).unwrap();
     for n in [1, 3, 7] {
-        let got = depth_runs(&context_with(n), &cram, &format!(", 'reference={}'", reference.display())).await;
-        assert_eq!(got, expected, "{} at {n} partitions", cram.display());
+        for (ctx, file) in [(context_with(n), &cram), (splitting_context(n), &bare)] {
+            let got = depth_runs(&ctx, file, &format!(", 'reference={} max_span=1000'", reference.display())).await;
+            assert_same_runs(&got, &expected, &format!("{} at {n} partitions", file.display()));
+        }
     }
-    for name in ["sam/sorted_bai.sam.gz", "sam/sorted_tbi.sam.gz", "sam/long_csi.sam.gz"] {
+    for name in ["sam/sorted_bai.sam.gz", "sam/sorted_tbi.sam.gz", "sam/long_csi.sam.gz", "sam/long_reads.sam.gz"] {
         let sam = data(name);
         let expected = samtools_depth_runs(&sam, &[]);
         for n in [1, 3] {
-            let got = depth_runs(&context_with(n), &sam, ", 'mode=samtools'").await;
-            assert_eq!(got, expected, "{name} at {n} partitions");
+            for ctx in [context_with(n), splitting_context(n)] {
+                let got = depth_runs(&ctx, &sam, ", 'mode=samtools'").await;
+                assert_same_runs(&got, &expected, &format!("{name} at {n} partitions"));
+            }
         }
     }
 }

@@ -219,7 +219,10 @@ impl RangeMerge {
 
         self.give_until(tid, rows);
         let length = self.references.lengths[tid];
-        match gate.released {
+        // A range that reached its last reference before giving out any run gave out nothing,
+        // and holds its first reference whole.
+        let released = gate.released.or((tail_start.0 != tid).then_some(tail_start));
+        match released {
             Some(released) => {
                 // Earlier ranges' reads must end before the range gave out its own runs.
                 let end = if released.0 == tid { released.1 } else { length };
@@ -228,7 +231,9 @@ impl RangeMerge {
                 }
                 let sum = sum_runs(&[&self.carry, &gate.head], &corrections, self.at.1, end);
                 sum.into_iter().for_each(|run| self.give(tid, run, rows));
-                self.given.push((released, tail_start));
+                if released < tail_start {
+                    self.given.push((released, tail_start));
+                }
                 for (bin_tid, bin) in gate.partial_bins {
                     let key = (bin_tid, bin.start, bin.end, bin.name.clone());
                     self.partial_bins.entry(key).or_default().push((index, bin));
@@ -242,8 +247,8 @@ impl RangeMerge {
                 self.carry_reach = gate.reach;
             }
             None => {
-                // All of the range's runs are on one reference, held: the sum from `at` on is given
-                // out up to the tail, and carried from there.
+                // All of the range's runs are on its first reference, held: the sum from `at` on
+                // is given out up to the tail, and carried from there.
                 let sum = sum_runs(&[&self.carry, &gate.head, &gate.tail], &corrections, self.at.1, length);
                 self.carry.clear();
                 for run in sum {
@@ -460,6 +465,32 @@ pub(super) fn count_ranges(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::functions::depth::exec::{depth_schema, Span};
+
+    /// Edges of a range whose records run from `first_seen` to `last_seen` and count none.
+    fn uncounted(first_seen: At, last_seen: At) -> RangeEdges {
+        let gate = RangeGate { first_seen: Some((first_seen.0, first_seen.1, "r".into())), ..RangeGate::new(10) };
+        gate.into_edges(Some(last_seen))
+    }
+
+    #[test]
+    fn a_range_that_starts_before_the_last_ends_is_unsorted() {
+        let references = Arc::new(References::new(vec!["chr1".into(), "chr2".into()], vec![100, 100]));
+        let spans = vec![Span { tid: 0, start: 0, end: 100 }, Span { tid: 1, start: 0, end: 100 }];
+        let piece = Piece { file: "f.bam".into(), references, spans, regioned: false };
+        let options = Arc::new(DepthOptions::default());
+        let mut rows = Rows::new(depth_schema(false, &options), &piece, &options, false);
+        let mut merge = RangeMerge::new(piece, options, None);
+        merge.merge(uncounted((0, 5), (1, 50)), &mut rows).unwrap();
+        let e = merge.merge(uncounted((1, 20), (1, 60)), &mut rows).unwrap_err();
+        match BamError::find(&e) {
+            Some(BamError::Unsorted { file, record, reason }) => {
+                assert_eq!((file.as_str(), record.as_str()), ("f.bam", "r at chr2:21"));
+                assert!(reason.contains("chr2:51"), "{reason}");
+            }
+            _ => panic!("not Unsorted: {e}"),
+        }
+    }
 
     fn run(start: i64, end: i64, depth: i32) -> Run {
         Run { start, end, depth }
