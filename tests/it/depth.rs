@@ -254,6 +254,50 @@ async fn without_an_index_byte_ranges_count_in_parallel_and_equal_mosdepth() {
     }
 }
 
+/// Every coordinate-sorted test file without its index gives, in byte ranges, the rows of one
+/// pass (`split=false`): per base in both modes and in windows with thresholds, at partition
+/// counts that cut the files in many places, with `max_span` as small as the file's longest
+/// read allows, so that every range gives out what it can itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_ranges_equal_one_pass_on_every_sorted_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = indexable(dir.path());
+    let bare = tempfile::tempdir().unwrap();
+    let one_pass = context_with(1);
+    let mut split_somewhere = 0;
+    for bam in &files {
+        let copy = bare.path().join(bam.file_name().unwrap());
+        std::fs::copy(bam, &copy).unwrap();
+        let query = format!("SELECT max(endpos - pos + 1) AS span FROM '{}'", bam.display());
+        let span = ints(&sql(&one_pass, &query).await.unwrap()[0], "span").first().copied().unwrap_or(1).max(1);
+        for options in ["mode=mosdepth", "mode=samtools", "window=500 thresholds=1,3"] {
+            let rows = |ctx: SessionContext, options: String| {
+                let query = format!("SELECT * FROM bam_depth('{}', '{options}')", copy.display());
+                async move {
+                    let batches = sql(&ctx, &query).await.unwrap_or_else(|e| panic!("{query}: {e}"));
+                    let mut lines: Vec<String> = arrow::util::pretty::pretty_format_batches(&batches)
+                        .unwrap()
+                        .to_string()
+                        .lines()
+                        .filter(|l| l.starts_with("| "))
+                        .map(str::to_string)
+                        .collect();
+                    lines.sort();
+                    lines
+                }
+            };
+            let expected = rows(one_pass.clone(), format!("{options} split=false")).await;
+            for n in [2, 4, 5, 11] {
+                let ctx = splitting_context(n);
+                split_somewhere += usize::from(byte_ranges(&ctx, &copy, "").await > 1);
+                let got = rows(ctx, format!("{options} max_span={span}")).await;
+                assert!(got == expected, "{} at {n} partitions, '{options} max_span={span}'", copy.display());
+            }
+        }
+    }
+    assert!(split_somewhere > files.len(), "only {split_somewhere} runs were split into byte ranges");
+}
+
 /// A read that reaches further than `max_span` across the edge of a byte range is an error
 /// that names it, not a wrong depth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

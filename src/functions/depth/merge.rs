@@ -84,7 +84,9 @@ impl RangeGate {
             return false;
         }
         if self.released.is_none() {
-            if tid == first_tid && run.start < first_start + self.max_span {
+            // Reads of earlier ranges end at most `max_span` past the first read: the run after
+            // that position starts where only this range's reads count.
+            if tid == first_tid && run.start <= first_start + self.max_span {
                 self.head.push(*run);
                 return false;
             }
