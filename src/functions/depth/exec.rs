@@ -275,18 +275,11 @@ fn count_in_order(
     mut rows: Rows,
     context: Arc<TaskContext>,
 ) -> SendableRecordBatchStream {
-    let batch_size = context.session_config().batch_size();
-    let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&rows.schema), 2);
+    let mut builder = RecordBatchReceiverStream::builder(rows.schema(), 2);
     let tx = builder.tx();
     builder.spawn(async move {
-        for part in 0..input.output_partitioning().partition_count() {
-            let mut stream = input.execute(part, Arc::clone(&context))?;
-            while let Some(batch) = stream.next().await {
-                counter.add_batch(&batch?, &mut rows)?;
-                if rows.len() >= batch_size && tx.send(rows.take()).await.is_err() {
-                    return Ok(());
-                }
-            }
+        if !count_input(&input, &context, &mut counter, &mut rows, &tx).await? {
+            return Ok(());
         }
         counter.finish(&mut rows);
         if rows.len() > 0 {
@@ -295,6 +288,28 @@ fn count_in_order(
         Ok(())
     });
     builder.build()
+}
+
+/// Counts the records of `input`'s partitions, one after another, sending each batch's worth
+/// of rows to `tx`; false if nothing receives them any more.
+pub(super) async fn count_input(
+    input: &Arc<dyn ExecutionPlan>,
+    context: &Arc<TaskContext>,
+    counter: &mut PieceCounter,
+    rows: &mut Rows,
+    tx: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+) -> Result<bool> {
+    let batch_size = context.session_config().batch_size();
+    for part in 0..input.output_partitioning().partition_count() {
+        let mut stream = input.execute(part, Arc::clone(context))?;
+        while let Some(batch) = stream.next().await {
+            counter.add_batch(&batch?, rows)?;
+            if rows.len() >= batch_size && tx.send(rows.take()).await.is_err() {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// `context` with file scans that read each partition's own byte ranges only.
@@ -333,13 +348,15 @@ pub(super) struct Rows {
 impl Rows {
     pub(super) fn new(schema: SchemaRef, piece: &Piece, options: &DepthOptions, cohort: bool) -> Self {
         let file = cohort.then(|| Arc::clone(&piece.file));
-        let (binned, named) = (options.binned(), options.bed.is_some());
-        let at_least = (0..options.thresholds.len()).map(|_| Int64Builder::new()).collect();
-        let blank = Self::blank(schema, file, binned, named);
-        Self { at_least, ..blank }
+        Self::blank(schema, file, options.binned(), options.bed.is_some(), options.thresholds.len())
     }
 
-    fn blank(schema: SchemaRef, file: Option<Arc<str>>, binned: bool, named: bool) -> Self {
+    /// Rows of the same columns, none filled yet.
+    pub(super) fn empty(&self) -> Self {
+        Self::blank(Arc::clone(&self.schema), self.file.clone(), self.binned, self.named, self.at_least.len())
+    }
+
+    fn blank(schema: SchemaRef, file: Option<Arc<str>>, binned: bool, named: bool, thresholds: usize) -> Self {
         Self {
             schema,
             file,
@@ -351,16 +368,9 @@ impl Rows {
             depth: Int32Builder::new(),
             name: StringBuilder::new(),
             mean: Float64Builder::new(),
-            at_least: Vec::new(),
+            at_least: (0..thresholds).map(|_| Int64Builder::new()).collect(),
             len: 0,
         }
-    }
-
-    /// Rows of the same columns, none filled yet.
-    pub(super) fn empty(&self) -> Self {
-        let at_least = (0..self.at_least.len()).map(|_| Int64Builder::new()).collect();
-        let blank = Self::blank(Arc::clone(&self.schema), self.file.clone(), self.binned, self.named);
-        Self { at_least, ..blank }
     }
 
     pub(super) fn schema(&self) -> SchemaRef {

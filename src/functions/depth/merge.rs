@@ -15,12 +15,11 @@ use std::sync::Arc;
 use datafusion::common::Result;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::stream::RecordBatchReceiverStream;
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, SendableRecordBatchStream};
-use futures::StreamExt;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 
 use super::bins::Bin;
 use super::count::{HeldRead, Mates, Run};
-use super::exec::{unsorted, BedIntervals, Item, Piece, PieceCounter, References, Rows, RunSink};
+use super::exec::{count_input, unsorted, BedIntervals, Item, Piece, PieceCounter, References, Rows, RunSink};
 use super::options::DepthOptions;
 use crate::error::BamError;
 
@@ -419,14 +418,8 @@ pub(super) fn count_ranges(
         let mut counter = PieceCounter::for_range(piece.clone(), Arc::clone(&options), bed.clone());
         let mut rows = rows.empty();
         builder.spawn(async move {
-            for part in 0..range.output_partitioning().partition_count() {
-                let mut stream = range.execute(part, Arc::clone(&context))?;
-                while let Some(batch) = stream.next().await {
-                    counter.add_batch(&batch?, &mut rows)?;
-                    if rows.len() >= batch_size && tx.send(rows.take()).await.is_err() {
-                        return Ok(());
-                    }
-                }
+            if !count_input(&range, &context, &mut counter, &mut rows, &tx).await? {
+                return Ok(());
             }
             let edges = counter.finish_range(&mut rows);
             if rows.len() > 0 && tx.send(rows.take()).await.is_err() {
