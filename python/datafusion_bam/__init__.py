@@ -28,6 +28,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+if sys.version_info >= (3, 11):
+    from typing import TypedDict, Unpack
+else:
+    from typing_extensions import TypedDict, Unpack
+
 import datafusion
 from datafusion import SessionConfig, SessionContext, udtf
 
@@ -61,10 +66,17 @@ __all__ = [
     "InvalidOptionError",
     "NotFoundError",
     "Progress",
+    "ReadOptions",
     "convert_each",
     "depth",
     "enable",
+    "read_bam",
+    "read_cram",
+    "read_sam",
     "register",
+    "register_bam",
+    "register_cram",
+    "register_sam",
     "table",
     "to_bam",
     "to_ipc",
@@ -92,34 +104,61 @@ def _check_datafusion_version() -> None:
 _check_datafusion_version()
 
 
-def _options(
-    tags: str | Sequence[str] | None = None,
-    region: str | Sequence[str] | None = None,
-    split: bool | None = None,
-    tag_sample_records: int | None = None,
-    skip_damaged: bool | None = None,
-    tag_sample_bytes: int | None = None,
-    reference: str | os.PathLike[str] | None = None,
-) -> dict[str, str]:
-    options: dict[str, str] = {}
-    if reference is not None:
-        options["reference"] = os.fspath(reference)
-    if tags is not None:
-        options["tags"] = tags if isinstance(tags, str) else ",".join(tags)
-    if region is not None:
-        options["region"] = region if isinstance(region, str) else " ".join(region)
-    if split is not None:
-        options["split"] = "true" if split else "false"
-    if tag_sample_records is not None:
-        options["tag_sample_records"] = str(tag_sample_records)
-    if tag_sample_bytes is not None:
-        options["tag_sample_bytes"] = str(tag_sample_bytes)
-    if skip_damaged is not None:
-        options["skip_damaged"] = "true" if skip_damaged else "false"
-    return options
-
-
 StorageOptions = dict[str, str]
+
+
+class ReadOptions(TypedDict, total=False):
+    """The options of every function that reads alignment files, passed by keyword:
+    :func:`read_bam`, :func:`register_bam`, :func:`table`, :func:`to_parquet` and the others.
+
+    - ``tags``: the fields of the typed ``tags`` struct: ``"auto"`` (the default: the tags of the
+      first records), a list (``"NM,MD"``, ``["NM:i", "MD:Z"]``) or ``"none"``. Aux fields the
+      struct does not hold are in ``tags_extra``.
+    - ``region``: only records overlapping these samtools-style regions (``"chr1:100-200"``, or a
+      list), through the index.
+    - ``split``: ``False`` reads each file as one partition.
+    - ``tag_sample_records``, ``tag_sample_bytes``: how many first records (or bytes) ``"auto"``
+      tags are sampled from.
+    - ``skip_damaged``: ``True`` skips and counts damaged records instead of failing, each
+      reported as a :class:`BamWarning`.
+    - ``reference``: the FASTA (indexed by ``.fai``) CRAM records were compressed against.
+    - ``storage_options``: the object store of remote locations, over the environment:
+      object_store's keys, bare or with the scheme's namespace (``{"region": "eu-west-1"}``,
+      ``{"aws.endpoint": "http://localhost:9000", "aws.allow_http": "true"}``).
+    """
+
+    tags: str | Sequence[str]
+    region: str | Sequence[str]
+    split: bool
+    tag_sample_records: int
+    tag_sample_bytes: int
+    skip_damaged: bool
+    reference: str | os.PathLike[str]
+    storage_options: StorageOptions
+
+
+def _table_options(function: str, options: ReadOptions) -> tuple[dict[str, str], StorageOptions | None]:
+    """The table options (as ``CREATE EXTERNAL TABLE ... OPTIONS`` takes them) and the storage
+    options of ``options``; an unknown key is a ``TypeError``, as for any unknown keyword."""
+    table_options: dict[str, str] = {}
+    for key, value in options.items():
+        if key not in ReadOptions.__annotations__:
+            raise TypeError(f"{function}() got an unexpected keyword argument {key!r}")
+        if value is None or key == "storage_options":
+            continue
+        if key in ("split", "skip_damaged"):
+            if not isinstance(value, bool):
+                raise InvalidOptionError(f"option {key}: must be True or False, got {value!r}")
+            table_options[key] = "true" if value else "false"
+        elif key in ("tags", "region") and not isinstance(value, str):
+            table_options[key] = (",".join if key == "tags" else " ".join)(value)  # type: ignore[arg-type]
+        elif key == "reference":
+            table_options[key] = os.fspath(value)  # type: ignore[arg-type]
+        else:
+            table_options[key] = str(value)
+    return table_options, options.get("storage_options")
+
+
 
 
 class ArrowStreamExportable(Protocol):
@@ -131,38 +170,19 @@ class ArrowStreamExportable(Protocol):
 def table(
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
-    tags: str | Sequence[str] | None = None,
-    region: str | Sequence[str] | None = None,
-    split: bool | None = None,
-    tag_sample_records: int | None = None,
-    skip_damaged: bool | None = None,
-    storage_options: StorageOptions | None = None,
-    tag_sample_bytes: int | None = None,
-    reference: str | os.PathLike[str] | None = None,
+    format: str | None = None,
+    **options: Unpack[ReadOptions],
 ) -> BamTable:
-    """Opens BAM files (a path, a directory of ``.bam`` files or a glob, or a list of them) as one
-    table; paths (or globs) that all end in ``.cram`` are read as CRAM, with ``reference`` naming
-    the FASTA their records were compressed against (indexed by ``.fai``), and paths that all end
-    in ``.sam`` or ``.sam.gz`` as SAM. Its tag columns come from all the files, so files with different tags share it.
-    Locations may be local or remote: ``s3://bucket/x.bam``, ``gs://bucket/runs/*.bam``,
-    ``https://host/x.bam`` (a file: plain HTTP cannot list directories).
-
-    ``tags`` chooses the fields of the typed ``tags`` struct: ``"auto"`` (the default: the tags of
-    the first records: ``tag_sample_records`` of them, or ``tag_sample_bytes``), a list
-    (``"NM,MD"``, ``"NM:i,MD:Z"``) or ``"none"``. A table without tag
-    fields has no ``tags`` column; ``tags_extra`` holds every aux field the struct does not.
-    ``region`` keeps only records overlapping samtools-style regions (``"chr1:100-200"``);
-    ``split=False`` reads each file as one partition; ``skip_damaged=True`` skips and counts
-    damaged records and unreadable stretches (each reported as a :class:`BamWarning` by the
-    conversion helpers, or through :func:`warnings_since`) instead of failing.
-
-    ``storage_options`` configures the object store of remote locations, over the environment
-    (``AWS_*``, ``GOOGLE_*``): object_store's keys, bare or with the namespace of the scheme, e.g.
-    ``{"region": "eu-west-1"}``, ``{"aws.endpoint": "http://localhost:9000", "aws.allow_http":
-    "true"}``, ``{"skip_signature": "true"}`` for a public bucket, ``{"service_account_key": ...}``.
+    """Opens alignment files (a path, a directory or a glob, or a list of them) as one table, for
+    ``ctx.register_table`` or ``ctx.read_table``. Their format is ``format`` (``"BAM"``,
+    ``"CRAM"`` or ``"SAM"``), or else what the names say: paths (or globs) that all end in
+    ``.cram`` are CRAM, in ``.sam`` or ``.sam.gz`` SAM, the rest BAM. Its tag columns come from
+    all the files, so files with different tags share it. Locations may be local or remote:
+    ``s3://bucket/x.bam``, ``gs://bucket/runs/*.bam``, ``https://host/x.bam`` (a file: plain HTTP
+    cannot list directories). The options are :class:`ReadOptions`.
     """
-    return BamTable(_paths(path), _options(tags, region, split, tag_sample_records, skip_damaged,
-                                           tag_sample_bytes, reference), storage_options)
+    table_options, storage_options = _table_options("table", options)
+    return BamTable(_paths(path), table_options, storage_options, format)
 
 
 def _paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -214,8 +234,7 @@ def depth(
     ``thresholds`` the bases at or above each depth there. ``region`` (samtools syntax) limits the
     count to one region. A file without an index is counted in byte ranges in parallel;
     ``max_span`` is how far (bases) a read may reach past the next range's first read."""
-    ctx = ctx if ctx is not None else SessionContext()
-    enable(ctx)
+    ctx = _enabled(ctx)
     words = {
         "mode": mode,
         "min_mapq": min_mapq,
@@ -240,26 +259,119 @@ def depth(
     return ctx.sql(f"SELECT * FROM bam_depth({', '.join(args)})")
 
 
+def read_bam(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    ctx: SessionContext | None = None,
+    **options: Unpack[ReadOptions],
+) -> datafusion.DataFrame:
+    """BAM files (a path, a directory, a glob, a list of them, or a remote URL) as a DataFusion
+    DataFrame, in ``ctx`` (a new context if none), whose SQL then knows BAM (see :func:`enable`).
+    Filters on the DataFrame reach the decoder as they do in SQL:
+    ``read_bam(p).filter(col("mapq") >= 30)`` decodes only what passes. The options are
+    :class:`ReadOptions`."""
+    return _read("read_bam", path, "BAM", ctx, options)
+
+
+def read_cram(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    ctx: SessionContext | None = None,
+    **options: Unpack[ReadOptions],
+) -> datafusion.DataFrame:
+    """CRAM files as a DataFrame, as :func:`read_bam`; ``reference`` names their FASTA."""
+    return _read("read_cram", path, "CRAM", ctx, options)
+
+
+def read_sam(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    ctx: SessionContext | None = None,
+    **options: Unpack[ReadOptions],
+) -> datafusion.DataFrame:
+    """SAM files (plain or bgzipped) as a DataFrame, as :func:`read_bam`."""
+    return _read("read_sam", path, "SAM", ctx, options)
+
+
+def _read(function: str, path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], format: str,
+          ctx: SessionContext | None, options: ReadOptions) -> datafusion.DataFrame:
+    table_options, storage_options = _table_options(function, options)
+    ctx = _enabled(ctx)
+    return ctx.read_table(BamTable(_paths(path), table_options, storage_options, format))
+
+
+_DEFAULT_CONTEXT: SessionContext | None = None
+_DEFAULT_CONTEXT_LOCK = threading.Lock()
+
+
+def _enabled(ctx: SessionContext | None) -> SessionContext:
+    """``ctx`` with BAM enabled, or the shared context if it is None."""
+    if ctx is None:
+        return _default_context()
+    enable(ctx)
+    return ctx
+
+
+def _default_context() -> SessionContext:
+    """The context of calls given none. It lives as long as the process: a DataFrame's plan
+    reaches the extension's tables through its context, which must outlive it."""
+    global _DEFAULT_CONTEXT
+    with _DEFAULT_CONTEXT_LOCK:
+        if _DEFAULT_CONTEXT is None:
+            _DEFAULT_CONTEXT = SessionContext()
+            enable(_DEFAULT_CONTEXT)
+        return _DEFAULT_CONTEXT
+
+
+def register_bam(
+    ctx: SessionContext,
+    name: str,
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    **options: Unpack[ReadOptions],
+) -> None:
+    """Registers BAM files as table ``name`` in ``ctx``, and enables BAM in its SQL (see
+    :func:`enable`). The options are :class:`ReadOptions`."""
+    _register("register_bam", ctx, name, path, "BAM", options)
+
+
+def register_cram(
+    ctx: SessionContext,
+    name: str,
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    **options: Unpack[ReadOptions],
+) -> None:
+    """Registers CRAM files as table ``name`` in ``ctx``, as :func:`register_bam`; ``reference``
+    names their FASTA."""
+    _register("register_cram", ctx, name, path, "CRAM", options)
+
+
+def register_sam(
+    ctx: SessionContext,
+    name: str,
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    **options: Unpack[ReadOptions],
+) -> None:
+    """Registers SAM files (plain or bgzipped) as table ``name`` in ``ctx``, as
+    :func:`register_bam`."""
+    _register("register_sam", ctx, name, path, "SAM", options)
+
+
 def register(
     ctx: SessionContext,
     name: str,
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    *,
-    tags: str | Sequence[str] | None = None,
-    region: str | Sequence[str] | None = None,
-    split: bool | None = None,
-    tag_sample_records: int | None = None,
-    skip_damaged: bool | None = None,
-    storage_options: StorageOptions | None = None,
-    tag_sample_bytes: int | None = None,
-    reference: str | os.PathLike[str] | None = None,
+    **options: Unpack[ReadOptions],
 ) -> None:
-    """Registers BAM, CRAM or SAM files as table ``name`` in ``ctx`` (see :func:`table`), and enables
-    BAM in its SQL (see :func:`enable`)."""
-    ctx.register_table(name, table(path, tags=tags, region=region, split=split,
-                                   tag_sample_records=tag_sample_records, skip_damaged=skip_damaged,
-                                   storage_options=storage_options, tag_sample_bytes=tag_sample_bytes,
-                                   reference=reference))
+    """The earlier name of :func:`register_bam`, kept for one release: it reads CRAM or SAM when
+    the paths' names say so (see :func:`table`)."""
+    _register("register", ctx, name, path, None, options)
+
+
+def _register(function: str, ctx: SessionContext, name: str,
+              path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], format: str | None,
+              options: ReadOptions) -> None:
+    table_options, storage_options = _table_options(function, options)
+    ctx.register_table(name, BamTable(_paths(path), table_options, storage_options, format))
     enable(ctx)
 
 
@@ -324,7 +436,7 @@ def _reporting(progress: bool | ProgressCallback, stacklevel: int) -> Iterator[N
 
 
 def _select(columns: Sequence[str] | None, source: str, where: str | None, min_mapq: int | None) -> str:
-    projection = ", ".join(f'"{c}"' for c in columns) if columns else "*"
+    projection = ", ".join('"' + c.replace('"', '""') + '"' for c in columns) if columns else "*"
     conditions = [f"({where})"] if where else []
     if min_mapq is not None:
         conditions.append(f"mapq >= {int(min_mapq)}")
@@ -342,6 +454,7 @@ def _quote(text: str) -> str:
 
 
 def _convert(
+    function: str,
     paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     output: str | os.PathLike[str],
     stored_as: str,
@@ -349,14 +462,11 @@ def _convert(
     columns: Sequence[str] | None,
     where: str | None,
     min_mapq: int | None,
-    tags: str | Sequence[str] | None,
-    region: str | Sequence[str] | None,
-    skip_damaged: bool | None,
-    storage_options: StorageOptions | None,
     progress: bool | ProgressCallback,
     ctx: SessionContext | None,
-    reference: str | os.PathLike[str] | None = None,
+    options: ReadOptions,
 ) -> int:
+    table_options, storage_options = _table_options(function, options)
     sources = _paths(paths)
     if not sources:
         raise ValueError("no BAM files given")
@@ -365,8 +475,7 @@ def _convert(
     ctx = ctx or SessionContext(SessionConfig().set("datafusion.execution.parquet.compression", "zstd(1)"))
     # One table over all inputs: one schema, whatever tags each file has.
     name = f"__bam_input_{os.getpid()}_{threading.get_ident()}"
-    ctx.register_table(name, table(sources, tags=tags, region=region, skip_damaged=skip_damaged,
-                                   storage_options=storage_options, reference=reference))
+    ctx.register_table(name, BamTable(sources, table_options, storage_options))
     query = _select(columns, name, where, min_mapq)
 
     # Written under a temporary name and renamed when complete, so a failed or interrupted
@@ -415,13 +524,9 @@ def to_parquet(
     columns: Sequence[str] | None = None,
     where: str | None = None,
     min_mapq: int | None = None,
-    tags: str | Sequence[str] | None = None,
-    region: str | Sequence[str] | None = None,
-    skip_damaged: bool | None = None,
-    storage_options: StorageOptions | None = None,
     progress: bool | ProgressCallback = False,
     ctx: SessionContext | None = None,
-    reference: str | os.PathLike[str] | None = None,
+    **options: Unpack[ReadOptions],
 ) -> int:
     """Converts BAM files (one path or several; CRAM files when the paths end in ``.cram``, with
     ``reference`` their FASTA) to one Parquet file; returns the rows written.
@@ -437,9 +542,8 @@ def to_parquet(
     ``qname``, ``seq``, ``qual``, ``cigar`` and positions; no statistics for ``seq`` and
     ``qual``).
     """
-    return _convert(paths, output, "PARQUET", columns=columns, where=where, min_mapq=min_mapq,
-                    tags=tags, region=region, skip_damaged=skip_damaged,
-                    storage_options=storage_options, progress=progress, ctx=ctx, reference=reference)
+    return _convert("to_parquet", paths, output, "PARQUET", columns=columns, where=where, min_mapq=min_mapq,
+                    progress=progress, ctx=ctx, options=options)
 
 
 def to_ipc(
@@ -449,18 +553,13 @@ def to_ipc(
     columns: Sequence[str] | None = None,
     where: str | None = None,
     min_mapq: int | None = None,
-    tags: str | Sequence[str] | None = None,
-    region: str | Sequence[str] | None = None,
-    skip_damaged: bool | None = None,
-    storage_options: StorageOptions | None = None,
     progress: bool | ProgressCallback = False,
     ctx: SessionContext | None = None,
-    reference: str | os.PathLike[str] | None = None,
+    **options: Unpack[ReadOptions],
 ) -> int:
     """Converts BAM, CRAM or SAM files to one Arrow IPC file; as :func:`to_parquet` otherwise."""
-    return _convert(paths, output, "ARROW", columns=columns, where=where, min_mapq=min_mapq,
-                    tags=tags, region=region, skip_damaged=skip_damaged,
-                    storage_options=storage_options, progress=progress, ctx=ctx, reference=reference)
+    return _convert("to_ipc", paths, output, "ARROW", columns=columns, where=where, min_mapq=min_mapq,
+                    progress=progress, ctx=ctx, options=options)
 
 
 def to_bam(
@@ -530,13 +629,9 @@ def convert_each(
     output_dir: str | os.PathLike[str],
     *,
     stored_as: str = "parquet",
-    tags: str | Sequence[str] | None = None,
-    region: str | Sequence[str] | None = None,
-    skip_damaged: bool | None = None,
-    storage_options: StorageOptions | None = None,
     progress: bool | ProgressCallback = False,
     ctx: SessionContext | None = None,
-    reference: str | os.PathLike[str] | None = None,
+    **options: Unpack[ReadOptions],
 ) -> dict[str, int | None]:
     """Converts each BAM file (or CRAM, with ``reference``, or SAM, by their names) to its own
     ``output_dir/<name>.parquet`` (or ``.arrow`` with ``stored_as="arrow"``), resumably: an output appears only when complete, and outputs that
@@ -549,6 +644,8 @@ def convert_each(
         raise ValueError(f"unknown output format {stored_as!r}: use 'parquet' or 'arrow'")
     output_dir = os.fspath(output_dir)
     remote_dir = _is_remote(output_dir)
+    _table_options("convert_each", options)  # unknown keys fail before any file is written
+    storage_options = options.get("storage_options")
     outputs = {}
     for path in paths:
         path = os.fspath(path)
@@ -566,6 +663,5 @@ def convert_each(
         if _exists(output, storage_options):
             done[path] = None
             continue
-        done[path] = convert(path, output, tags=tags, region=region, skip_damaged=skip_damaged,
-                             storage_options=storage_options, progress=progress, ctx=ctx, reference=reference)
+        done[path] = convert(path, output, progress=progress, ctx=ctx, **options)
     return done

@@ -18,8 +18,10 @@ class BamTable:
     DataFusion table, with one schema over all the files.
 
     ``options`` takes the keys of ``CREATE EXTERNAL TABLE ... OPTIONS``: ``tags``, ``region``,
-    ``split``, ``tag_sample_records``, ``tag_sample_bytes``, ``skip_damaged``; ``storage_options`` configures the
-    object store of remote locations. Opening reads the headers; errors raise :class:`BamError`.
+    ``split``, ``tag_sample_records``, ``tag_sample_bytes``, ``skip_damaged``, ``reference``;
+    ``storage_options`` configures the object store of remote locations. ``format`` (``"BAM"``,
+    ``"CRAM"`` or ``"SAM"``) overrides the format the paths' names suggest. Opening reads the
+    headers; errors raise :class:`BamError`.
     """
 
     def __init__(
@@ -27,6 +29,7 @@ class BamTable:
         path: str | Sequence[str],
         options: dict[str, str] | None = None,
         storage_options: dict[str, str] | None = None,
+        format: str | None = None,
     ) -> None: ...
     def __arrow_c_schema__(self) -> Any: ...
     def __datafusion_table_provider__(self, session: Any) -> Any: ...

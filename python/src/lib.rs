@@ -317,22 +317,28 @@ struct PyBamTable {
 #[pymethods]
 impl PyBamTable {
     #[new]
-    #[pyo3(signature = (path, options = None, storage_options = None))]
+    #[pyo3(signature = (path, options = None, storage_options = None, format = None))]
     fn new(
         py: Python<'_>,
         path: &Bound<'_, PyAny>,
         options: Option<HashMap<String, String>>,
         storage_options: Option<HashMap<String, String>>,
+        format: Option<&str>,
     ) -> PyResult<Self> {
         // A str is a sequence too: take it as one path, not as its characters.
         let paths: Vec<String> = match path.extract::<String>() {
             Ok(one) => vec![one],
             Err(_) => path.extract()?,
         };
-        // Paths (or globs) that all end in `.cram` are CRAM files, in `.sam`/`.sam.gz` SAM files.
+        // Without a format, paths (or globs) that all end in `.cram` are CRAM files, in
+        // `.sam`/`.sam.gz` SAM files.
         let formats: Vec<AlignmentFormat> = paths.iter().map(|p| AlignmentFormat::of_path(p)).collect();
-        let format = match formats.first() {
-            Some(&first) if formats.iter().all(|&f| f == first) => first,
+        let format = match (format, formats.first()) {
+            (Some(name), _) => AlignmentFormat::from_name(name).ok_or_else(|| {
+                let reason = format!("{name:?} is none of BAM, CRAM and SAM");
+                bam_error(datafusion_bam::BamError::invalid_option("format", reason).into())
+            })?,
+            (None, Some(&first)) if formats.iter().all(|&f| f == first) => first,
             _ => AlignmentFormat::Bam,
         };
         let options =
