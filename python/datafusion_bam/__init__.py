@@ -26,7 +26,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if sys.version_info >= (3, 11):
     from typing import TypedDict, Unpack
@@ -35,6 +35,9 @@ else:
 
 import datafusion
 from datafusion import SessionConfig, SessionContext, udtf
+
+if TYPE_CHECKING:
+    import polars
 
 from ._datafusion_bam import (
     DATAFUSION_MAJOR,
@@ -77,6 +80,9 @@ __all__ = [
     "register_bam",
     "register_cram",
     "register_sam",
+    "scan_bam",
+    "scan_cram",
+    "scan_sam",
     "table",
     "to_bam",
     "to_ipc",
@@ -373,6 +379,138 @@ def _register(function: str, ctx: SessionContext, name: str,
     table_options, storage_options = _table_options(function, options)
     ctx.register_table(name, BamTable(_paths(path), table_options, storage_options, format))
     enable(ctx)
+
+
+def scan_bam(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    **options: Unpack[ReadOptions],
+) -> polars.LazyFrame:
+    """BAM files as a polars LazyFrame, streamed batch by batch from the extension through
+    polars' IO-plugin interface. The columns polars selects are the only ones decoded; its row
+    limit stops the scan; filters on ``mapq``, ``flag``, ``rname``, ``pos`` and ``endpos``
+    (comparisons with literals, joined by ``&`` and ``|``) reach the decoder and the index, and
+    polars applies every filter itself as well. Needs polars (``pip install
+    datafusion-bam[polars]``). The options are :class:`ReadOptions`."""
+    return _scan("scan_bam", path, "BAM", options)
+
+
+def scan_cram(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    **options: Unpack[ReadOptions],
+) -> polars.LazyFrame:
+    """CRAM files as a polars LazyFrame, as :func:`scan_bam`; ``reference`` names their FASTA."""
+    return _scan("scan_cram", path, "CRAM", options)
+
+
+def scan_sam(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    **options: Unpack[ReadOptions],
+) -> polars.LazyFrame:
+    """SAM files (plain or bgzipped) as a polars LazyFrame, as :func:`scan_bam`."""
+    return _scan("scan_sam", path, "SAM", options)
+
+
+def _scan(function: str, path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], format: str,
+          options: ReadOptions) -> polars.LazyFrame:
+    try:
+        import polars as pl
+        from polars.io.plugins import register_io_source
+    except ImportError as e:
+        raise ImportError(f"{function} needs polars: pip install 'datafusion-bam[polars]'") from e
+    import pyarrow as pa
+
+    table_options, storage_options = _table_options(function, options)
+    provider = BamTable(_paths(path), table_options, storage_options, format)
+    schema = pl.from_arrow(pa.schema(provider).empty_table()).schema
+
+    def batches(with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None,
+                _batch_size: int | None) -> Iterator[pl.DataFrame]:
+        df = _default_context().read_table(provider)
+        pushed = _datafusion_filter(predicate) if predicate is not None else None
+        if pushed is not None:
+            df = df.filter(pushed)
+        if with_columns is not None:
+            needed = list(dict.fromkeys([*with_columns, *(predicate.meta.root_names() if predicate is not None else [])]))
+            df = df.select(*needed)
+        if n_rows is not None and predicate is None:
+            df = df.limit(n_rows)
+        left = n_rows
+        for batch in df.execute_stream():
+            frame = pl.from_arrow(batch.to_pyarrow())
+            assert isinstance(frame, pl.DataFrame)
+            if predicate is not None:
+                frame = frame.filter(predicate)
+            if with_columns is not None:
+                frame = frame.select(with_columns)
+            if left is not None:
+                frame = frame.head(left)
+                left -= frame.height
+            yield frame
+            if left == 0:
+                return
+
+    return register_io_source(batches, schema=schema)
+
+
+# What a polars filter on these columns may pass to the scan: its comparisons, as DataFusion's.
+_PUSHED_COLUMNS = frozenset(("mapq", "flag", "rname", "pos", "endpos"))
+_COMPARISONS = {"Eq": "__eq__", "NotEq": "__ne__", "Lt": "__lt__", "LtEq": "__le__", "Gt": "__gt__",
+                "GtEq": "__ge__"}
+_MIRRORED = {"Eq": "Eq", "NotEq": "NotEq", "Lt": "Gt", "LtEq": "GtEq", "Gt": "Lt", "GtEq": "LtEq"}
+
+
+def _datafusion_filter(predicate: polars.Expr) -> datafusion.Expr | None:
+    """The part of a polars predicate the scan can take (None if none): comparisons of the
+    pushed columns with literals, under ``&`` (the parts it can take) and ``|`` (both sides or
+    nothing). Read from the expression's JSON form; what it does not recognise stays in polars."""
+    import json
+
+    try:
+        tree = json.loads(predicate.meta.serialize(format="json"))
+    except Exception:
+        return None
+    return _filter_of(tree)
+
+
+def _filter_of(node: object) -> datafusion.Expr | None:
+    from datafusion import col, lit
+
+    binary = node.get("BinaryExpr") if isinstance(node, dict) else None
+    if not isinstance(binary, dict):
+        return None
+    op, left, right = binary.get("op"), binary.get("left"), binary.get("right")
+    if op in ("And", "LogicalAnd"):
+        parts = [p for p in (_filter_of(left), _filter_of(right)) if p is not None]
+        return parts[0] & parts[1] if len(parts) == 2 else (parts[0] if parts else None)
+    if op in ("Or", "LogicalOr"):
+        a, b = _filter_of(left), _filter_of(right)
+        return a | b if a is not None and b is not None else None
+    if op not in _COMPARISONS:
+        return None
+    column, value = _column_of(left), _literal_of(right)
+    if column is None or value is None:
+        column, value, op = _column_of(right), _literal_of(left), _MIRRORED[op]
+    if column not in _PUSHED_COLUMNS or value is None:
+        return None
+    return getattr(col(column), _COMPARISONS[op])(lit(value[0]))
+
+
+def _column_of(node: object) -> str | None:
+    name = node.get("Column") if isinstance(node, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _literal_of(node: object) -> tuple[object] | None:
+    literal = node.get("Literal") if isinstance(node, dict) else None
+    if not isinstance(literal, dict) or len(literal) != 1:
+        return None
+    (inner,) = literal.values()
+    if not isinstance(inner, dict) or len(inner) != 1:
+        return None
+    ((kind, value),) = inner.items()
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    return (value,)
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,8 @@ def test_every_reader_takes_the_one_options_type() -> None:
     assert keys >= {"tags", "region", "reference", "storage_options", "skip_damaged"}
     for key in keys:
         assert f"``{key}``" in bam.ReadOptions.__doc__, key
-    functions = READERS + REGISTERS + [bam.table, bam.to_parquet, bam.to_ipc, bam.convert_each]
+    scanners = [bam.scan_bam, bam.scan_cram, bam.scan_sam]
+    functions = READERS + REGISTERS + scanners + [bam.table, bam.to_parquet, bam.to_ipc, bam.convert_each]
     for function in functions:
         options = inspect.signature(function).parameters["options"]
         assert options.kind is inspect.Parameter.VAR_KEYWORD, function.__name__
