@@ -55,7 +55,7 @@ from ._datafusion_bam import (
     upload,
     warnings_cursor,
     warnings_since,
-    write_bam,
+    write_bam as _write_bam,
 )
 
 __all__ = [
@@ -87,6 +87,9 @@ __all__ = [
     "to_bam",
     "to_ipc",
     "to_parquet",
+    "write_bam",
+    "write_ipc",
+    "write_parquet",
     "warnings_cursor",
     "warnings_since",
 ]
@@ -115,7 +118,7 @@ StorageOptions = dict[str, str]
 
 class ReadOptions(TypedDict, total=False):
     """The options of every function that reads alignment files, passed by keyword:
-    :func:`read_bam`, :func:`register_bam`, :func:`table`, :func:`to_parquet` and the others.
+    :func:`read_bam`, :func:`register_bam`, :func:`table`, :func:`write_parquet` and the others.
 
     - ``tags``: the fields of the typed ``tags`` struct: ``"auto"`` (the default: the tags of the
       first records), a list (``"NM,MD"``, ``["NM:i", "MD:Z"]``) or ``"none"``. Aux fields the
@@ -205,7 +208,7 @@ def enable(ctx: SessionContext) -> None:
 
     ``COPY ... STORED AS BAM`` is not available in ``ctx``'s SQL: datafusion-python 55 has no way
     to take a file format from an extension (only tables, table factories and functions cross its
-    FFI). :func:`to_bam` writes BAM instead, from BAM files or from any query's DataFrame.
+    FFI). :func:`write_bam` writes BAM instead, from BAM files or from any query's DataFrame.
     """
     ctx.register_table_factory("BAM", BamTableFactory())
     ctx.register_table_factory("CRAM", BamTableFactory("CRAM"))
@@ -638,7 +641,7 @@ def _convert(
         copy += f" OPTIONS ({pairs})"
 
     try:
-        # Frames to the user: this generator, contextlib, _convert, to_parquet/to_ipc.
+        # Frames to the user: this generator, contextlib, _convert, write_parquet/write_ipc.
         with _reporting(progress, stacklevel=5):
             result = ctx.sql(copy).collect()
             if remote_output:
@@ -655,7 +658,7 @@ def _convert(
     return int(result[0].column(0)[0].as_py())
 
 
-def to_parquet(
+def write_parquet(
     paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     output: str | os.PathLike[str],
     *,
@@ -680,11 +683,11 @@ def to_parquet(
     ``qname``, ``seq``, ``qual``, ``cigar`` and positions; no statistics for ``seq`` and
     ``qual``).
     """
-    return _convert("to_parquet", paths, output, "PARQUET", columns=columns, where=where, min_mapq=min_mapq,
+    return _convert("write_parquet", paths, output, "PARQUET", columns=columns, where=where, min_mapq=min_mapq,
                     progress=progress, ctx=ctx, options=options)
 
 
-def to_ipc(
+def write_ipc(
     paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     output: str | os.PathLike[str],
     *,
@@ -695,12 +698,12 @@ def to_ipc(
     ctx: SessionContext | None = None,
     **options: Unpack[ReadOptions],
 ) -> int:
-    """Converts BAM, CRAM or SAM files to one Arrow IPC file; as :func:`to_parquet` otherwise."""
-    return _convert("to_ipc", paths, output, "ARROW", columns=columns, where=where, min_mapq=min_mapq,
+    """Converts BAM, CRAM or SAM files to one Arrow IPC file; as :func:`write_parquet` otherwise."""
+    return _convert("write_ipc", paths, output, "ARROW", columns=columns, where=where, min_mapq=min_mapq,
                     progress=progress, ctx=ctx, options=options)
 
 
-def to_bam(
+def write_bam(
     source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | ArrowStreamExportable,
     output: str | os.PathLike[str],
     *,
@@ -719,11 +722,11 @@ def to_bam(
     """Writes reads as one BAM file; returns the records written. ``COPY ... STORED AS BAM``, run
     by the extension (datafusion-python cannot take a file format from it).
 
-    ``source`` is BAM files (as :func:`to_parquet` takes them; ``region`` and ``skip_damaged``
+    ``source`` is BAM files (as :func:`write_parquet` takes them; ``region`` and ``skip_damaged``
     apply to them), or any object with ``__arrow_c_stream__`` that has the table's columns: a
     ``datafusion`` DataFrame (``ctx.sql("SELECT * FROM reads WHERE ...")``, reads of a Parquet
     copy...), a pyarrow table, a polars frame. ``columns``, ``where`` and ``min_mapq`` select as
-    in :func:`to_parquet`. SAM's eleven mandatory columns are needed; ``tags`` and
+    in :func:`write_parquet`. SAM's eleven mandatory columns are needed; ``tags`` and
     ``tags_extra`` give the aux fields back.
 
     ``header`` names the BAM file whose header the output takes; BAM files given as ``source``
@@ -755,7 +758,13 @@ def to_bam(
     if sort or index is not None:
         query += " ORDER BY rname, pos"
     with _reporting(progress, stacklevel=4):
-        return write_bam(source, query, os.fspath(output), options, storage_options)
+        return _write_bam(source, query, os.fspath(output), options, storage_options)
+
+
+# The earlier names, kept for one release.
+to_parquet = write_parquet
+to_ipc = write_ipc
+to_bam = write_bam
 
 
 def _exists(location: str, storage_options: StorageOptions | None) -> bool:
@@ -774,10 +783,10 @@ def convert_each(
     """Converts each BAM file (or CRAM, with ``reference``, or SAM, by their names) to its own
     ``output_dir/<name>.parquet`` (or ``.arrow`` with ``stored_as="arrow"``), resumably: an output appears only when complete, and outputs that
     exist already are skipped. Returns, per input, the rows written (``None`` when skipped).
-    Inputs and ``output_dir`` may be remote (see :func:`to_parquet`). Stops at the first
+    Inputs and ``output_dir`` may be remote (see :func:`write_parquet`). Stops at the first
     failure; rerun to resume.
     """
-    convert = {"parquet": to_parquet, "arrow": to_ipc}.get(stored_as.lower())
+    convert = {"parquet": write_parquet, "arrow": write_ipc}.get(stored_as.lower())
     if convert is None:
         raise ValueError(f"unknown output format {stored_as!r}: use 'parquet' or 'arrow'")
     output_dir = os.fspath(output_dir)

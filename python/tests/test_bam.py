@@ -91,10 +91,10 @@ def test_region_filter_reads_only_indexed_chunks(ctx: SessionContext) -> None:
     assert read - before < total // 4
 
 
-def test_to_parquet_with_region_mapq_and_progress(tmp_path: Path) -> None:
+def test_write_parquet_with_region_mapq_and_progress(tmp_path: Path) -> None:
     out = tmp_path / "chr1.parquet"
     seen: list[bam.Progress] = []
-    rows = bam.to_parquet(SAMPLE, out, region="chr1:100000-200000", min_mapq=30, progress=seen.append)
+    rows = bam.write_parquet(SAMPLE, out, region="chr1:100000-200000", min_mapq=30, progress=seen.append)
     expected = samtools_count("-q", "30", SAMPLE, "chr1:100000-200000")
     assert rows == pq.read_table(out).num_rows == expected > 0
     assert seen and seen[-1].records >= expected
@@ -104,22 +104,22 @@ def test_to_parquet_with_region_mapq_and_progress(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chr1.parquet"]
 
 
-def test_to_parquet_writes_with_the_cli_defaults(tmp_path: Path) -> None:
+def test_write_parquet_writes_with_the_cli_defaults(tmp_path: Path) -> None:
     out = tmp_path / "all.parquet"
-    assert bam.to_parquet(SAMPLE, out) == samtools_count(SAMPLE)
+    assert bam.write_parquet(SAMPLE, out) == samtools_count(SAMPLE)
     group = pq.ParquetFile(out).metadata.row_group(0)
     columns = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
     assert columns["seq"].compression == "ZSTD"
     assert not columns["seq"].has_dictionary_page and not columns["seq"].is_stats_set
     assert columns["flag"].has_dictionary_page and columns["flag"].is_stats_set
     # A projection without the columns the options name writes too.
-    assert bam.to_parquet(SAMPLE, tmp_path / "flag.parquet", columns=["flag"]) == samtools_count(SAMPLE)
+    assert bam.write_parquet(SAMPLE, tmp_path / "flag.parquet", columns=["flag"]) == samtools_count(SAMPLE)
 
 
-def test_to_ipc_of_several_files(tmp_path: Path) -> None:
+def test_write_ipc_of_several_files(tmp_path: Path) -> None:
     out = tmp_path / "both.arrow"
     files = [SAMPLE, str(DATA / "name_sorted.bam")]
-    rows = bam.to_ipc(files, out, columns=["qname", "flag", "mapq"], where="flag & 4 = 0", tags="none")
+    rows = bam.write_ipc(files, out, columns=["qname", "flag", "mapq"], where="flag & 4 = 0", tags="none")
     expected = sum(samtools_count("-F", "4", f) for f in files)
     with pa.ipc.open_file(out) as reader:
         table = reader.read_all()
@@ -132,7 +132,7 @@ def test_files_with_different_tags_convert_together(tmp_path: Path, ctx: Session
     files = [SAMPLE, long_reads]
     assert samtools_count("-d", "RG", long_reads) == 0 < samtools_count("-d", "RG", SAMPLE)
     out = tmp_path / "both.parquet"
-    rows = bam.to_parquet(files, out)
+    rows = bam.write_parquet(files, out)
     table = pq.read_table(out)
     assert rows == table.num_rows == sum(samtools_count(f) for f in files)
     tags = table.column("tags").combine_chunks()
@@ -152,8 +152,8 @@ def test_files_without_aux_fields_convert(tmp_path: Path, path: str) -> None:
     assert all(len(line.split("\t")) == 11 for line in samtools("view", source).splitlines())
     expected = samtools_count(source)
     parquet, ipc = tmp_path / "x.parquet", tmp_path / "x.arrow"
-    assert bam.to_parquet(source, parquet) == expected
-    assert bam.to_ipc(source, ipc) == expected
+    assert bam.write_parquet(source, parquet) == expected
+    assert bam.write_ipc(source, ipc) == expected
     with pa.ipc.open_file(ipc) as reader:
         for table in (pq.read_table(parquet), reader.read_all()):
             assert table.num_rows == expected
@@ -191,10 +191,10 @@ def test_failed_conversion_leaves_no_output(tmp_path: Path) -> None:
     cut.write_bytes(data[: len(data) * 2 // 3])
     out = tmp_path / "out.parquet"
     with pytest.raises(Exception, match="cut.bam"):
-        bam.to_parquet(cut, out, progress=True)
+        bam.write_parquet(cut, out, progress=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.bam"]
     with pytest.raises(Exception, match="no_such_column"):
-        bam.to_parquet(SAMPLE, out, where="no_such_column > 1")
+        bam.write_parquet(SAMPLE, out, where="no_such_column > 1")
     assert not out.exists()
 
 
@@ -209,9 +209,9 @@ def test_damaged_data_is_an_error_or_skipped_with_a_warning(tmp_path: Path) -> N
     damaged = tmp_path / "damaged.bam"
     damaged.write_bytes(bytes(data))
     with pytest.raises(Exception, match="damaged.bam"):
-        bam.to_parquet(damaged, tmp_path / "strict.parquet")
+        bam.write_parquet(damaged, tmp_path / "strict.parquet")
     with pytest.warns(bam.BamWarning, match="skipped damaged data"):
-        n = bam.to_parquet(damaged, tmp_path / "out.parquet", skip_damaged=True)
+        n = bam.write_parquet(damaged, tmp_path / "out.parquet", skip_damaged=True)
     total = samtools_count(SAMPLE)
     assert total - 1000 < n < total
     assert pq.read_table(tmp_path / "out.parquet").num_rows == n

@@ -32,7 +32,7 @@ def test_stored_as_cram_in_sql() -> None:
 
 def test_helpers_read_cram_paths(tmp_path: Path) -> None:
     out = tmp_path / "q30.parquet"
-    rows = bam.to_parquet(str(CRAM), str(out), min_mapq=30, reference=REFERENCE)
+    rows = bam.write_parquet(str(CRAM), str(out), min_mapq=30, reference=REFERENCE)
     assert rows == samtools_count("-T", str(REFERENCE), "-q", "30", str(CRAM))
     assert pq.read_table(out).num_rows == rows
     t = bam.table(str(CRAM), reference=str(REFERENCE))
@@ -61,5 +61,5 @@ def test_sam_in_sql_and_helpers(tmp_path: Path) -> None:
     ctx.sql(f"CREATE EXTERNAL TABLE reads STORED AS SAM LOCATION '{sam}'")
     assert count(ctx, "SELECT count(*) FROM reads WHERE mapq >= 30") == samtools_count("-q", "30", str(sam))
     gz = DATA / "sam" / "long_reads.sam.gz"
-    rows = bam.to_ipc(str(gz), str(tmp_path / "long.arrow"))
+    rows = bam.write_ipc(str(gz), str(tmp_path / "long.arrow"))
     assert rows == samtools_count(str(gz))

@@ -109,7 +109,7 @@ def test_every_reader_takes_the_one_options_type() -> None:
     for key in keys:
         assert f"``{key}``" in bam.ReadOptions.__doc__, key
     scanners = [bam.scan_bam, bam.scan_cram, bam.scan_sam]
-    functions = READERS + REGISTERS + scanners + [bam.table, bam.to_parquet, bam.to_ipc, bam.convert_each]
+    functions = READERS + REGISTERS + scanners + [bam.table, bam.write_parquet, bam.write_ipc, bam.convert_each]
     for function in functions:
         options = inspect.signature(function).parameters["options"]
         assert options.kind is inspect.Parameter.VAR_KEYWORD, function.__name__
@@ -118,3 +118,7 @@ def test_every_reader_takes_the_one_options_type() -> None:
 
 def test_column_names_are_quoted_in_queries() -> None:
     assert bam._select(['odd"name', "mapq"], "t", None, None) == 'SELECT "odd""name", "mapq" FROM t'
+
+
+def test_the_earlier_writer_names_are_the_writers() -> None:
+    assert (bam.to_parquet, bam.to_ipc, bam.to_bam) == (bam.write_parquet, bam.write_ipc, bam.write_bam)

@@ -288,7 +288,7 @@ def test_conversions_from_and_to_s3(moto: Moto, tmp_path: Path) -> None:
     options = s3_options(moto)
     local = tmp_path / "from_s3.parquet"
     seen: list[bam.Progress] = []
-    rows = bam.to_parquet(f"s3://{BUCKET}/sample.bam", local, storage_options=options, progress=seen.append)
+    rows = bam.write_parquet(f"s3://{BUCKET}/sample.bam", local, storage_options=options, progress=seen.append)
     assert rows == pq.read_table(local).num_rows == samtools_count(SAMPLE)
     # Progress knows the total from the store, not from the local disk: the compressed bytes
     # after the header, all read but the BGZF end-of-file block (28 bytes, checked apart).
@@ -296,7 +296,7 @@ def test_conversions_from_and_to_s3(moto: Moto, tmp_path: Path) -> None:
     assert size - 1000 < seen[-1].bytes_total == seen[-1].bytes_read + 28 < size
 
     target = f"s3://{BUCKET}/out/sample.parquet"
-    assert bam.to_parquet(SAMPLE, target, min_mapq=30, storage_options=options) == samtools_count("-q", "30", SAMPLE)
+    assert bam.write_parquet(SAMPLE, target, min_mapq=30, storage_options=options) == samtools_count("-q", "30", SAMPLE)
     s3 = moto.client()
     written = s3.get_object(Bucket=BUCKET, Key="out/sample.parquet")["Body"].read()
     assert pq.read_table(pa.BufferReader(written)).num_rows == samtools_count("-q", "30", SAMPLE)
@@ -328,26 +328,26 @@ def test_a_failed_upload_leaves_nothing(moto: Moto, tmp_path: Path) -> None:
     cut = tmp_path / "cut.bam"
     cut.write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(Exception, match="cut.bam"):
-        bam.to_parquet(cut, f"s3://{BUCKET}/failed/x.parquet", storage_options=s3_options(moto))
+        bam.write_parquet(cut, f"s3://{BUCKET}/failed/x.parquet", storage_options=s3_options(moto))
     assert "Contents" not in moto.client().list_objects_v2(Bucket=BUCKET, Prefix="failed/")
 
 
 def test_bam_written_to_s3_with_a_remote_header(moto: Moto, ctx: SessionContext, tmp_path: Path) -> None:
     options = s3_options(moto)
     target = f"s3://{BUCKET}/bam/q30.bam"
-    assert bam.to_bam(SAMPLE, target, min_mapq=30, storage_options=options) == samtools_count("-q", "30", SAMPLE)
+    assert bam.write_bam(SAMPLE, target, min_mapq=30, storage_options=options) == samtools_count("-q", "30", SAMPLE)
     local = tmp_path / "q30.bam"
     local.write_bytes(moto.client().get_object(Bucket=BUCKET, Key="bam/q30.bam")["Body"].read())
     assert sam_records(local) == sam_records(SAMPLE, "-q", "30")
     # Rows from a DataFrame, the header from the bucket.
     bam.register(ctx, "reads", SAMPLE)
     df = ctx.sql(f"SELECT * FROM reads WHERE {REGION_SQL}")
-    bam.to_bam(df, f"s3://{BUCKET}/bam/region.bam", header=f"s3://{BUCKET}/sample.bam", storage_options=options)
+    bam.write_bam(df, f"s3://{BUCKET}/bam/region.bam", header=f"s3://{BUCKET}/sample.bam", storage_options=options)
     local.write_bytes(moto.client().get_object(Bucket=BUCKET, Key="bam/region.bam")["Body"].read())
     assert sam_records(local) == sam_records(SAMPLE, REGION)
     # A failure leaves no object.
     with pytest.raises(bam.BamError, match="needs columns"):
-        bam.to_bam(SAMPLE, f"s3://{BUCKET}/bam/bad.bam", columns=["qname"], storage_options=options)
+        bam.write_bam(SAMPLE, f"s3://{BUCKET}/bam/bad.bam", columns=["qname"], storage_options=options)
     keys = [o["Key"] for o in moto.client().list_objects_v2(Bucket=BUCKET, Prefix="bam/")["Contents"]]
     assert keys == ["bam/q30.bam", "bam/region.bam"]
 

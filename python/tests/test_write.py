@@ -1,4 +1,4 @@
-"""bam.to_bam: BAM written back from BAM files, from DataFrames of any query and from Parquet
+"""bam.write_bam: BAM written back from BAM files, from DataFrames of any query and from Parquet
 copies, equal to what samtools prints for the source."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import datafusion_bam as bam
 def test_bam_files_to_bam_with_a_filter_and_progress(tmp_path: Path) -> None:
     out = tmp_path / "q30.bam"
     seen: list[bam.Progress] = []
-    written = bam.to_bam(SAMPLE, out, min_mapq=30, progress=seen.append)
+    written = bam.write_bam(SAMPLE, out, min_mapq=30, progress=seen.append)
     assert written == len(records(SAMPLE, "-q", "30")) > 0
     assert records(out) == records(SAMPLE, "-q", "30")
     assert seen and seen[-1].records > 0
@@ -30,7 +30,7 @@ def test_a_dataframe_of_any_query_to_bam(tmp_path: Path) -> None:
     bam.register(ctx, "reads", SAMPLE)
     out = tmp_path / "sorted.bam"
     df = ctx.sql("SELECT * FROM reads WHERE flag & 16 = 0")
-    bam.to_bam(df, out, header=SAMPLE, index="bai")
+    bam.write_bam(df, out, header=SAMPLE, index="bai")
     assert "SO:coordinate" in samtools("view", "-H", str(out))
     assert records(out) == records(SAMPLE, "-F", "16")
     # The index written beside it answers region queries as samtools' filter does.
@@ -38,21 +38,21 @@ def test_a_dataframe_of_any_query_to_bam(tmp_path: Path) -> None:
     assert records(out, "chr1:40000-60000") == records(SAMPLE, "-F", "16", "chr1:40000-60000")
     # A DataFrame has no header of its own: it must be named.
     with pytest.raises(ValueError, match="header="):
-        bam.to_bam(ctx.sql("SELECT * FROM reads"), tmp_path / "no_header.bam")
+        bam.write_bam(ctx.sql("SELECT * FROM reads"), tmp_path / "no_header.bam")
     with pytest.raises(ValueError, match="region"):
-        bam.to_bam(ctx.sql("SELECT * FROM reads"), tmp_path / "region.bam", header=SAMPLE, region="chr1")
+        bam.write_bam(ctx.sql("SELECT * FROM reads"), tmp_path / "region.bam", header=SAMPLE, region="chr1")
 
 
 def test_a_parquet_copy_comes_back_as_the_original(tmp_path: Path) -> None:
     corners = DATA / "corpus" / "hand_corners.bam"
     parquet = tmp_path / "corners.parquet"
-    bam.to_parquet(str(corners), parquet)
+    bam.write_parquet(str(corners), parquet)
     out = tmp_path / "back.bam"
     # Through pyarrow and through datafusion-python: the tag types ride in the field metadata.
-    assert bam.to_bam(pq.read_table(parquet), out, header=corners) == len(records(corners))
+    assert bam.write_bam(pq.read_table(parquet), out, header=corners) == len(records(corners))
     assert records(out) == records(corners)
     ctx = SessionContext()
-    bam.to_bam(ctx.read_parquet(str(parquet)), out, header=corners, compression_level=9)
+    bam.write_bam(ctx.read_parquet(str(parquet)), out, header=corners, compression_level=9)
     assert records(out) == records(corners)
 
 
@@ -63,10 +63,10 @@ def test_a_row_that_is_not_a_record_fails_and_leaves_nothing(tmp_path: Path) -> 
     bam.register(ctx, "reads", SAMPLE)
     bad = ctx.sql(f"SELECT * REPLACE (CASE WHEN qname = '{first}' THEN 'chrZ' ELSE rname END AS rname) FROM reads")
     with pytest.raises(bam.BamError, match=f"qname {first}.*not a reference sequence"):
-        bam.to_bam(bad, out, header=SAMPLE)
+        bam.write_bam(bad, out, header=SAMPLE)
     assert not out.exists()
     with pytest.raises(bam.BamError, match="needs columns"):
-        bam.to_bam(SAMPLE, out, columns=["qname", "seq"])
+        bam.write_bam(SAMPLE, out, columns=["qname", "seq"])
     with pytest.raises(bam.BamError, match="compression_level"):
-        bam.to_bam(SAMPLE, out, compression_level=12)
+        bam.write_bam(SAMPLE, out, compression_level=12)
     assert not out.exists()
