@@ -49,6 +49,7 @@ from ._datafusion_bam import (
     BamTableFactory,
     InvalidOptionError,
     NotFoundError,
+    Tally,
     parquet_column_options,
     progress_counters,
     remote_exists,
@@ -70,6 +71,7 @@ __all__ = [
     "NotFoundError",
     "Progress",
     "ReadOptions",
+    "Tally",
     "convert_each",
     "depth",
     "enable",
@@ -536,19 +538,51 @@ def _progress_bar(p: Progress) -> None:
     sys.stderr.flush()
 
 
+class _TqdmBar:
+    """A tqdm bar over the compressed bytes a conversion reads, with its records as a postfix."""
+
+    def __init__(self, tqdm: Callable[..., object]) -> None:
+        self.bar = tqdm(total=0, unit="B", unit_scale=True, desc="reading", leave=True)
+
+    def show(self, p: Progress) -> None:
+        bar = self.bar
+        bar.total = p.bytes_total  # type: ignore[attr-defined]
+        bar.n = p.bytes_read  # type: ignore[attr-defined]
+        bar.set_postfix_str(f"{p.records:,} records", refresh=False)  # type: ignore[attr-defined]
+        bar.refresh()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.bar.close()  # type: ignore[attr-defined]
+
+
+def _tqdm_bar() -> _TqdmBar | None:
+    """A bar through tqdm (the one notebooks show) if it is installed."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return _TqdmBar(tqdm)
+
+
 @contextlib.contextmanager
-def _reporting(progress: bool | ProgressCallback, stacklevel: int) -> Iterator[None]:
+def _reporting(progress: bool | ProgressCallback, stacklevel: int, tally: Tally | None) -> Iterator[None]:
     """Reports progress twice a second while the block runs, and the BAM warnings it caused
-    (``stacklevel`` counted from here to the user's call)."""
-    callback: ProgressCallback | None = _progress_bar if progress is True else (progress or None)
+    (``stacklevel`` counted from here to the user's call). The progress is that of the tables
+    made with ``tally``, or of every scan in the process without one."""
+    bar = _tqdm_bar() if progress is True else None
+    if bar is not None:
+        callback: ProgressCallback | None = bar.show
+    else:
+        callback = _progress_bar if progress is True else (progress or None)
+    counters = tally.counters if tally is not None else progress_counters
     stop = threading.Event()
     watcher = None
-    start_records, start_bytes, start_expected = progress_counters()
+    start_records, start_bytes, start_expected = counters()
     started = time.monotonic()
 
     def report() -> None:
         assert callback is not None
-        records, read, expected = progress_counters()
+        records, read, expected = counters()
         callback(Progress(records - start_records, read - start_bytes, expected - start_expected,
                           time.monotonic() - started))
 
@@ -567,7 +601,9 @@ def _reporting(progress: bool | ProgressCallback, stacklevel: int) -> Iterator[N
         if watcher is not None:
             watcher.join()
             report()
-            if progress is True:
+            if bar is not None:
+                bar.close()
+            elif progress is True:
                 sys.stderr.write("\n")
         messages, dropped, _ = warnings_since(warned)
         for message in messages:
@@ -616,7 +652,8 @@ def _convert(
     ctx = ctx or SessionContext(SessionConfig().set("datafusion.execution.parquet.compression", "zstd(1)"))
     # One table over all inputs: one schema, whatever tags each file has.
     name = f"__bam_input_{os.getpid()}_{threading.get_ident()}"
-    ctx.register_table(name, BamTable(sources, table_options, storage_options))
+    tally = Tally()
+    ctx.register_table(name, BamTable(sources, table_options, storage_options, None, tally))
     query = _select(columns, name, where, min_mapq)
 
     # Written under a temporary name and renamed when complete, so a failed or interrupted
@@ -642,7 +679,7 @@ def _convert(
 
     try:
         # Frames to the user: this generator, contextlib, _convert, write_parquet/write_ipc.
-        with _reporting(progress, stacklevel=5):
+        with _reporting(progress, stacklevel=5, tally=tally):
             result = ctx.sql(copy).collect()
             if remote_output:
                 upload(partial, output, storage_options)
@@ -676,8 +713,9 @@ def write_parquet(
     condition over the table's columns; ``min_mapq`` and ``region`` are pushed into the decoder
     and the index. Inputs and ``output`` may be remote (``s3://``, ``gs://``, ``http(s)://`` for
     inputs), their stores set up from the environment and ``storage_options`` (see
-    :func:`table`); an output appears only when complete. ``progress=True`` draws a progress
-    line on stderr; a callable receives a :class:`Progress` twice a second. Session settings
+    :func:`table`); an output appears only when complete. ``progress=True`` draws a tqdm bar
+    when tqdm is installed (a line on stderr otherwise); a callable receives a :class:`Progress`
+    twice a second, counting this call's reads only. Session settings
     (Parquet compression, partitions) come from ``ctx`` when given; without it, zstd level 1 as
     in the CLI. The CLI's per-column Parquet settings apply either way (no dictionary for
     ``qname``, ``seq``, ``qual``, ``cigar`` and positions; no statistics for ``seq`` and
@@ -737,11 +775,14 @@ def write_bam(
     marked ``SO:coordinate`` when the header's reference names are in text order.
     ``index="bai"`` (or ``"csi"``) sorts so too and writes the index beside the output.
     """
+    tally = None  # the rows of a DataFrame come from scans of its own: the process's counters
     if isinstance(source, (str, os.PathLike)) or not hasattr(source, "__arrow_c_stream__"):
         sources = _paths(source)  # type: ignore[arg-type]
         if not sources:
             raise ValueError("no BAM files given")
-        source = table(sources, region=region, skip_damaged=skip_damaged, storage_options=storage_options)
+        table_options, _ = _table_options("write_bam", {"region": region, "skip_damaged": skip_damaged})
+        tally = Tally()
+        source = BamTable(sources, table_options, storage_options, None, tally)
     elif region is not None or skip_damaged is not None:
         raise ValueError("region and skip_damaged apply to BAM files; filter a DataFrame in its query")
     elif header is None:
@@ -757,7 +798,7 @@ def write_bam(
     query = _select(columns, '"input"', where, min_mapq)
     if sort or index is not None:
         query += " ORDER BY rname, pos"
-    with _reporting(progress, stacklevel=4):
+    with _reporting(progress, stacklevel=4, tally=tally):
         return _write_bam(source, query, os.fspath(output), options, storage_options)
 
 

@@ -20,7 +20,8 @@ class BamTable:
     ``options`` takes the keys of ``CREATE EXTERNAL TABLE ... OPTIONS``: ``tags``, ``region``,
     ``split``, ``tag_sample_records``, ``tag_sample_bytes``, ``skip_damaged``, ``reference``;
     ``storage_options`` configures the object store of remote locations. ``format`` (``"BAM"``,
-    ``"CRAM"`` or ``"SAM"``) overrides the format the paths' names suggest. Opening reads the
+    ``"CRAM"`` or ``"SAM"``) overrides the format the paths' names suggest; ``tally`` counts its
+    scans' progress apart from other scans. Opening reads the
     headers; errors raise :class:`BamError`.
     """
 
@@ -30,9 +31,18 @@ class BamTable:
         options: dict[str, str] | None = None,
         storage_options: dict[str, str] | None = None,
         format: str | None = None,
+        tally: Tally | None = None,
     ) -> None: ...
     def __arrow_c_schema__(self) -> Any: ...
     def __datafusion_table_provider__(self, session: Any) -> Any: ...
+
+class Tally:
+    """Progress counters of one caller's tables (``BamTable(..., tally=t)``), apart from other
+    scans running at once."""
+
+    def __init__(self) -> None: ...
+    def counters(self) -> tuple[int, int, int]:
+        """Records decoded, compressed bytes read and compressed bytes expected."""
 
 class BamTableFactory:
     """The table factory of ``STORED AS BAM`` (or of ``STORED AS CRAM``, made with ``"CRAM"``),

@@ -317,13 +317,14 @@ struct PyBamTable {
 #[pymethods]
 impl PyBamTable {
     #[new]
-    #[pyo3(signature = (path, options = None, storage_options = None, format = None))]
+    #[pyo3(signature = (path, options = None, storage_options = None, format = None, tally = None))]
     fn new(
         py: Python<'_>,
         path: &Bound<'_, PyAny>,
         options: Option<HashMap<String, String>>,
         storage_options: Option<HashMap<String, String>>,
         format: Option<&str>,
+        tally: Option<PyRef<'_, PyTally>>,
     ) -> PyResult<Self> {
         // A str is a sequence too: take it as one path, not as its characters.
         let paths: Vec<String> = match path.extract::<String>() {
@@ -354,6 +355,10 @@ impl PyBamTable {
                 })
             })
             .map_err(bam_error)?;
+        let table = match tally {
+            Some(tally) => table.with_tally(Arc::clone(&tally.0)),
+            None => table,
+        };
         Ok(Self { paths, table: Arc::new(table) })
     }
 
@@ -675,6 +680,26 @@ fn progress_counters() -> (u64, u64, u64) {
     (s.records, s.bytes, s.expected)
 }
 
+/// Progress counters of one caller's tables (`BamTable(..., tally=t)`), apart from other scans
+/// running at once.
+#[pyclass(name = "Tally", module = "datafusion_bam", frozen)]
+struct PyTally(Arc<progress::Tally>);
+
+#[pymethods]
+impl PyTally {
+    #[new]
+    fn new() -> Self {
+        Self(Arc::default())
+    }
+
+    /// Records decoded, compressed bytes read and compressed bytes expected, by the scans of
+    /// the tables made with this tally.
+    fn counters(&self) -> (u64, u64, u64) {
+        let s = self.0.snapshot();
+        (s.records, s.bytes, s.expected)
+    }
+}
+
 /// The Parquet settings that suit the table's columns, as `(key, value)` pairs for a COPY's
 /// `OPTIONS ('format.<key>' '<value>')`: the defaults of the CLI's COPY and of `to_parquet`.
 #[pyfunction]
@@ -699,6 +724,7 @@ fn _datafusion_bam(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Panics of noodles-cram on bad data become errors; the hook keeps Python's stderr quiet.
     datafusion_bam::quiet_decode_panics();
     m.add_class::<PyBamTable>()?;
+    m.add_class::<PyTally>()?;
     m.add_class::<PyBamTableFactory>()?;
     m.add_class::<PyBamRegionFunction>()?;
     m.add_class::<PyBamDepthFunction>()?;

@@ -122,3 +122,44 @@ def test_column_names_are_quoted_in_queries() -> None:
 
 def test_the_earlier_writer_names_are_the_writers() -> None:
     assert (bam.to_parquet, bam.to_ipc, bam.to_bam) == (bam.write_parquet, bam.write_ipc, bam.write_bam)
+
+
+def test_each_table_counts_its_own_progress() -> None:
+    long_reads = str(DATA / "long_reads.bam")
+    mine, theirs = bam.Tally(), bam.Tally()
+    ctx = SessionContext()
+    ctx.register_table("mine", bam.BamTable(SAMPLE, None, None, None, mine))
+    ctx.register_table("theirs", bam.BamTable(long_reads, None, None, None, theirs))
+    # count(flag), not count(*): the scans must run (a count of rows may come from statistics).
+    assert sql_count(ctx, "SELECT count(flag) FROM mine") == samtools_count(SAMPLE)
+    assert sql_count(ctx, "SELECT count(flag) FROM theirs") == samtools_count(long_reads)
+    assert mine.counters()[0] == samtools_count(SAMPLE)
+    assert theirs.counters()[0] == samtools_count(long_reads)
+    assert 0 < mine.counters()[1] <= mine.counters()[2] <= Path(SAMPLE).stat().st_size
+
+
+def test_two_conversions_at_once_report_their_own_progress(tmp_path: Path) -> None:
+    import threading
+
+    long_reads = str(DATA / "long_reads.bam")
+    start = threading.Barrier(2)
+    last: dict[str, bam.Progress] = {}
+
+    def convert(name: str, source: str) -> None:
+        start.wait()
+        bam.write_parquet(source, tmp_path / f"{name}.parquet", progress=lambda p: last.__setitem__(name, p))
+
+    threads = [threading.Thread(target=convert, args=a) for a in (("a", SAMPLE), ("b", long_reads))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert last["a"].records == samtools_count(SAMPLE)
+    assert last["b"].records == samtools_count(long_reads)
+    assert 0 < last["a"].bytes_read <= last["a"].bytes_total <= Path(SAMPLE).stat().st_size
+
+
+def test_progress_true_draws_a_tqdm_bar_of_the_calls_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bam.write_parquet(SAMPLE, tmp_path / "x.parquet", progress=True)
+    shown = capsys.readouterr().err
+    assert "reading" in shown and f"{samtools_count(SAMPLE):,} records" in shown, shown

@@ -39,7 +39,7 @@ impl FileOpener for BamOpener {
         let layout = Arc::clone(&self.layout);
         let metrics = self.metrics.clone();
         if !source.progress_counted.swap(true, Ordering::AcqRel) {
-            progress::add_expected(source.expected_bytes());
+            progress::add_expected(source.expected_bytes(), source.tally.as_deref());
         }
         Ok(Box::pin(async move {
             let meta = file.object_meta.clone();
@@ -74,6 +74,7 @@ impl FileOpener for BamOpener {
                     prefilter: &prefilter,
                     metrics,
                     memory: source.memory_pool.as_ref().map(|pool| MemoryConsumer::new(name).register(pool)),
+                    tally: source.tally.clone(),
                 };
                 read_range(format, scan)
             });

@@ -31,6 +31,7 @@ use crate::formats::bam::info::BamInfo;
 use crate::formats::bam::partition::{region_file_groups, MIN_REGION_PARTITION_BYTES};
 use crate::formats::catalog::Catalog;
 use crate::formats::cram::container::Reference;
+use crate::io::progress::Tally;
 use crate::options::region::Region;
 use crate::options::BamOptions;
 use crate::schema::layout_of;
@@ -59,6 +60,8 @@ pub struct BamSource {
     pub(super) regions: Option<Arc<[Region]>>,
     /// Where each partition reserves the memory of its buffers (unset: not accounted).
     pub(super) memory_pool: Option<Arc<dyn MemoryPool>>,
+    /// The progress counters of the caller whose table this scans, besides the process's.
+    pub(super) tally: Option<Arc<Tally>>,
 }
 
 impl BamSource {
@@ -76,7 +79,13 @@ impl BamSource {
             predicate: None,
             regions: None,
             memory_pool: None,
+            tally: None,
         }
+    }
+
+    /// Counts what this source's scans read in `tally` too, besides the process's counters.
+    pub fn with_tally(self, tally: Option<Arc<Tally>>) -> Self {
+        Self { tally, ..self }
     }
 
     /// This source with the table options `options` (regions become predicates, see

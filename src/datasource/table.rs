@@ -27,6 +27,7 @@ use crate::datasource::file_format::BamFormat;
 use crate::datasource::listing::{self, bam_listing_table_of};
 use crate::datasource::source::BamSource;
 use crate::decode::pushdown::{can_prefilter, region_predicate};
+use crate::io::progress::Tally;
 use crate::io::store::{object_store_for, store_options};
 use crate::options::region::Region;
 use crate::options::{AlignmentFormat, BamOptions};
@@ -36,6 +37,8 @@ use arrow::datatypes::DataType;
 #[derive(Debug)]
 pub struct BamTable {
     listing: Arc<ListingTable>,
+    /// The progress counters of the caller (besides the process's), if it keeps its own.
+    tally: Option<Arc<Tally>>,
 }
 
 impl BamTable {
@@ -46,12 +49,19 @@ impl BamTable {
 
     /// Opens the files at several locations as one table (see [`bam_listing_table_of`]).
     pub async fn open_all(state: &dyn Session, locations: &[&str], options: BamOptions) -> Result<Self> {
-        Ok(Self { listing: bam_listing_table_of(state, locations, options).await? })
+        Ok(Self { listing: bam_listing_table_of(state, locations, options).await?, tally: None })
+    }
+
+    /// Counts what this table's scans read in `tally` too, besides the process's counters (see
+    /// [`crate::progress`]): a caller's own progress, apart from other scans running at once. It
+    /// stays in this process: a plan sent to another does not count here.
+    pub fn with_tally(self, tally: Arc<Tally>) -> Self {
+        Self { tally: Some(tally), ..self }
     }
 
     /// A table over a listing table of [`BamFormat`](crate::BamFormat) files.
     pub fn from_listing(listing: Arc<ListingTable>) -> Self {
-        Self { listing }
+        Self { listing, tally: None }
     }
 
     /// Where the files are (URLs, or local paths with their glob) and the table's options.
@@ -127,7 +137,7 @@ impl BamTable {
             filters.iter().zip(of_listing).partition(|(_, listing)| *listing == TableProviderFilterPushDown::Exact);
         let file_filters: Vec<Expr> = file_filters.into_iter().map(|(f, _)| f.clone()).collect();
         let plan = self.listing.scan(state, projection, &file_filters, limit).await?;
-        if record_filters.is_empty() && regions.is_empty() {
+        if record_filters.is_empty() && regions.is_empty() && self.tally.is_none() {
             return Ok(plan);
         }
         let mut predicates =
@@ -144,7 +154,8 @@ impl BamTable {
         if !regions.is_empty() {
             predicates.push(region_predicate(regions, source.table_schema.file_schema()));
         }
-        let source = source.with_predicates(predicates);
+        let source = if predicates.is_empty() { source.clone() } else { source.with_predicates(predicates) };
+        let source = source.with_tally(self.tally.clone());
         let config = FileScanConfigBuilder::from(config.clone()).with_source(Arc::new(source)).build();
         Ok(DataSourceExec::from_data_source(config))
     }

@@ -189,6 +189,8 @@ pub struct BatchReader<S: RecordSource> {
     memory: Option<MemoryReservation>,
     /// Counts this scan as running (for the CLI's progress bar) until it is dropped.
     _activity: progress::Activity,
+    /// The caller's counters the records also count in, besides the process's.
+    tally: Option<Arc<progress::Tally>>,
 }
 
 impl<S: RecordSource> BatchReader<S> {
@@ -212,6 +214,7 @@ impl<S: RecordSource> BatchReader<S> {
             failed: false,
             memory: None,
             _activity: progress::Activity::start(),
+            tally: None,
         })
     }
 
@@ -219,6 +222,12 @@ impl<S: RecordSource> BatchReader<S> {
     /// an error.
     pub fn with_memory(mut self, memory: Option<MemoryReservation>) -> Self {
         self.memory = memory;
+        self
+    }
+
+    /// Counts the records in a caller's counters too.
+    pub fn with_tally(mut self, tally: Option<Arc<progress::Tally>>) -> Self {
+        self.tally = tally;
         self
     }
 
@@ -233,7 +242,7 @@ impl<S: RecordSource> BatchReader<S> {
             self.sink.metrics.decode_time.add_elapsed(started);
             let bytes = self.source.bytes_read();
             self.sink.metrics.compressed_bytes.add(bytes as usize);
-            progress::add(self.raw.ends.len() as u64, bytes);
+            progress::add(self.raw.ends.len() as u64, bytes, self.tally.as_deref());
             if self.raw.data.len() >= BATCH_BYTE_BUDGET {
                 break;
             }

@@ -23,6 +23,7 @@ use crate::decode::infer::{resolve, sample_source, sample_tags, SampleBudget, Ta
 use crate::decode::pushdown::Prefilter;
 use crate::decode::reader::{BatchReader, DecodeSpec, RecordSource, ScanMetrics};
 use crate::error::BamError;
+use crate::io::progress::Tally;
 use crate::io::{open_blocking_reader, ObjectBytes};
 use crate::options::region::{Region, RegionReference};
 use crate::options::{AlignmentFormat, BamOptions, TagSelection};
@@ -55,6 +56,8 @@ pub struct RangeScan<'a> {
     pub prefilter: &'a dyn Fn(&FileContext) -> Result<Option<Prefilter>>,
     pub metrics: ScanMetrics,
     pub memory: Option<MemoryReservation>,
+    /// The caller's progress counters, besides the process's.
+    pub tally: Option<Arc<Tally>>,
 }
 
 /// The batches of `scan`'s range of a file of `format`. Blocking: call on a blocking thread.
@@ -63,6 +66,7 @@ pub fn read_range(format: AlignmentFormat, scan: RangeScan<'_>) -> Result<Batche
     let (start, end) = scan.range;
     let skip_damaged = scan.spec.skip_damaged;
     let partition = scan.metrics.clone();
+    let accounting = Accounting { metrics: scan.metrics.clone(), memory: scan.memory, tally: scan.tally };
     match format {
         AlignmentFormat::Bam => {
             // Only the range holding the file's end checks for the BGZF end-of-file block.
@@ -76,7 +80,7 @@ pub fn read_range(format: AlignmentFormat, scan: RangeScan<'_>) -> Result<Batche
             let prefilter = (scan.prefilter)(&info.context)?;
             let records =
                 BamRecords::new(&path, scan.bytes, selection.into_pieces(), &info.context, &scan.spec, partition);
-            batches(records, &info.context, scan.spec, prefilter, scan.metrics, scan.memory)
+            batches(records, &info.context, scan.spec, prefilter, accounting)
         }
         AlignmentFormat::Cram => {
             let cram = CramScan {
@@ -89,16 +93,24 @@ pub fn read_range(format: AlignmentFormat, scan: RangeScan<'_>) -> Result<Batche
             let header = Arc::clone(&info.header);
             let records = CramRecords::new(&path, scan.bytes, header, cram, info.index.as_ref(), partition);
             let file = Arc::clone(records.file());
-            batches(records, &file, scan.spec, (scan.prefilter)(&file)?, scan.metrics, scan.memory)
+            batches(records, &file, scan.spec, (scan.prefilter)(&file)?, accounting)
         }
         AlignmentFormat::Sam => {
             let info = scan.catalog.load::<SamInfo>(&scan.bytes, scan.meta)?;
             let regions = scan.regions.map(|r| &r[..]);
             let records = SamRecords::open(&path, scan.bytes, &info, (start, end), regions, skip_damaged, partition)?;
             let file = Arc::clone(records.file());
-            batches(records, &file, scan.spec, (scan.prefilter)(&file)?, scan.metrics, scan.memory)
+            batches(records, &file, scan.spec, (scan.prefilter)(&file)?, accounting)
         }
     }
+}
+
+/// What a scan's reader reports to and holds: its metrics, its memory, and its caller's
+/// progress counters.
+struct Accounting {
+    metrics: ScanMetrics,
+    memory: Option<MemoryReservation>,
+    tally: Option<Arc<Tally>>,
 }
 
 /// The batches of a scan's `records`, decoded as `spec` says.
@@ -107,10 +119,11 @@ fn batches<S: RecordSource + 'static>(
     file: &Arc<FileContext>,
     spec: DecodeSpec<'_>,
     prefilter: Option<Prefilter>,
-    metrics: ScanMetrics,
-    memory: Option<MemoryReservation>,
+    accounting: Accounting,
 ) -> Result<Batches> {
-    Ok(Box::new(BatchReader::new(records, file, spec, prefilter, metrics)?.with_memory(memory)))
+    let Accounting { metrics, memory, tally } = accounting;
+    let reader = BatchReader::new(records, file, spec, prefilter, metrics)?;
+    Ok(Box::new(reader.with_memory(memory).with_tally(tally)))
 }
 
 /// Loads the facts that planning uses (the BAM index, for region partitions, index selection

@@ -9,10 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-static RECORDS: AtomicU64 = AtomicU64::new(0);
-static BYTES: AtomicU64 = AtomicU64::new(0);
-static EXPECTED: AtomicU64 = AtomicU64::new(0);
-static DAMAGED: AtomicU64 = AtomicU64::new(0);
+static PROCESS: Tally = Tally::new();
 static ACTIVE: AtomicU64 = AtomicU64::new(0);
 static ON_IDLE: OnceLock<Box<dyn Fn() + Send + Sync>> = OnceLock::new();
 
@@ -29,26 +26,69 @@ pub struct Snapshot {
     pub damaged: u64,
 }
 
-pub fn add(records: u64, bytes: u64) {
-    RECORDS.fetch_add(records, Ordering::Relaxed);
-    BYTES.fetch_add(bytes, Ordering::Relaxed);
+/// Counters of records and bytes: the process's, or those of one caller's scans (a table made
+/// with [`crate::BamTable::with_tally`] adds to its own as well as to the process's), so that
+/// two conversions running at once each see their own progress.
+#[derive(Debug, Default)]
+pub struct Tally {
+    records: AtomicU64,
+    bytes: AtomicU64,
+    expected: AtomicU64,
+    damaged: AtomicU64,
 }
 
-pub fn add_expected(bytes: u64) {
-    EXPECTED.fetch_add(bytes, Ordering::Relaxed);
+impl Tally {
+    pub const fn new() -> Self {
+        Self {
+            records: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            expected: AtomicU64::new(0),
+            damaged: AtomicU64::new(0),
+        }
+    }
+
+    pub fn add(&self, records: u64, bytes: u64) {
+        self.records.fetch_add(records, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn add_expected(&self, bytes: u64) {
+        self.expected.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            records: self.records.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            expected: self.expected.load(Ordering::Relaxed),
+            damaged: self.damaged.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Adds to the process's counters, and to a caller's if there is one.
+pub fn add(records: u64, bytes: u64, tally: Option<&Tally>) {
+    PROCESS.add(records, bytes);
+    if let Some(tally) = tally {
+        tally.add(records, bytes);
+    }
+}
+
+/// Adds bytes that a planned scan will read, as [`add`].
+pub fn add_expected(bytes: u64, tally: Option<&Tally>) {
+    PROCESS.add_expected(bytes);
+    if let Some(tally) = tally {
+        tally.add_expected(bytes);
+    }
 }
 
 pub fn add_damaged(n: u64) {
-    DAMAGED.fetch_add(n, Ordering::Relaxed);
+    PROCESS.damaged.fetch_add(n, Ordering::Relaxed);
 }
 
+/// The process's counters.
 pub fn snapshot() -> Snapshot {
-    Snapshot {
-        records: RECORDS.load(Ordering::Relaxed),
-        bytes: BYTES.load(Ordering::Relaxed),
-        expected: EXPECTED.load(Ordering::Relaxed),
-        damaged: DAMAGED.load(Ordering::Relaxed),
-    }
+    PROCESS.snapshot()
 }
 
 impl Snapshot {
@@ -108,5 +148,17 @@ mod tests {
         drop(b);
         // Other tests of this process may run scans; this one's are gone.
         assert!(ACTIVE.load(Ordering::Acquire) < 2);
+    }
+
+    #[test]
+    fn a_callers_tally_counts_its_own_and_the_process_all() {
+        let (mine, before) = (Tally::new(), snapshot());
+        add(3, 100, Some(&mine));
+        add(2, 50, None);
+        add_expected(7, Some(&mine));
+        assert_eq!(mine.snapshot(), Snapshot { records: 3, bytes: 100, expected: 7, damaged: 0 });
+        let process = snapshot().since(before);
+        // Other tests of this process may add too.
+        assert!(process.records >= 5 && process.bytes >= 150 && process.expected >= 7);
     }
 }
