@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 from ._datafusion_bam import (
     DATAFUSION_MAJOR,
+    AccessDeniedError,
     BamDepthFunction,
     BamError,
     BamHeaderFunction,
@@ -60,6 +61,7 @@ from ._datafusion_bam import (
 )
 
 __all__ = [
+    "AccessDeniedError",
     "BamDepthFunction",
     "BamError",
     "BamHeaderFunction",

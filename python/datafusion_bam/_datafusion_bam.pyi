@@ -13,6 +13,9 @@ class NotFoundError(BamError, FileNotFoundError):
 class InvalidOptionError(BamError, ValueError):
     """A table option, region or argument has a value that cannot be used."""
 
+class AccessDeniedError(BamError, PermissionError):
+    """A store refused the credentials, or their access to a location."""
+
 class BamTable:
     """BAM files (a path, a directory of .bam files or a glob, or a list of them) as one
     DataFusion table, with one schema over all the files.

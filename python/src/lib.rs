@@ -55,7 +55,7 @@ use datafusion_ffi::udtf::FFI_TableFunction;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyFileNotFoundError, PyValueError};
+use pyo3::exceptions::{PyException, PyFileNotFoundError, PyPermissionError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyCapsule, PyDict, PyTuple, PyType};
@@ -63,11 +63,12 @@ use tokio::runtime::{Handle, Runtime};
 
 create_exception!(datafusion_bam, BamError, PyException, "A BAM file, location or option could not be used.");
 
-/// `NotFoundError(BamError, FileNotFoundError)` and `InvalidOptionError(BamError, ValueError)`,
-/// made at import: subclasses that are also Python's own exceptions, so that `except
+/// `NotFoundError(BamError, FileNotFoundError)`, `InvalidOptionError(BamError, ValueError)` and
+/// `AccessDeniedError(BamError, PermissionError)`, made at import: subclasses that are also Python's own exceptions, so that `except
 /// FileNotFoundError` and `except ValueError` work (`create_exception!` takes one base only).
 static NOT_FOUND_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static INVALID_OPTION_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static ACCESS_DENIED_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 /// A subclass of `BamError` and of the builtin exception `also`, named `name` in this module.
 fn error_subclass(py: Python<'_>, name: &str, doc: &str, also: Bound<'_, PyType>) -> PyResult<Py<PyType>> {
@@ -114,6 +115,10 @@ fn bam_error(e: DataFusionError) -> PyErr {
         let class = match datafusion_bam::BamError::find(&e) {
             Some(datafusion_bam::BamError::NotFound { .. }) => NOT_FOUND_ERROR.get(py),
             Some(datafusion_bam::BamError::InvalidOption { .. }) => INVALID_OPTION_ERROR.get(py),
+            Some(datafusion_bam::BamError::Store {
+                source: object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. },
+                ..
+            }) => ACCESS_DENIED_ERROR.get(py),
             _ => None,
         };
         match class {
@@ -746,6 +751,10 @@ fn _datafusion_bam(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let invalid = error_subclass(py, "InvalidOptionError", invalid, py.get_type::<PyValueError>())?;
     m.add("InvalidOptionError", invalid.clone_ref(py))?;
     let _ = INVALID_OPTION_ERROR.set(py, invalid);
+    let denied = "A store refused the credentials, or their access to a location.";
+    let denied = error_subclass(py, "AccessDeniedError", denied, py.get_type::<PyPermissionError>())?;
+    m.add("AccessDeniedError", denied.clone_ref(py))?;
+    let _ = ACCESS_DENIED_ERROR.set(py, denied);
     m.add("DATAFUSION_MAJOR", datafusion_ffi::version())?;
     Ok(())
 }

@@ -163,3 +163,28 @@ def test_progress_true_draws_a_tqdm_bar_of_the_calls_bytes(tmp_path: Path, capsy
     bam.write_parquet(SAMPLE, tmp_path / "x.parquet", progress=True)
     shown = capsys.readouterr().err
     assert "reading" in shown and f"{samtools_count(SAMPLE):,} records" in shown, shown
+
+
+def test_a_store_that_refuses_access_raises_permission_error() -> None:
+    import http.server
+    import threading
+
+    class Forbidden(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:  # noqa: N802
+            self.send_response(403)
+            self.end_headers()
+
+        do_GET = do_HEAD  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forbidden)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        location = f"http://127.0.0.1:{server.server_address[1]}/private/x.bam"
+        with pytest.raises(bam.AccessDeniedError, match="private/x.bam") as error:
+            bam.read_bam(location, storage_options={"allow_http": "true"})
+        assert isinstance(error.value, PermissionError) and isinstance(error.value, bam.BamError)
+    finally:
+        server.shutdown()

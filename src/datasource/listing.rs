@@ -70,11 +70,16 @@ fn names_a_file(url: &ListingTableUrl) -> bool {
 }
 
 /// An error listing the files of `url`, naming the location (an object store's own error names
-/// only the path in its bucket), with the likely reason when it is an http(s) directory or glob:
-/// plain HTTP servers cannot list (object_store lists through WebDAV).
+/// only the path in its bucket): a store's error as [`BamError::store`] makes it, or the likely
+/// reason when it is an http(s) directory or glob: plain HTTP servers cannot list (object_store
+/// lists through WebDAV).
 pub fn listing_error(url: &ListingTableUrl, e: DataFusionError) -> DataFusionError {
     if names_a_file(url) || !url.scheme().starts_with("http") {
-        return e.context(format!("BAM location {}", location_string(url)));
+        // The store's own refusals stay typed (a missing object, denied credentials).
+        return match e {
+            DataFusionError::ObjectStore(source) => BamError::store(location_string(url), *source).into(),
+            e => e.context(format!("BAM location {}", location_string(url))),
+        };
     }
     DataFusionError::Plan(format!(
         "BAM location {}: cannot list it ({e}); an http(s) location must name a file, unless the server speaks WebDAV",
