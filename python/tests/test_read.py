@@ -188,3 +188,21 @@ def test_a_store_that_refuses_access_raises_permission_error() -> None:
         assert isinstance(error.value, PermissionError) and isinstance(error.value, bam.BamError)
     finally:
         server.shutdown()
+
+
+def _decoded_bytes(df, capsys: pytest.CaptureFixture[str]) -> int:
+    """The scan's `decoded_bytes` metric, as EXPLAIN ANALYZE shows it across the FFI boundary."""
+    import re
+
+    df.explain(analyze=True)
+    shown = capsys.readouterr().out
+    found = re.findall(r"decoded_bytes=(\d+(?:\.\d+)?)\s*([KMG]?)", shown)
+    assert found, shown
+    scale = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
+    return int(sum(float(n) * scale[unit] for n, unit in found))
+
+
+def test_projection_reaches_the_decoder(capsys: pytest.CaptureFixture[str]) -> None:
+    two = _decoded_bytes(bam.read_bam(SAMPLE).select("flag", "mapq"), capsys)
+    every = _decoded_bytes(bam.read_bam(SAMPLE), capsys)
+    assert 0 < two * 20 < every, (two, every)

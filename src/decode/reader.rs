@@ -44,6 +44,8 @@ pub struct ScanMetrics {
     pub inflate_time: Time,
     /// Time turning record bytes into Arrow columns, including the predicate.
     pub decode_time: Time,
+    /// Bytes of the Arrow batches decoded: what the projection costs.
+    pub decoded_bytes: Count,
     /// Invalid records skipped (option `skip_damaged`).
     pub damaged_records: Count,
     /// Stretches of unreadable BGZF data or record framing skipped (option `skip_damaged`).
@@ -62,6 +64,7 @@ impl ScanMetrics {
             index_chunks: count("index_chunks"),
             inflate_time: time("inflate_time"),
             decode_time: time("decode_time"),
+            decoded_bytes: count("decoded_bytes"),
             damaged_records: count("damaged_records"),
             damaged_stretches: count("damaged_stretches"),
         }
@@ -251,8 +254,10 @@ impl<S: RecordSource> BatchReader<S> {
             return Ok(None);
         }
         let batch = self.sink.decoder.finish()?;
+        let size = batch.get_array_memory_size();
+        self.sink.metrics.decoded_bytes.add(size);
         if let Some(memory) = &mut self.memory {
-            memory.try_resize(self.raw.data.capacity() + batch.get_array_memory_size())?;
+            memory.try_resize(self.raw.data.capacity() + size)?;
         }
         Ok(Some(batch))
     }
