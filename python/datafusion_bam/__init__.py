@@ -765,7 +765,8 @@ def write_bam(
     ``source`` is BAM files (as :func:`write_parquet` takes them; ``region`` and ``skip_damaged``
     apply to them), or any object with ``__arrow_c_stream__`` that has the table's columns: a
     ``datafusion`` DataFrame (``ctx.sql("SELECT * FROM reads WHERE ...")``, reads of a Parquet
-    copy...), a pyarrow table, a polars frame. ``columns``, ``where`` and ``min_mapq`` select as
+    copy...), a pyarrow table, a polars DataFrame; or a polars LazyFrame (such as
+    :func:`scan_bam` gives), which polars runs batch by batch without collecting it whole. ``columns``, ``where`` and ``min_mapq`` select as
     in :func:`write_parquet`. SAM's eleven mandatory columns are needed; ``tags`` and
     ``tags_extra`` give the aux fields back.
 
@@ -778,6 +779,8 @@ def write_bam(
     ``index="bai"`` (or ``"csi"``) sorts so too and writes the index beside the output.
     """
     tally = None  # the rows of a DataFrame come from scans of its own: the process's counters
+    if _is_lazy_frame(source):
+        source = _lazy_frame_stream(source)
     if isinstance(source, (str, os.PathLike)) or not hasattr(source, "__arrow_c_stream__"):
         sources = _paths(source)  # type: ignore[arg-type]
         if not sources:
@@ -808,6 +811,22 @@ def write_bam(
 to_parquet = write_parquet
 to_ipc = write_ipc
 to_bam = write_bam
+
+
+def _is_lazy_frame(source: object) -> bool:
+    polars = sys.modules.get("polars")
+    return polars is not None and isinstance(source, polars.LazyFrame)
+
+
+def _lazy_frame_stream(frame: polars.LazyFrame) -> object:
+    """A polars LazyFrame as an Arrow stream, run batch by batch by polars' streaming engine
+    rather than collected whole."""
+    import polars as pl
+    import pyarrow as pa
+
+    schema = pl.DataFrame(schema=frame.collect_schema()).to_arrow().schema
+    batches = (batch for part in frame.collect_batches() for batch in part.to_arrow().to_batches())
+    return pa.RecordBatchReader.from_batches(schema, batches)
 
 
 def _exists(location: str, storage_options: StorageOptions | None) -> bool:
