@@ -21,6 +21,7 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 use futures::StreamExt;
+use tokio::sync::mpsc::Sender;
 
 use super::bins::{windows, Bin, BinSummer};
 use super::count::{end_position, CigarOp, CountMode, DepthCounter, Read, Run};
@@ -282,9 +283,7 @@ fn count_in_order(
             return Ok(());
         }
         counter.finish(&mut rows);
-        if rows.len() > 0 {
-            let _ = tx.send(rows.take()).await;
-        }
+        rows.send_from(1, &tx).await;
         Ok(())
     });
     builder.build()
@@ -297,14 +296,14 @@ pub(super) async fn count_input(
     context: &Arc<TaskContext>,
     counter: &mut PieceCounter,
     rows: &mut Rows,
-    tx: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+    tx: &Sender<Result<RecordBatch>>,
 ) -> Result<bool> {
     let batch_size = context.session_config().batch_size();
     for part in 0..input.output_partitioning().partition_count() {
         let mut stream = input.execute(part, Arc::clone(context))?;
         while let Some(batch) = stream.next().await {
             counter.add_batch(&batch?, rows)?;
-            if rows.len() >= batch_size && tx.send(rows.take()).await.is_err() {
+            if !rows.send_from(batch_size, tx).await {
                 return Ok(false);
             }
         }
@@ -377,8 +376,13 @@ impl Rows {
         Arc::clone(&self.schema)
     }
 
-    pub(super) fn len(&self) -> usize {
-        self.len
+    /// Sends the rows to `tx` as a batch once there are at least `count` of them (and at least
+    /// one); false if nothing receives them any more.
+    pub(super) async fn send_from(&mut self, count: usize, tx: &Sender<Result<RecordBatch>>) -> bool {
+        if self.len == 0 || self.len < count {
+            return true;
+        }
+        tx.send(self.take()).await.is_ok()
     }
 
     /// A run, shown 1-based and inclusive as the table's `pos` and `endpos`.

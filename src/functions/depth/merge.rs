@@ -422,7 +422,7 @@ pub(super) fn count_ranges(
                 return Ok(());
             }
             let edges = counter.finish_range(&mut rows);
-            if rows.len() > 0 && tx.send(rows.take()).await.is_err() {
+            if !rows.send_from(1, &tx).await {
                 return Ok(());
             }
             let _ = edges_tx.send((index, edges)).await;
@@ -440,7 +440,7 @@ pub(super) fn count_ranges(
             waiting.insert(index, edges);
             while let Some(edges) = waiting.remove(&merge.merged) {
                 merge.merge(edges, &mut rows)?;
-                if rows.len() >= batch_size && tx.send(rows.take()).await.is_err() {
+                if !rows.send_from(batch_size, &tx).await {
                     return Ok(());
                 }
             }
@@ -449,9 +449,7 @@ pub(super) fn count_ranges(
             return Ok(());
         }
         merge.finish(&mut rows);
-        if rows.len() > 0 {
-            let _ = tx.send(rows.take()).await;
-        }
+        rows.send_from(1, &tx).await;
         Ok(())
     });
     builder.build()
