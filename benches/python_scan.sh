@@ -42,11 +42,6 @@ for kind in short long; do
   declare -A walls=() cpus=() rss=()
   rounds "$runs" ${#names[@]} run
   echo "## $kind ($(samtools view -c "$file") records), $runs rounds"
-  printf "%-52s %-18s %-18s %s\n" command "wall s (range)" "CPU s (range)" "peak RSS MiB"
-  for i in "${!names[@]}"; do
-    printf "%-52s %-18s %-18s %s\n" "${names[$i]}" \
-      "$(median <<< "${walls[$i]}") ($(range <<< "${walls[$i]}"))" \
-      "$(median <<< "${cpus[$i]}") ($(range <<< "${cpus[$i]}"))" "${rss[$i]}"
-  done
+  table "${names[@]}"
   unset walls cpus rss
 done

@@ -27,3 +27,19 @@ rounds() {
     done
   done
 }
+# Prints the median and range of each job's wall and CPU seconds, and its peak RSS, from the
+# arrays `rounds` filled, one line per job, named by the arguments in job order:
+#   table NAME...
+table() {
+  local i=0 name width=0
+  for name in "$@"; do
+    if ((${#name} > width)); then width=${#name}; fi
+  done
+  printf "%-${width}s  %-18s %-18s %s\n" command "wall s (range)" "CPU s (range)" "peak RSS MiB"
+  for name in "$@"; do
+    printf "%-${width}s  %-18s %-18s %s\n" "$name" \
+      "$(median <<< "${walls[$i]}") ($(range <<< "${walls[$i]}"))" \
+      "$(median <<< "${cpus[$i]}") ($(range <<< "${cpus[$i]}"))" "${rss[$i]}"
+    i=$((i + 1))
+  done
+}
