@@ -13,7 +13,7 @@ use datafusion_bam::bench::{
     bam_schema, bgzf_reader, col as c, read_header, read_record_bytes, BatchDecoder, FileContext, Prefilter, RawRecord,
     TagLayout,
 };
-use datafusion_bam::TagKind;
+use datafusion_bam::{IntWidth, TagKind};
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sample.bam");
 
@@ -32,20 +32,21 @@ fn records() -> (FileContext, Vec<Vec<u8>>) {
 /// The layout the table infers for sample.bam: each of its twelve tags (minimap2's, and RG) a
 /// typed struct child, so `tags_extra` stays empty as on real files.
 fn layout() -> TagLayout {
-    use TagKind::{Char, Float, Int, String};
+    use TagKind::{Char, Float, String};
+    let int = TagKind::Int(IntWidth::Smallest);
     let tags = [
         (*b"RG", String),
-        (*b"NM", Int),
-        (*b"ms", Int),
-        (*b"AS", Int),
-        (*b"nn", Int),
+        (*b"NM", int),
+        (*b"ms", int),
+        (*b"AS", int),
+        (*b"nn", int),
         (*b"tp", Char),
-        (*b"cm", Int),
-        (*b"s1", Int),
-        (*b"s2", Int),
+        (*b"cm", int),
+        (*b"s1", int),
+        (*b"s2", int),
         (*b"de", Float),
         (*b"MD", String),
-        (*b"rl", Int),
+        (*b"rl", int),
     ];
     TagLayout { tags: tags.to_vec() }
 }

@@ -4,6 +4,9 @@
 # paired-end reads), in one run on one machine, the commands alternated.
 #
 #   benches/write_bam.sh        RUNS (default 3) rounds of every command
+#   BASELINE=/path/to/old/datafusion-bam benches/write_bam.sh
+#                               also runs the unsorted COPY TO BAM with an older build, for a
+#                               before/after ratio of one run
 #
 # BENCH_DIR (default ~/.cache/datafusion-bam/bench) keeps big.bam between runs.
 # Prints a Markdown table (wall: median and range; CPU seconds, user + sys; peak RSS) and ratios.
@@ -22,7 +25,7 @@ echo "# $records records, $(( $(stat -L -c %s "$plain") / 1000000 )) MB, $(nproc
 echo
 
 ours() { # SQL: one CLI run with the table registered, 2 partitions
-  "$bin" -q -c "SET datafusion.execution.target_partitions = 2" \
+  "${cli:-$bin}" -q -c "SET datafusion.execution.target_partitions = 2" \
     -c "CREATE EXTERNAL TABLE reads STORED AS BAM LOCATION '$plain'" -c "$1"
 }
 names=(
@@ -32,6 +35,7 @@ names=(
   "COPY (SELECT * ORDER BY rname, pos) TO BAM, index 'bai'"
   "COPY (SELECT *) TO Parquet (zstd 1), 2 partitions"
 )
+[[ -n "${BASELINE:-}" ]] && names+=("COPY (SELECT *) TO BAM, baseline build")
 run() {
   case $1 in
     0) samtools view -b -@2 -o "$dir/out/samtools.bam" "$plain" ;;
@@ -39,11 +43,12 @@ run() {
     2) samtools sort -@2 -m 1G -o "$dir/out/sorted.bam" "$plain" && samtools index "$dir/out/sorted.bam" ;;
     3) ours "COPY (SELECT * FROM reads ORDER BY rname, pos) TO '$dir/out/ours_sorted.bam' STORED AS BAM OPTIONS ('index' 'bai')" ;;
     4) ours "COPY (SELECT * FROM reads) TO '$dir/out/ours.parquet' STORED AS PARQUET" ;;
+    5) cli=$BASELINE ours "COPY (SELECT * FROM reads) TO '$dir/out/baseline.bam' STORED AS BAM" ;;
   esac
 }
 
 export -f run ours
-export plain dir bin
+export plain dir bin BASELINE
 declare -A walls cpus rss
 for round in $(seq "$runs"); do
   for i in "${!names[@]}"; do
@@ -77,3 +82,4 @@ echo "Ratios of medians (> 1: ours is slower):"
 echo "- COPY TO BAM / samtools view -b -@2: wall $(ratio 1 0), CPU $(cpu_ratio 1 0)"
 echo "- sorted + indexed COPY / samtools sort + index: wall $(ratio 3 2), CPU $(cpu_ratio 3 2)"
 echo "- COPY TO BAM / COPY TO Parquet: wall $(ratio 1 4)"
+[[ -z "${BASELINE:-}" ]] || echo "- COPY TO BAM / the baseline build's: wall $(ratio 1 5), CPU $(cpu_ratio 1 5)"

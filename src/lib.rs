@@ -49,7 +49,7 @@ pub use io::store::{object_store_for, store_options};
 pub use io::{progress, warnings};
 pub use options::region::{parse_region, parse_regions, Region, RegionReference};
 pub use options::{AlignmentFormat, BamOptions, OptionSpec, TagSelection, OPTIONS};
-pub use schema::{TagKind, SAM_TYPE_KEY};
+pub use schema::{IntWidth, TagKind, BAM_INT_TYPE_KEY, SAM_TYPE_KEY};
 pub use write::parquet::{parquet_column_options, set_parquet_column_defaults};
 
 /// Internals for the decode benchmark (`benches/decode.rs`); not a stable API.

@@ -15,6 +15,10 @@ use datafusion::common::{plan_err, Result};
 /// array's subtype: `B:c`, `B:C`, `B:s`, `B:S`, `B:i`, `B:I`, `B:f`).
 pub const SAM_TYPE_KEY: &str = "sam_type";
 
+/// Field metadata key holding how an integer tag field is stored in BAM, which SAM's `i` leaves
+/// open: see [`IntWidth`]. Absent means [`IntWidth::Smallest`].
+pub const BAM_INT_TYPE_KEY: &str = "bam_int_type";
+
 /// Column indices of the fixed columns, in schema order.
 pub mod col {
     pub const QNAME: usize = 0;
@@ -43,8 +47,8 @@ pub enum TagKind {
     String,
     /// `H`: a hex string.
     Hex,
-    /// `c`, `C`, `s`, `S`, `i`, `I`: any integer width.
-    Int,
+    /// `c`, `C`, `s`, `S`, `i`, `I`: an integer, with the rule that picks each value's width.
+    Int(IntWidth),
     /// `f`.
     Float,
     /// `B` with an integer subtype, kept (`b'c'`, `b'C'`, `b's'`, `b'S'`, `b'i'` or `b'I'`) because
@@ -61,7 +65,7 @@ impl TagKind {
             b'A' => Self::Char,
             b'Z' => Self::String,
             b'H' => Self::Hex,
-            b'c' | b'C' | b's' | b'S' | b'i' | b'I' => Self::Int,
+            b'c' | b'C' | b's' | b'S' | b'i' | b'I' => Self::Int(IntWidth::Fixed(ty)),
             b'f' => Self::Float,
             b'B' => match subtype {
                 b'c' | b'C' | b's' | b'S' | b'i' | b'I' => Self::IntArray(subtype),
@@ -78,7 +82,7 @@ impl TagKind {
             Self::Char => "A",
             Self::String => "Z",
             Self::Hex => "H",
-            Self::Int => "i",
+            Self::Int(_) => "i",
             Self::Float => "f",
             Self::IntArray(b'c') => "B:c",
             Self::IntArray(b'C') => "B:C",
@@ -90,14 +94,15 @@ impl TagKind {
         }
     }
 
-    /// Parses the `TYPE` of a `TAG:TYPE` option entry. Any integer letter means [`TagKind::Int`];
+    /// Parses the `TYPE` of a `TAG:TYPE` option entry. Any integer letter means [`TagKind::Int`]
+    /// (its width is the file's);
     /// an array is `B:` and its subtype (`B:C`, or `BC`), and a bare `B` means `B:i`.
     pub fn from_sam_type(s: &str) -> Option<Self> {
         Some(match s {
             "A" => Self::Char,
             "Z" => Self::String,
             "H" => Self::Hex,
-            "c" | "C" | "s" | "S" | "i" | "I" => Self::Int,
+            "c" | "C" | "s" | "S" | "i" | "I" => Self::Int(IntWidth::Smallest),
             "f" => Self::Float,
             "B" => Self::IntArray(b'i'),
             _ => {
@@ -111,22 +116,96 @@ impl TagKind {
         })
     }
 
-    /// The kind with an array's subtype taken from `observed` when both are integer arrays: the
-    /// specification fixes that a tag is an integer array, the file which width it uses.
-    pub fn with_subtype_of(self, observed: Option<Self>) -> Self {
+    /// The kind with the width taken from `observed` when both are integers or both integer
+    /// arrays: the specification fixes that a tag is an integer, the file which width it uses.
+    pub fn with_width_of(self, observed: Option<Self>) -> Self {
         match (self, observed) {
             (Self::IntArray(_), Some(Self::IntArray(subtype))) => Self::IntArray(subtype),
+            (Self::Int(_), Some(Self::Int(width))) => Self::Int(width),
             _ => self,
         }
+    }
+
+    /// Whether a struct field of this kind holds a value of kind `value`: the same SAM type, and
+    /// for arrays the same subtype. An integer of any width fits an integer field, whose width
+    /// rule is the file's, not each value's.
+    pub fn holds(self, value: Self) -> bool {
+        matches!((self, value), (Self::Int(_), Self::Int(_))) || self == value
     }
 
     pub fn data_type(self) -> DataType {
         match self {
             Self::Char | Self::String | Self::Hex => DataType::Utf8,
-            Self::Int => DataType::Int64,
+            Self::Int(_) => DataType::Int64,
             Self::Float => DataType::Float32,
             Self::IntArray(_) => DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true))),
             Self::FloatArray => DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true))),
+        }
+    }
+}
+
+/// How the integers of a tag field are stored in BAM. SAM text writes every integer as `i`, so
+/// each tool picks the width by its own rule; a file keeps the rule of the tool that wrote it,
+/// and a written file gives it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum IntWidth {
+    /// The smallest type that holds the value, unsigned for values from 0 (`C`, `S`, `I`) and
+    /// signed below (`c`, `s`, `i`): htslib's rule for SAM text, so samtools' and pysam's.
+    #[default]
+    Smallest,
+    /// The smallest type, the signed one first at each size (`c`, `C`, `s`, `S`, `i`, `I`):
+    /// htsjdk's rule, so Picard's, GATK's and Java-written CRAMs'.
+    SmallestSigned,
+    /// One type for every value, by its letter (`c`, `C`, `s`, `S`, `i` or `I`); a value it
+    /// cannot hold gets the smallest type instead.
+    Fixed(u8),
+}
+
+/// The BAM integer types from narrowest to widest, each with its range.
+const INT_TYPES: [(u8, i64, i64); 6] = [
+    (b'c', i8::MIN as i64, i8::MAX as i64),
+    (b'C', 0, u8::MAX as i64),
+    (b's', i16::MIN as i64, i16::MAX as i64),
+    (b'S', 0, u16::MAX as i64),
+    (b'i', i32::MIN as i64, i32::MAX as i64),
+    (b'I', 0, u32::MAX as i64),
+];
+
+impl IntWidth {
+    /// The BAM type letter this rule gives `value`, or `None` when no BAM integer holds it.
+    pub fn type_of(self, value: i64) -> Option<u8> {
+        let fits = |&&(_, min, max): &&(u8, i64, i64)| (min..=max).contains(&value);
+        let smallest = || match value {
+            // Unsigned first: at each size, the unsigned type when the value is not negative.
+            0.. => INT_TYPES.iter().filter(|(letter, _, _)| letter.is_ascii_uppercase()).find(fits),
+            _ => INT_TYPES.iter().filter(|(letter, _, _)| letter.is_ascii_lowercase()).find(fits),
+        };
+        let found = match self {
+            Self::Smallest => smallest(),
+            Self::SmallestSigned => INT_TYPES.iter().find(fits),
+            Self::Fixed(letter) => INT_TYPES.iter().filter(|(l, _, _)| *l == letter).find(fits).or_else(smallest),
+        };
+        found.map(|&(letter, _, _)| letter)
+    }
+
+    /// The rule as field metadata writes it under [`BAM_INT_TYPE_KEY`].
+    pub fn metadata_value(self) -> String {
+        match self {
+            Self::Smallest => "smallest".into(),
+            Self::SmallestSigned => "smallest_signed".into(),
+            Self::Fixed(letter) => char::from(letter).to_string(),
+        }
+    }
+
+    /// Parses [`metadata_value`](Self::metadata_value)'s text.
+    pub fn from_metadata_value(s: &str) -> Option<Self> {
+        match s {
+            "smallest" => Some(Self::Smallest),
+            "smallest_signed" => Some(Self::SmallestSigned),
+            _ => match s.as_bytes() {
+                &[letter] if INT_TYPES.iter().any(|(l, _, _)| *l == letter) => Some(Self::Fixed(letter)),
+                _ => None,
+            },
         }
     }
 }
@@ -152,7 +231,7 @@ pub fn predefined_kind(tag: TagName) -> Option<TagKind> {
     use TagKind::*;
     Some(match &tag {
         b"AM" | b"AS" | b"CM" | b"CP" | b"FI" | b"H0" | b"H1" | b"H2" | b"HI" | b"IP" | b"MN" | b"MQ" | b"NH"
-        | b"NM" | b"OP" | b"PQ" | b"SM" | b"TC" | b"UQ" => Int,
+        | b"NM" | b"OP" | b"PQ" | b"SM" | b"TC" | b"UQ" => Int(IntWidth::Smallest),
         b"BC" | b"BQ" | b"BZ" | b"CB" | b"CC" | b"CO" | b"CQ" | b"CR" | b"CS" | b"CT" | b"CY" | b"E2" | b"FS"
         | b"LB" | b"MC" | b"MD" | b"MI" | b"MM" | b"OA" | b"OC" | b"OQ" | b"OX" | b"PG" | b"PT" | b"PU" | b"Q2"
         | b"QT" | b"QX" | b"R2" | b"RG" | b"RX" | b"SA" | b"U2" => String,
@@ -175,8 +254,11 @@ impl TagLayout {
         self.tags
             .iter()
             .map(|(name, kind)| {
-                Field::new(tag_str(*name), kind.data_type(), true)
-                    .with_metadata(HashMap::from([(SAM_TYPE_KEY.to_string(), kind.sam_type().to_string())]))
+                let mut metadata = HashMap::from([(SAM_TYPE_KEY.to_string(), kind.sam_type().to_string())]);
+                if let TagKind::Int(width) = kind {
+                    metadata.insert(BAM_INT_TYPE_KEY.to_string(), width.metadata_value());
+                }
+                Field::new(tag_str(*name), kind.data_type(), true).with_metadata(metadata)
             })
             .collect()
     }
@@ -191,7 +273,8 @@ impl TagLayout {
                     .metadata()
                     .get(SAM_TYPE_KEY)
                     .and_then(|t| TagKind::from_sam_type(t))
-                    .filter(|k| k.data_type() == *f.data_type());
+                    .filter(|k| k.data_type() == *f.data_type())
+                    .map(|k| k.with_width_of(int_width_of(f).map(TagKind::Int)));
                 match kind {
                     Some(kind) => Ok((name, kind)),
                     None => plan_err!("tags field {} lacks a valid {SAM_TYPE_KEY:?} metadata entry", f.name()),
@@ -200,6 +283,11 @@ impl TagLayout {
             .collect::<Result<_>>()?;
         Ok(Self { tags })
     }
+}
+
+/// The width rule an integer tag field's metadata gives, if any.
+pub fn int_width_of(field: &Field) -> Option<IntWidth> {
+    field.metadata().get(BAM_INT_TYPE_KEY).and_then(|w| IntWidth::from_metadata_value(w))
 }
 
 pub fn tag_str(name: TagName) -> String {
@@ -278,7 +366,9 @@ mod tests {
     fn layout_round_trips_through_schema() {
         let layout = TagLayout {
             tags: vec![
-                (*b"NM", TagKind::Int),
+                (*b"NM", TagKind::Int(IntWidth::Smallest)),
+                (*b"AS", TagKind::Int(IntWidth::SmallestSigned)),
+                (*b"XS", TagKind::Int(IntWidth::Fixed(b'S'))),
                 (*b"MD", TagKind::String),
                 (*b"XA", TagKind::Char),
                 (*b"XH", TagKind::Hex),
@@ -321,7 +411,7 @@ mod tests {
             TagKind::Char,
             TagKind::String,
             TagKind::Hex,
-            TagKind::Int,
+            TagKind::Int(IntWidth::Smallest),
             TagKind::Float,
             TagKind::IntArray(b'c'),
             TagKind::IntArray(b'C'),
@@ -333,5 +423,25 @@ mod tests {
         ] {
             assert_eq!(TagKind::from_sam_type(kind.sam_type()), Some(kind));
         }
+    }
+
+    #[test]
+    fn integer_widths_follow_each_rule() {
+        let letters = |width: IntWidth, values: &[i64]| -> String {
+            values.iter().map(|&v| width.type_of(v).map_or('-', char::from)).collect()
+        };
+        let values = [0, 127, 128, 255, 256, 32767, 32768, 65535, 65536, 2147483647, 2147483648, 4294967295];
+        assert_eq!(letters(IntWidth::Smallest, &values), "CCCCSSSSIIII");
+        assert_eq!(letters(IntWidth::SmallestSigned, &values), "ccCCssSSiiII");
+        assert_eq!(letters(IntWidth::Fixed(b's'), &values), "ssssssSSIIII");
+        let negative = [-1, -128, -129, -32768, -32769, -2147483648];
+        assert_eq!(letters(IntWidth::Smallest, &negative), "ccssii");
+        assert_eq!(letters(IntWidth::SmallestSigned, &negative), "ccssii");
+        assert_eq!(letters(IntWidth::Fixed(b'C'), &negative), "ccssii");
+        assert_eq!(letters(IntWidth::Smallest, &[4294967296, -2147483649]), "--");
+        for width in [IntWidth::Smallest, IntWidth::SmallestSigned, IntWidth::Fixed(b'I')] {
+            assert_eq!(IntWidth::from_metadata_value(&width.metadata_value()), Some(width));
+        }
+        assert_eq!(IntWidth::from_metadata_value("x"), None);
     }
 }

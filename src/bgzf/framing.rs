@@ -10,6 +10,7 @@ use datafusion::common::{DataFusionError, Result};
 use noodles_bgzf as bgzf;
 use noodles_sam as sam;
 
+use crate::bgzf::header::read_bam_header;
 use crate::error::BamError;
 use crate::io::ObjectBytes;
 use crate::record::FIXED_LEN;
@@ -107,7 +108,7 @@ pub fn read_header<R: Read>(path: &str, reader: &mut bgzf::io::Reader<R>) -> Res
     }
     // noodles parses the text header and the binary reference list (and checks they agree).
     let chained = io::Cursor::new(magic).chain(&mut *reader);
-    let header = noodles_bam::io::Reader::from(chained).read_header().map_err(|e| match e.kind() {
+    let header = read_bam_header(&mut noodles_bam::io::Reader::from(chained)).map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof => {
             error_at(path, bgzf::VirtualPosition::default(), "file ends inside the BAM header: it is truncated")
         }

@@ -185,7 +185,7 @@ impl FileFormat for BamFormat {
                  (this is coordinate order only when the header's reference names are in text order)"
             );
         }
-        let header = output_header(source, coordinate_sorted)?;
+        let header = output_header(source, coordinate_sorted);
         let level = CompressionLevel::new(self.options.compression_level).ok_or_else(|| {
             DataFusionError::Plan(format!("invalid compression_level {}", self.options.compression_level))
         })?;

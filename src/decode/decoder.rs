@@ -197,8 +197,9 @@ impl BatchDecoder {
             b.append_option((id >= 0).then(|| self.reference_names[id as usize].as_str()));
         }
         if let Some(b) = &mut self.pnext {
+            // Only -1 means "none": other negative values are shown as samtools prints them.
             let p = r.next_pos();
-            b.append_option((p >= 0).then(|| i64::from(p) + 1));
+            b.append_option((p != -1).then(|| i64::from(p) + 1));
         }
         if let Some(b) = &mut self.tlen {
             b.append_value(r.tlen());
@@ -409,7 +410,7 @@ impl TagColumns {
             .iter()
             .map(|(_, kind)| match kind {
                 TagKind::Char | TagKind::String | TagKind::Hex => TagColumn::Text(StringBuilder::new()),
-                TagKind::Int => TagColumn::Int(Int64Builder::new()),
+                TagKind::Int(_) => TagColumn::Int(Int64Builder::new()),
                 TagKind::Float => TagColumn::Float(Float32Builder::new()),
                 TagKind::IntArray(_) => TagColumn::IntArray(ListBuilder::new(Int64Builder::new())),
                 TagKind::FloatArray => TagColumn::FloatArray(ListBuilder::new(Float32Builder::new())),
@@ -434,7 +435,7 @@ impl TagColumns {
             }
             let kind = tag_kind(&field)?;
             let i = self.column_of[usize::from(u16::from_le_bytes(field.tag))];
-            if i != NO_TAG_COLUMN && !self.filled[i as usize] && self.layout[i as usize].1 == kind {
+            if i != NO_TAG_COLUMN && !self.filled[i as usize] && self.layout[i as usize].1.holds(kind) {
                 let i = i as usize;
                 self.filled[i] = true;
                 match &mut self.columns[i] {
@@ -577,7 +578,8 @@ mod tests {
 
     /// A decoder of every column, with tag columns NM (integer) and XB (integer array).
     fn all_columns_nm_xb() -> BatchDecoder {
-        let layout = TagLayout { tags: vec![(*b"NM", TagKind::Int), (*b"XB", TagKind::IntArray(b'C'))] };
+        let layout =
+            TagLayout { tags: vec![(*b"NM", TagKind::Int(Default::default())), (*b"XB", TagKind::IntArray(b'C'))] };
         let all: Vec<usize> = (0..col::COUNT).collect();
         BatchDecoder::new(&bam_schema(&layout), &all, &layout, &chr1()).unwrap()
     }

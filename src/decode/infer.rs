@@ -8,38 +8,91 @@ use crate::bgzf::framing::{bgzf_reader, error_at, read_header, read_record_bytes
 use crate::decode::reader::{RawBatch, RecordSource};
 use crate::options::TagSelection;
 use crate::record::{RawRecord, RecordError};
-use crate::schema::{is_tag_name, predefined_kind, TagKind, TagLayout, TagName};
+use crate::schema::{is_tag_name, predefined_kind, IntWidth, TagKind, TagLayout, TagName};
 
-/// How often each (tag, kind) occurred, in order of first appearance. A record has a handful
-/// of tags and a file a few dozen at most, so linear search beats hashing here.
+/// How often each (tag, kind) occurred, in order of first appearance, and which width rule the
+/// integers of each tag follow. A record has a handful of tags and a file a few dozen at most,
+/// so linear search beats hashing here.
 #[derive(Debug, Default)]
 pub struct TagCounts {
-    counts: Vec<(TagName, Vec<(TagKind, u64)>)>,
+    counts: Vec<TagCount>,
+}
+
+#[derive(Debug)]
+struct TagCount {
+    tag: TagName,
+    /// Kinds with their counts; integers of every width count as one kind.
+    kinds: Vec<(TagKind, u64)>,
+    ints: IntEvidence,
+}
+
+/// Which [`IntWidth`] rules every sampled integer of a tag follows, and the letters seen.
+#[derive(Debug)]
+struct IntEvidence {
+    smallest: bool,
+    smallest_signed: bool,
+    letters: Vec<u8>,
+}
+
+impl IntEvidence {
+    fn add(&mut self, letter: u8, value: i64) {
+        self.smallest &= IntWidth::Smallest.type_of(value) == Some(letter);
+        self.smallest_signed &= IntWidth::SmallestSigned.type_of(value) == Some(letter);
+        if !self.letters.contains(&letter) {
+            self.letters.push(letter);
+        }
+    }
+
+    /// The first rule every value followed: htslib's, htsjdk's, or one letter. Values of several
+    /// letters that follow neither keep htslib's rule, as samtools would write them from SAM.
+    fn width(&self) -> IntWidth {
+        match self.letters[..] {
+            _ if self.smallest => IntWidth::Smallest,
+            _ if self.smallest_signed => IntWidth::SmallestSigned,
+            [letter] => IntWidth::Fixed(letter),
+            _ => IntWidth::Smallest,
+        }
+    }
 }
 
 impl TagCounts {
-    fn add(&mut self, tag: TagName, kind: TagKind) {
-        let kinds = match self.counts.iter().position(|(t, _)| *t == tag) {
-            Some(i) => &mut self.counts[i].1,
+    /// Counts one field of `kind`, with its value when it is an integer.
+    fn add(&mut self, tag: TagName, kind: TagKind, int: Option<i64>) {
+        let i = match self.counts.iter().position(|c| c.tag == tag) {
+            Some(i) => i,
             None => {
-                self.counts.push((tag, Vec::new()));
-                &mut self.counts.last_mut().expect("just pushed").1
+                let ints = IntEvidence { smallest: true, smallest_signed: true, letters: Vec::new() };
+                self.counts.push(TagCount { tag, kinds: Vec::new(), ints });
+                self.counts.len() - 1
             }
         };
-        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+        let count = &mut self.counts[i];
+        let kind = match (kind, int) {
+            (TagKind::Int(IntWidth::Fixed(letter)), Some(value)) => {
+                count.ints.add(letter, value);
+                TagKind::Int(IntWidth::Smallest)
+            }
+            _ => kind,
+        };
+        match count.kinds.iter_mut().find(|(k, _)| *k == kind) {
             Some((_, n)) => *n += 1,
-            None => kinds.push((kind, 1)),
+            None => count.kinds.push((kind, 1)),
         }
     }
 
     fn tags(&self) -> impl Iterator<Item = TagName> + '_ {
-        self.counts.iter().map(|(t, _)| *t)
+        self.counts.iter().map(|c| c.tag)
     }
 
-    /// The kind seen most often for `tag` (ties broken by the kind's order, for determinism).
+    /// The kind seen most often for `tag` (ties broken by the kind's order, for determinism),
+    /// integers with the width rule their values follow.
     fn observed(&self, tag: TagName) -> Option<TagKind> {
-        let (_, kinds) = self.counts.iter().find(|(t, _)| *t == tag)?;
-        kinds.iter().max_by_key(|(k, n)| (*n, std::cmp::Reverse(k.sam_type()))).map(|(k, _)| *k)
+        let count = self.counts.iter().find(|c| c.tag == tag)?;
+        let kind = count.kinds.iter().max_by_key(|(k, n)| (*n, std::cmp::Reverse(k.sam_type()))).map(|(k, _)| *k)?;
+        Some(match kind {
+            TagKind::Int(_) => TagKind::Int(count.ints.width()),
+            _ => kind,
+        })
     }
 }
 
@@ -91,18 +144,18 @@ pub fn sample_tags<R: Read>(
 fn count_record_tags(
     buf: &[u8],
     n_ref: usize,
-    fields: &mut Vec<(TagName, TagKind)>,
+    fields: &mut Vec<(TagName, TagKind, Option<i64>)>,
     counts: &mut TagCounts,
 ) -> Result<(), RecordError> {
     fields.clear();
     RawRecord::parse(buf, n_ref)?.aux().try_for_each(|field| {
         let field = field?;
         if let Some(kind) = TagKind::from_bam_type(field.ty, field.subtype).filter(|_| is_tag_name(field.tag)) {
-            fields.push((field.tag, kind));
+            fields.push((field.tag, kind, field.int()));
         }
         Ok::<_, RecordError>(())
     })?;
-    fields.iter().for_each(|&(tag, kind)| counts.add(tag, kind));
+    fields.iter().for_each(|&(tag, kind, int)| counts.add(tag, kind, int));
     Ok(())
 }
 
@@ -159,7 +212,12 @@ pub fn resolve(selection: &TagSelection, counts: &TagCounts) -> TagLayout {
         TagSelection::List(list) => list
             .iter()
             .map(|&(t, k)| {
-                (t, k.or_else(|| spec_kind(t, counts)).or_else(|| counts.observed(t)).unwrap_or(TagKind::String))
+                // A type given as `i` says "integer"; the width rule is still the file's.
+                let given = k.map(|k| match k {
+                    TagKind::Int(_) => k.with_width_of(counts.observed(t)),
+                    _ => k,
+                });
+                (t, given.or_else(|| spec_kind(t, counts)).or_else(|| counts.observed(t)).unwrap_or(TagKind::String))
             })
             .collect(),
     };
@@ -168,7 +226,7 @@ pub fn resolve(selection: &TagSelection, counts: &TagCounts) -> TagLayout {
 
 /// The specification's kind of a tag, with the array subtype the file uses.
 fn spec_kind(tag: TagName, counts: &TagCounts) -> Option<TagKind> {
-    predefined_kind(tag).map(|kind| kind.with_subtype_of(counts.observed(tag)))
+    predefined_kind(tag).map(|kind| kind.with_width_of(counts.observed(tag)))
 }
 
 #[cfg(test)]
@@ -197,15 +255,16 @@ mod tests {
     #[test]
     fn spec_types_win_over_observed_ones() {
         let mut counts = TagCounts::default();
-        counts.add(*b"XS", TagKind::Int);
-        counts.add(*b"NM", TagKind::String);
-        counts.add(*b"NM", TagKind::String);
-        counts.add(*b"ZZ", TagKind::Float);
-        counts.add(*b"ZZ", TagKind::Float);
-        counts.add(*b"ZZ", TagKind::Char);
-        counts.add(*b"CG", TagKind::IntArray(b'I'));
+        counts.add(*b"XS", TagKind::Int(IntWidth::Fixed(b'C')), Some(7));
+        counts.add(*b"NM", TagKind::String, None);
+        counts.add(*b"NM", TagKind::String, None);
+        counts.add(*b"ZZ", TagKind::Float, None);
+        counts.add(*b"ZZ", TagKind::Float, None);
+        counts.add(*b"ZZ", TagKind::Char, None);
+        counts.add(*b"CG", TagKind::IntArray(b'I'), None);
         let auto = resolve(&TagSelection::Auto, &counts);
-        assert_eq!(auto.tags, vec![(*b"XS", TagKind::Int), (*b"NM", TagKind::Int), (*b"ZZ", TagKind::Float)]);
+        let int = TagKind::Int(IntWidth::Smallest);
+        assert_eq!(auto.tags, vec![(*b"XS", int), (*b"NM", int), (*b"ZZ", TagKind::Float)]);
         let list = TagSelection::parse("MD,ZZ,QQ,XS:Z").unwrap();
         assert_eq!(
             resolve(&list, &counts).tags,
@@ -216,5 +275,31 @@ mod tests {
                 (*b"XS", TagKind::String)
             ]
         );
+    }
+
+    /// The width rule is the first that every sampled value follows; integers of every width
+    /// count as one kind against other kinds.
+    #[test]
+    fn integer_widths_are_inferred_from_the_values() {
+        let width = |values: &[(u8, i64)]| {
+            let mut counts = TagCounts::default();
+            values.iter().for_each(|&(letter, v)| counts.add(*b"XN", TagKind::Int(IntWidth::Fixed(letter)), Some(v)));
+            counts.add(*b"XN", TagKind::String, None);
+            match counts.observed(*b"XN") {
+                Some(TagKind::Int(width)) => width,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(width(&[(b'C', 0), (b'S', 300), (b'c', -1)]), IntWidth::Smallest);
+        assert_eq!(width(&[(b'c', 0), (b'C', 200), (b's', 300)]), IntWidth::SmallestSigned);
+        assert_eq!(width(&[(b'C', 0), (b'C', 1)]), IntWidth::Smallest, "both rules fit: htslib's first");
+        assert_eq!(width(&[(b'i', 0), (b'i', 70000)]), IntWidth::Fixed(b'i'));
+        assert_eq!(width(&[(b'i', 0), (b's', 1)]), IntWidth::Smallest, "no rule fits");
+        let spec = resolve(&TagSelection::parse("NM").unwrap(), &{
+            let mut counts = TagCounts::default();
+            counts.add(*b"NM", TagKind::Int(IntWidth::Fixed(b'i')), Some(3));
+            counts
+        });
+        assert_eq!(spec.tags, vec![(*b"NM", TagKind::Int(IntWidth::Fixed(b'i')))]);
     }
 }

@@ -450,9 +450,11 @@ mod tests {
         assert_eq!(TagSelection::parse("none").unwrap(), TagSelection::None);
         assert_eq!(
             TagSelection::parse("NM, XS:i,ZB:B:f").unwrap(),
-            TagSelection::List(
-                vec![(*b"NM", None), (*b"XS", Some(TagKind::Int)), (*b"ZB", Some(TagKind::FloatArray)),]
-            )
+            TagSelection::List(vec![
+                (*b"NM", None),
+                (*b"XS", Some(TagKind::Int(Default::default()))),
+                (*b"ZB", Some(TagKind::FloatArray)),
+            ])
         );
         assert!(TagSelection::parse("NM,NM").is_err());
         assert!(TagSelection::parse("NM:q").is_err());

@@ -1,27 +1,20 @@
-//! Rows of the table's columns back to BAM records, compressed as BGZF blocks.
+//! Batches of the table's columns back to BAM records, compressed as BGZF blocks.
 //!
-//! Each row is written as a SAM line that noodles parses and encodes to BAM, so BAM's rules
-//! (reference ids from the header, bins, CIGARs of more than 65535 operations moved to `CG`, a
-//! sequence as long as its CIGAR, valid names and tags) are noodles' own, and a row that breaks
-//! them fails with noodles' reason and the row's `qname`.
+//! Each row becomes a record's bytes straight from the Arrow arrays ([`record`](super::record)),
+//! and a row that breaks BAM's rules fails with the reason and the row's `qname`.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, RecordBatch, StringArray, StructArray};
-use arrow::compute::cast;
-use arrow::datatypes::{
-    ArrowPrimitiveType, DataType, Float32Type, Int32Type, Int64Type, Schema, UInt16Type, UInt8Type,
-};
+use arrow::array::{Array, RecordBatch};
+use arrow::datatypes::{DataType, Schema};
 use datafusion::common::{plan_err, DataFusionError, Result};
 use noodles_bgzf as bgzf;
-use noodles_core::Position;
 use noodles_sam as sam;
-use sam::alignment::io::Write as _;
 
 use crate::error::BamError;
-use crate::schema::{col, fixed_column_type, TagKind, TagName, COLUMN_NAMES, SAM_TYPE_KEY};
+use crate::schema::{col, fixed_column_type, int_width_of, IntWidth, TagKind, TagName, COLUMN_NAMES, SAM_TYPE_KEY};
+use crate::write::record::{write_record, AlignmentContext, Columns, Scratch};
 
 /// The columns a BAM record needs: SAM's eleven mandatory fields.
 const REQUIRED: [usize; 11] = [
@@ -38,9 +31,6 @@ const REQUIRED: [usize; 11] = [
     col::QUAL,
 ];
 
-/// BAM's MAPQ for "unavailable", which the table shows as null.
-const MAPQ_UNAVAILABLE: u8 = 255;
-
 /// Where each column of a record is in the rows to write, checked against the table's contract.
 #[derive(Debug, Clone)]
 pub struct RecordEncoder {
@@ -53,10 +43,6 @@ pub struct RecordEncoder {
     /// Whether [`encode`](Self::encode) reports where each record lies, for an index.
     placements: bool,
 }
-
-/// Where a record lies in the reference, as an index needs it: reference id, start, end, and
-/// whether it is mapped; `None` for a record without a position.
-pub type AlignmentContext = Option<(usize, Position, Position, bool)>;
 
 /// A batch's records as BGZF blocks, with, when asked, each record's alignment context and its
 /// end as a virtual position within the blocks (each record starts where the one before ends).
@@ -104,6 +90,7 @@ impl RecordEncoder {
         if !missing.is_empty() {
             return plan_err!("a BAM record needs columns {}: select them too", missing.join(", "));
         }
+        check_reference_names(&header)?;
         Ok(Self { header, index_of, tags, compression, placements: false })
     }
 
@@ -126,44 +113,24 @@ impl RecordEncoder {
 
     /// Encodes `batch` (rows `first_row..` of the output, counted from 0) as BGZF blocks.
     pub fn encode(&self, path: &str, batch: &RecordBatch, first_row: u64) -> Result<EncodedBatch> {
-        let columns = Columns::of(self, batch)?;
-        let mut line = String::new();
-        let mut empty_arrays = String::new();
-        let mut record = sam::Record::default();
-        let mut record_buf = sam::alignment::RecordBuf::default();
-        let mut raw = noodles_bam::io::Writer::from(Vec::with_capacity(batch.num_rows() * 512));
+        let columns = Columns::of(batch, &self.index_of, &self.tags)?;
+        let mut scratch = Scratch::default();
+        let mut raw = Vec::with_capacity(batch.num_rows() * 512);
         let mut contexts = Vec::new();
         let mut ends = Vec::new();
         for row in 0..batch.num_rows() {
-            let failed = |what: String| {
-                let qname = if columns.qname.is_valid(row) { columns.qname.value(row) } else { "*" };
-                let (output, row) = (path.to_string(), first_row + row as u64 + 1);
-                DataFusionError::from(BamError::InvalidRow { output, row, qname: qname.to_string(), reason: what })
-            };
-            line.clear();
-            empty_arrays.clear();
-            columns.sam_line(self, row, &mut line, &mut empty_arrays).map_err(failed)?;
-            // noodles' lazy SAM record (0.93, `record/data/field/value/array.rs`) rejects an
-            // empty `B` array followed by another field, so empty arrays go last; with two of
-            // them, its eager record (which rejects duplicate tags instead) parses the line.
-            line.push_str(&empty_arrays);
-            let mut reader = sam::io::Reader::new(line.as_bytes());
-            let parsed: &dyn sam::alignment::Record = if empty_arrays.matches('\t').count() > 1 {
-                reader
-                    .read_record_buf(&self.header, &mut record_buf)
-                    .map_err(|e| failed(format!("invalid field: {e}")))?;
-                &record_buf
-            } else {
-                reader.read_record(&mut record).map_err(|e| failed(format!("invalid field: {e}")))?;
-                &record
-            };
-            raw.write_alignment_record(&self.header, parsed).map_err(|e| failed(e.to_string()))?;
+            let context =
+                write_record(&mut raw, &columns, &self.tags, &self.header, row, &mut scratch).map_err(|reason| {
+                    let qname = if columns.qname.is_valid(row) { columns.qname.value(row) } else { "*" };
+                    let (output, row) = (path.to_string(), first_row + row as u64 + 1);
+                    DataFusionError::from(BamError::InvalidRow { output, row, qname: qname.to_string(), reason })
+                })?;
             if self.placements {
-                contexts.push(alignment_context(&self.header, parsed).map_err(|e| failed(e.to_string()))?);
-                ends.push(raw.get_ref().len());
+                contexts.push(context);
+                ends.push(raw.len());
             }
         }
-        let (blocks, record_ends) = self.compress(path, raw.get_ref(), &ends)?;
+        let (blocks, record_ends) = self.compress(path, &raw, &ends)?;
         Ok(EncodedBatch {
             rows: batch.num_rows() as u64,
             blocks,
@@ -197,16 +164,21 @@ impl RecordEncoder {
     }
 }
 
-/// A record's alignment context, as noodles' own BAM indexer (`noodles_bam::fs::index`) takes it.
-fn alignment_context(header: &sam::Header, record: &dyn sam::alignment::Record) -> std::io::Result<AlignmentContext> {
-    match (
-        record.reference_sequence_id(header).transpose()?,
-        record.alignment_start().transpose()?,
-        record.alignment_end().transpose()?,
-    ) {
-        (Some(id), Some(start), Some(end)) => Ok(Some((id, start, end, !record.flags()?.is_unmapped()))),
-        _ => Ok(None),
+/// Checks that noodles' header writer takes every reference name, naming the first it refuses:
+/// htslib writes names the SAM specification forbids (htslib-test's `colons.bam` has
+/// `chr1,chr3`), and noodles, like Picard, refuses them.
+fn check_reference_names(header: &sam::Header) -> Result<()> {
+    for (name, reference) in header.reference_sequences() {
+        let one = sam::Header::builder().add_reference_sequence(name.clone(), reference.clone()).build();
+        if sam::io::Writer::new(Vec::new()).write_header(&one).is_err() {
+            return plan_err!(
+                "the output's header cannot hold reference sequence {:?}: the SAM specification \
+                 forbids its name (section 1.2.1), and BAM writers refuse it; rename it in option header's file",
+                String::from_utf8_lossy(name)
+            );
+        }
     }
+    Ok(())
 }
 
 /// The type a column of the table has, which a written column is cast to.
@@ -214,8 +186,22 @@ fn expected_type(id: usize) -> DataType {
     fixed_column_type(id).0
 }
 
-/// The fields of a `tags` struct, typed by their `sam_type` metadata or, for a struct built in
-/// SQL without it, by their Arrow type.
+/// The BAM integer type of the same width and sign as an Arrow integer type, if one exists.
+fn bam_int_type(data_type: &DataType) -> Option<u8> {
+    Some(match data_type {
+        DataType::Int8 => b'c',
+        DataType::UInt8 => b'C',
+        DataType::Int16 => b's',
+        DataType::UInt16 => b'S',
+        DataType::Int32 => b'i',
+        DataType::UInt32 => b'I',
+        _ => return None,
+    })
+}
+
+/// The fields of a `tags` struct, typed by their `sam_type` and `bam_int_type` metadata or, for a
+/// struct built without it (in SQL, or by polars, which drops field metadata), by their Arrow
+/// type: an integer type of BAM's widths keeps its width, a wider one gets htslib's rule.
 fn tag_fields(data_type: &DataType) -> Result<Vec<(TagName, TagKind)>> {
     let DataType::Struct(fields) = data_type else {
         return plan_err!("column tags is {data_type}, not a struct of tag fields");
@@ -228,11 +214,17 @@ fn tag_fields(data_type: &DataType) -> Result<Vec<(TagName, TagKind)>> {
                 _ => return plan_err!("tags field {:?} is not a two-character SAM tag name", f.name()),
             };
             let by_metadata = f.metadata().get(SAM_TYPE_KEY).and_then(|t| TagKind::from_sam_type(t));
+            let by_metadata = by_metadata.map(|kind| kind.with_width_of(int_width_of(f).map(TagKind::Int)));
             let by_type = match f.data_type() {
                 DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(TagKind::String),
-                t if t.is_integer() => Some(TagKind::Int),
+                t if t.is_integer() => Some(TagKind::Int(match bam_int_type(t) {
+                    Some(letter) => IntWidth::Fixed(letter),
+                    None => IntWidth::Smallest,
+                })),
                 DataType::Float16 | DataType::Float32 | DataType::Float64 => Some(TagKind::Float),
-                DataType::List(item) if item.data_type().is_integer() => Some(TagKind::IntArray(b'i')),
+                DataType::List(item) if item.data_type().is_integer() => {
+                    Some(TagKind::IntArray(bam_int_type(item.data_type()).unwrap_or(b'i')))
+                }
                 DataType::List(item) if item.data_type().is_floating() => Some(TagKind::FloatArray),
                 _ => None,
             };
@@ -242,190 +234,4 @@ fn tag_fields(data_type: &DataType) -> Result<Vec<(TagName, TagKind)>> {
             }
         })
         .collect()
-}
-
-/// One batch's columns, cast to the table's types.
-struct Columns {
-    qname: StringArray,
-    flag: ArrayRef,
-    rname: StringArray,
-    pos: ArrayRef,
-    mapq: ArrayRef,
-    cigar: StringArray,
-    rnext: StringArray,
-    pnext: ArrayRef,
-    tlen: ArrayRef,
-    seq: StringArray,
-    qual: StringArray,
-    tags: Option<StructArray>,
-    tags_extra: Option<StringArray>,
-}
-
-impl Columns {
-    fn of(encoder: &RecordEncoder, batch: &RecordBatch) -> Result<Self> {
-        let get = |id: usize| -> Result<Option<ArrayRef>> {
-            encoder.index_of[id].map(|i| cast(batch.column(i), &expected_type(id))).transpose().map_err(Into::into)
-        };
-        let required = |id: usize| -> Result<ArrayRef> {
-            get(id)?.ok_or_else(|| DataFusionError::Internal(format!("column {} was checked", COLUMN_NAMES[id])))
-        };
-        let text = |id: usize| -> Result<StringArray> { Ok(required(id)?.as_string::<i32>().clone()) };
-        let tags = match encoder.index_of[col::TAGS] {
-            None => None,
-            Some(i) => {
-                let fields = encoder.tags.iter().map(|(name, kind)| {
-                    arrow::datatypes::Field::new(String::from_utf8_lossy(name), kind.data_type(), true)
-                });
-                let target = DataType::Struct(fields.collect());
-                Some(cast(batch.column(i), &target)?.as_struct().clone())
-            }
-        };
-        Ok(Self {
-            qname: text(col::QNAME)?,
-            flag: required(col::FLAG)?,
-            rname: text(col::RNAME)?,
-            pos: required(col::POS)?,
-            mapq: required(col::MAPQ)?,
-            cigar: text(col::CIGAR)?,
-            rnext: text(col::RNEXT)?,
-            pnext: required(col::PNEXT)?,
-            tlen: required(col::TLEN)?,
-            seq: text(col::SEQ)?,
-            qual: text(col::QUAL)?,
-            tags,
-            tags_extra: get(col::TAGS_EXTRA)?.map(|a| a.as_string::<i32>().clone()),
-        })
-    }
-
-    /// Row `row` as a SAM line, nulls written as SAM's "absent" values; aux fields that are empty
-    /// arrays go to `empty_arrays` instead.
-    fn sam_line(
-        &self,
-        encoder: &RecordEncoder,
-        row: usize,
-        line: &mut String,
-        empty_arrays: &mut String,
-    ) -> Result<(), String> {
-        let references = encoder.header.reference_sequences();
-        let reference = |column: &StringArray, name: &str| -> Result<Option<String>, String> {
-            if column.is_null(row) {
-                return Ok(None);
-            }
-            let value = column.value(row);
-            match references.contains_key(value.as_bytes()) {
-                true => Ok(Some(value.to_string())),
-                false => Err(format!("{name} {value} is not a reference sequence of the output's header")),
-            }
-        };
-        let flag = self.flag.as_primitive::<UInt16Type>();
-        if flag.is_null(row) {
-            return Err("flag is null".into());
-        }
-        let rname = reference(&self.rname, "rname")?;
-        let rnext = reference(&self.rnext, "rnext")?;
-        let mapq = self.mapq.as_primitive::<UInt8Type>();
-        let int64 = |a: &ArrayRef| value_or(a.as_primitive::<Int64Type>(), row, 0);
-        let tlen = self.tlen.as_primitive::<Int32Type>();
-        write!(
-            line,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            text_field(&self.qname, row, "qname")?,
-            flag.value(row),
-            rname.as_deref().unwrap_or("*"),
-            int64(&self.pos),
-            value_or(mapq, row, MAPQ_UNAVAILABLE),
-            text_field(&self.cigar, row, "cigar")?,
-            rnext.as_deref().unwrap_or("*"),
-            int64(&self.pnext),
-            value_or(tlen, row, 0),
-            text_field(&self.seq, row, "seq")?,
-            text_field(&self.qual, row, "qual")?,
-        )
-        .expect("writing to a String cannot fail");
-        if let Some(tags) = &self.tags {
-            for ((name, kind), column) in encoder.tags.iter().zip(tags.columns()) {
-                if column.is_valid(row) {
-                    let is_empty_array = matches!(kind, TagKind::IntArray(_) | TagKind::FloatArray)
-                        && column.as_list::<i32>().value_length(row) == 0;
-                    let out = if is_empty_array { &mut *empty_arrays } else { &mut *line };
-                    write_tag(out, *name, *kind, column, row)?;
-                }
-            }
-        }
-        if let Some(extra) = self.tags_extra.as_ref().filter(|c| c.is_valid(row)) {
-            let fields = extra.value(row);
-            if fields.contains(['\n', '\r']) {
-                return Err("tags_extra holds a line break".into());
-            }
-            for field in fields.split('\t').filter(|f| !f.is_empty()) {
-                let is_empty_array = field.len() == "XX:B:c".len() && field.get(2..5) == Some(":B:");
-                let out = if is_empty_array { &mut *empty_arrays } else { &mut *line };
-                out.push('\t');
-                out.push_str(field);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A number of a row, or SAM's value for "absent" when it is null.
-fn value_or<T: ArrowPrimitiveType>(array: &PrimitiveArray<T>, row: usize, null: T::Native) -> T::Native {
-    if array.is_valid(row) {
-        array.value(row)
-    } else {
-        null
-    }
-}
-
-/// A text column's SAM field: `*` for null; no tab or line break, which would move the fields.
-fn text_field<'a>(column: &'a StringArray, row: usize, name: &str) -> Result<&'a str, String> {
-    if column.is_null(row) {
-        return Ok("*");
-    }
-    let value = column.value(row);
-    match value.contains(['\t', '\n', '\r']) {
-        true => Err(format!("{name} holds a tab or line break")),
-        false => Ok(value),
-    }
-}
-
-/// Appends `\tTAG:TYPE:VALUE` for a non-null struct field.
-fn write_tag(line: &mut String, name: TagName, kind: TagKind, column: &ArrayRef, row: usize) -> Result<(), String> {
-    let tag = String::from_utf8_lossy(&name);
-    // Arrays are `TAG:B:C,1,2`: their SAM type already holds the subtype's colon.
-    match kind {
-        TagKind::IntArray(_) | TagKind::FloatArray => write!(line, "\t{tag}:{}", kind.sam_type()),
-        _ => write!(line, "\t{tag}:{}:", kind.sam_type()),
-    }
-    .expect("writing to a String cannot fail");
-    match kind {
-        TagKind::Char | TagKind::String | TagKind::Hex => {
-            let value = column.as_string::<i32>().value(row);
-            if value.contains(['\t', '\n', '\r']) {
-                return Err(format!("tag {tag} holds a tab or line break"));
-            }
-            line.push_str(value);
-        }
-        TagKind::Int => {
-            let _ = write!(line, "{}", column.as_primitive::<Int64Type>().value(row));
-        }
-        TagKind::Float => {
-            let _ = write!(line, "{}", column.as_primitive::<Float32Type>().value(row));
-        }
-        TagKind::IntArray(_) | TagKind::FloatArray => {
-            let items = column.as_list::<i32>().value(row);
-            if items.null_count() > 0 {
-                return Err(format!("tag {tag} is an array with a null item"));
-            }
-            match kind {
-                TagKind::FloatArray => items.as_primitive::<Float32Type>().values().iter().for_each(|v| {
-                    let _ = write!(line, ",{v}");
-                }),
-                _ => items.as_primitive::<Int64Type>().values().iter().for_each(|v| {
-                    let _ = write!(line, ",{v}");
-                }),
-            }
-        }
-    }
-    Ok(())
 }

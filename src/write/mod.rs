@@ -1,6 +1,8 @@
 //! Writing: BAM records encoded from Arrow rows, the file sink with its output index, and the
 //! Parquet column defaults of a COPY.
 
+mod aux;
 pub mod encode;
 pub mod parquet;
+mod record;
 pub mod sink;

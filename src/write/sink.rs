@@ -37,7 +37,8 @@ use tokio::task::JoinSet;
 
 use crate::bgzf::framing::BGZF_EOF;
 use crate::options::OutputIndex;
-use crate::write::encode::{AlignmentContext, RecordEncoder};
+use crate::write::encode::RecordEncoder;
+use crate::write::record::AlignmentContext;
 
 /// The `@PG` name (and ID prefix) of this tool.
 const PROGRAM: &str = "datafusion-bam";
@@ -280,10 +281,10 @@ fn tokio_stream_of(
     futures::stream::poll_fn(move |cx| batches.poll_recv(cx))
 }
 
-/// The output's header: `source`'s, with `SO` saying whether the rows come in coordinate order
-/// (else `unsorted`: DataFusion's partitions interleave) and an `@PG` line for this tool, chained
-/// after the source's last programs as samtools does.
-pub fn output_header(mut header: sam::Header, coordinate_sorted: bool) -> Result<sam::Header> {
+/// The output's header: `source`'s (its `@CO` lines too), with `SO` saying whether the rows come
+/// in coordinate order (else `unsorted`: DataFusion's partitions interleave) and an `@PG` line for
+/// this tool, chained after the source's last one as samtools does.
+pub fn output_header(mut header: sam::Header, coordinate_sorted: bool) -> sam::Header {
     let hd = header.header_mut().get_or_insert_with(|| Map::<map::Header>::new(Version::new(1, 6)));
     let fields = hd.other_fields_mut();
     let order = if coordinate_sorted { sort_order::COORDINATE } else { sort_order::UNSORTED };
@@ -291,14 +292,22 @@ pub fn output_header(mut header: sam::Header, coordinate_sorted: bool) -> Result
     // A grouping or sub-sort order of the source no longer holds.
     fields.shift_remove(&header_tag::GROUP_ORDER);
     fields.shift_remove(&header_tag::SUBSORT_ORDER);
+    // One line, as samtools adds it: after the header's last @PG line (`PP`), with an ID made
+    // unique by a number (`datafusion-bam.1`) when the source already has one.
+    let programs = header.programs_mut().as_mut();
     let mut program = Map::<map::Program>::default();
-    program.other_fields_mut().insert(program_tag::NAME, PROGRAM.into());
-    program.other_fields_mut().insert(program_tag::VERSION, env!("CARGO_PKG_VERSION").into());
+    let fields = program.other_fields_mut();
+    fields.insert(program_tag::NAME, PROGRAM.into());
+    if let Some(last) = programs.keys().last() {
+        fields.insert(program_tag::PREVIOUS_PROGRAM_ID, last.clone());
+    }
+    fields.insert(program_tag::VERSION, env!("CARGO_PKG_VERSION").into());
+    let id = std::iter::once(PROGRAM.to_string())
+        .chain((1..).map(|n| format!("{PROGRAM}.{n}")))
+        .find(|id| !programs.contains_key(id.as_bytes()))
+        .expect("some numbered ID is free");
+    programs.insert(id.into(), program);
     header
-        .programs_mut()
-        .add(PROGRAM, program)
-        .map_err(|e| DataFusionError::Plan(format!("cannot add an @PG line to the output's header: {e}")))?;
-    Ok(header)
 }
 
 /// Whether rows ordered by `ordering` are in BAM's coordinate order for `header`: by `rname` then

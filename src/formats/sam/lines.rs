@@ -11,6 +11,7 @@ use noodles_sam as sam;
 use noodles_sam::alignment::io::Write as _;
 
 use crate::bgzf::framing::{absolute, show_virtual, FileContext, FileReader};
+use crate::bgzf::header::read_header_text;
 use crate::error::BamError;
 use crate::io::ObjectBytes;
 
@@ -141,8 +142,7 @@ pub fn read_sam_text_header(path: &str, lines: &mut SamLines) -> Result<SamHeade
         lines.next_line(path, &mut line)?;
         text.extend_from_slice(&line);
     }
-    let text = std::str::from_utf8(&text).map_err(|e| sam_error(path, format!("the header is not UTF-8: {e}")))?;
-    let header: sam::Header = text.parse().map_err(|e| sam_error(path, format!("invalid SAM header: {e}")))?;
+    let header = read_header_text(&text[..]).map_err(|e| sam_error(path, format!("invalid SAM header: {e}")))?;
     let refs = header.reference_sequences();
     let file = Arc::new(FileContext {
         reference_names: refs.keys().map(|name| String::from_utf8_lossy(name).into_owned()).collect(),
