@@ -97,6 +97,12 @@ struct Args {
     #[arg(short = 'b', long)]
     batch_size: Option<usize>,
 
+    /// Memory for query execution, such as 4G or 512M (DataFusion's
+    /// `datafusion.runtime.memory_limit`). Sorts and joins beyond it spill to disk (in TMPDIR).
+    /// Default: no limit.
+    #[arg(short = 'm', long)]
+    memory_limit: Option<String>,
+
     #[command(subcommand)]
     action: Option<Action>,
 }
@@ -176,6 +182,11 @@ async fn run(args: Args) -> Result<()> {
     let runtime = RuntimeEnvBuilder::new().with_object_store_registry(registry.clone()).build_arc()?;
     let ctx = SessionContext::new_with_config_rt(config, runtime).enable_url_table();
     ctx.enable_bam()?;
+    if let Some(limit) = &args.memory_limit {
+        // DataFusion parses the size and replaces the session's memory pool.
+        let set = format!("SET datafusion.runtime.memory_limit = '{}'", limit.replace('\'', "''"));
+        ctx.sql(&set).await.map_err(|e| DataFusionError::Configuration(format!("--memory-limit {limit}: {e}")))?;
+    }
     // Per-column Parquet defaults (no dictionaries for names, bases, qualities...) make a COPY
     // faster and its files smaller (docs/benchmarks-history.md, "Per-column dictionary
     // encoding"). A COPY's OPTIONS override them.

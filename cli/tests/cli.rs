@@ -86,6 +86,34 @@ fn failing_statement_stops_with_an_error_status() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("42"));
 }
 
+/// `--memory-limit` bounds the session's memory pool: a sort larger than it spills and gives
+/// samtools' count; an aggregate that cannot spill fails, naming the exhausted pool; a size
+/// DataFusion cannot parse is an error naming the option.
+#[test]
+fn memory_limit_bounds_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let create = format!("CREATE EXTERNAL TABLE reads STORED AS BAM LOCATION '{}'", sample());
+    let limited = |sql: &str| run_in(dir.path(), &["-q", "--format", "csv", "-m", "2M", "-c", &create, "-c", sql]);
+    let sorted = stdout_ok(&limited("SELECT count(*) FROM (SELECT qname, seq FROM reads ORDER BY seq, qname)"));
+    assert_eq!(last_number(&sorted), samtools_count(&[&sample()]));
+    let out = limited("SELECT length(string_agg(seq, '')) FROM reads");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Resources exhausted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unlimited = run_in(dir.path(), &["-q", "-c", &create, "-c", "SELECT length(string_agg(seq, '')) FROM reads"]);
+    stdout_ok(&unlimited);
+    let out = run_in(dir.path(), &["-q", "--memory-limit", "lots", "-c", "SELECT 1"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--memory-limit lots"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn example(dir: &Path, name: &str) -> String {
     let file = repo_root().join("sql-examples").join(name);
     stdout_ok(&run_in(dir, &["-q", "--format", "csv", "-f", file.to_str().unwrap()]))

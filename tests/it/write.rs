@@ -533,3 +533,67 @@ async fn picard_finds_nothing_new_in_written_files() {
         assert_eq!(picard_summary(&out), picard_summary(&source), "{name}");
     }
 }
+
+/// A session with a memory pool of `limit` bytes, spilling to a temporary directory unless
+/// `spill` is false.
+fn limited_context(limit: usize, spill: bool) -> datafusion::prelude::SessionContext {
+    use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    let mode = if spill { DiskManagerMode::OsTmpDirectory } else { DiskManagerMode::Disabled };
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(limit, 1.0)
+        .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(mode))
+        .build_arc()
+        .unwrap();
+    let config = datafusion::prelude::SessionConfig::new().with_target_partitions(2);
+    let ctx = datafusion::prelude::SessionContext::new_with_config_rt(config, runtime);
+    datafusion_bam::BamSessionExt::enable_bam(&ctx).unwrap();
+    ctx
+}
+
+/// A sorted COPY whose rows do not fit the session's memory pool (256 MiB) spills to disk
+/// instead of failing, and writes what `samtools sort` writes. Without a disk to spill to, the
+/// same COPY fails: the sort does need more than the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sort_larger_than_the_memory_pool_spills() {
+    let dir = tempfile::tempdir().unwrap();
+    let header_sam = dir.path().join("header.sam");
+    std::fs::write(&header_sam, "@HD\tVN:1.6\n@SQ\tSN:chr1\tLN:2000000\n").unwrap();
+    let header = dir.path().join("header.bam");
+    samtools(&["view", "--no-PG", "-b", "-o", header.to_str().unwrap(), header_sam.to_str().unwrap()]);
+    // 500,000 reads of 300 bases (about 350 MB as Arrow), at distinct positions in no order.
+    let unsorted = dir.path().join("unsorted.bam");
+    let make = format!(
+        "COPY (SELECT concat('r', value) AS qname, arrow_cast(0, 'UInt16') AS flag, 'chr1' AS rname, \
+         (value * 7919) % 1000003 + 1 AS pos, arrow_cast(60, 'UInt8') AS mapq, '300M' AS cigar, \
+         CAST(NULL AS VARCHAR) AS rnext, CAST(NULL AS BIGINT) AS pnext, 0 AS tlen, repeat('ACGT', 75) AS seq, \
+         repeat('I', 300) AS qual FROM generate_series(1, 500000)) TO '{}' STORED AS BAM OPTIONS ('header' '{}')",
+        unsorted.display(),
+        header.display()
+    );
+    query(&crate::context(), &make).await.unwrap();
+    let sort = |out: &Path| {
+        format!(
+            "COPY (SELECT * FROM t ORDER BY rname, pos) TO '{}' STORED AS BAM OPTIONS ('index' 'bai')",
+            out.display()
+        )
+    };
+
+    let no_disk = limited_context(256 << 20, false);
+    create_table(&no_disk, "t", &unsorted).await;
+    let failed = dir.path().join("failed.bam");
+    let error = query(&no_disk, &sort(&failed)).await.unwrap_err();
+    assert!(error.to_string().contains("Resources exhausted"), "{error}");
+    assert!(!failed.exists());
+
+    let ctx = limited_context(256 << 20, true);
+    create_table(&ctx, "t", &unsorted).await;
+    let sorted = dir.path().join("sorted.bam");
+    query(&ctx, &sort(&sorted)).await.unwrap();
+    let by_samtools = dir.path().join("samtools.bam");
+    samtools(&["sort", "-o", by_samtools.to_str().unwrap(), unsorted.to_str().unwrap()]);
+    let in_order = |path: &Path| samtools(&["view", "--no-PG", path.to_str().unwrap()]);
+    assert!(in_order(&sorted) == in_order(&by_samtools), "the sorted output differs from samtools sort's");
+    assert_eq!(sort_order(&sorted), "coordinate");
+    samtools(&["quickcheck", sorted.to_str().unwrap()]);
+}
