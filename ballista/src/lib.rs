@@ -4,7 +4,8 @@
 //! The client sends a logical plan; its [`BamTable`](datafusion_bam::BamTable)s and `bam_depth`
 //! tables travel through [`BamBallistaLogicalCodec`]. The scheduler plans them into BAM scans
 //! split into byte ranges (and depth counts over pieces of the genome), which reach the executors
-//! through [`physical_codec`]. Everything else is Ballista's own codecs.
+//! through [`physical_codec`], as do `COPY ... STORED AS BAM` (SAM, CRAM) outputs. Everything
+//! else is Ballista's own codecs.
 //! Every process must see the BAM files at the same paths (a shared file system or an object
 //! store).
 
@@ -14,17 +15,27 @@ use ballista::prelude::SessionConfigExt;
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
-use datafusion::common::{Result, TableReference};
+use datafusion::common::{DataFusionError, Result, TableReference};
 use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan, ScalarUDF, WindowUDF};
 use datafusion::prelude::SessionConfig;
 use datafusion_bam::codec::{BamLogicalCodec, BamPhysicalCodec};
-use datafusion_bam::{BamTable, DepthTable};
+use datafusion_bam::{BamFormatFactory, BamTable, DepthTable};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{ComposedPhysicalExtensionCodec, PhysicalExtensionCodec};
+use prost::Message;
 
-/// Ballista's logical codec, plus [`BamTable`]s.
+/// A serialized file format: a BAM one (`STORED AS BAM`, CRAM, SAM) or Ballista's.
+#[derive(Clone, PartialEq, prost::Message)]
+struct FormatEnvelope {
+    #[prost(bytes = "vec", optional, tag = "1")]
+    bam: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    ballista: Option<Vec<u8>>,
+}
+
+/// Ballista's logical codec, plus [`BamTable`]s and the `STORED AS BAM` file format.
 #[derive(Debug, Default)]
 pub struct BamBallistaLogicalCodec {
     ballista: BallistaLogicalExtensionCodec,
@@ -64,12 +75,28 @@ impl LogicalExtensionCodec for BamBallistaLogicalCodec {
         self.ballista.try_encode_table_provider(table_ref, node, buf)
     }
 
+    /// Ballista's codec decodes any bytes as one of its formats (protobuf decoding is lenient),
+    /// so the formats travel in an envelope that says whose they are.
     fn try_decode_file_format(&self, buf: &[u8], ctx: &TaskContext) -> Result<Arc<dyn FileFormatFactory>> {
-        self.ballista.try_decode_file_format(buf, ctx)
+        let envelope = FormatEnvelope::decode(buf)
+            .map_err(|e| DataFusionError::Internal(format!("cannot decode a serialized file format: {e}")))?;
+        match envelope {
+            FormatEnvelope { bam: Some(bam), .. } => self.bam.try_decode_file_format(&bam, ctx),
+            FormatEnvelope { ballista: Some(ballista), .. } => self.ballista.try_decode_file_format(&ballista, ctx),
+            _ => Err(DataFusionError::Internal("a serialized file format is empty".into())),
+        }
     }
 
     fn try_encode_file_format(&self, buf: &mut Vec<u8>, node: Arc<dyn FileFormatFactory>) -> Result<()> {
-        self.ballista.try_encode_file_format(buf, node)
+        let mut inner = Vec::new();
+        let envelope = if node.downcast_ref::<BamFormatFactory>().is_some() {
+            self.bam.try_encode_file_format(&mut inner, node)?;
+            FormatEnvelope { bam: Some(inner), ballista: None }
+        } else {
+            self.ballista.try_encode_file_format(&mut inner, node)?;
+            FormatEnvelope { bam: None, ballista: Some(inner) }
+        };
+        envelope.encode(buf).map_err(|e| DataFusionError::Internal(format!("cannot serialize a file format: {e}")))
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {

@@ -104,6 +104,34 @@ async fn copy_on_a_cluster_equals_a_local_run() {
         let only_expected: Vec<_> = expected.iter().filter(|l| !got.contains(l)).collect();
         assert!(only_got.is_empty() && only_expected.is_empty(), "{query}: {only_got:?} instead of {only_expected:?}");
     }
+
+    // COPY ... STORED AS BAM of a cluster query, one BAM per value of a PARTITIONED BY column:
+    // the executors write BAM (the sink travels in the plan), each file as samtools reads it.
+    let table = BamTable::open(&cluster.state(), sample.to_str().unwrap(), BamOptions::default()).await.unwrap();
+    cluster.register_table("s", Arc::new(table)).unwrap();
+    local.register_bam("s", sample.to_str().unwrap(), BamOptions::default()).await.unwrap();
+    let bams = dir.path().join("bams");
+    let select = "SELECT *, CASE WHEN mapq >= 30 THEN 'good' ELSE 'poor' END AS quality FROM s";
+    let copy = format!("COPY ({select}) TO '{}/' STORED AS BAM PARTITIONED BY (quality)", bams.display());
+    cluster.sql(&copy).await.unwrap().collect().await.unwrap();
+    for quality in ["good", "poor"] {
+        let files: Vec<_> =
+            std::fs::read_dir(bams.join(format!("quality={quality}"))).unwrap().map(|e| e.unwrap().path()).collect();
+        assert!(!files.is_empty() && files.iter().all(|f| f.extension().is_some_and(|e| e == "bam")), "{files:?}");
+        let mut records = 0;
+        for file in &files {
+            let out = std::process::Command::new("samtools").args(["view", "-c"]).arg(file).output().unwrap();
+            assert!(out.status.success(), "samtools cannot read {}", file.display());
+            records += String::from_utf8(out.stdout).unwrap().trim().parse::<usize>().unwrap();
+        }
+        let count = format!("SELECT count(*) FROM ({select}) WHERE quality = '{quality}'");
+        let expected = local.sql(&count).await.unwrap().collect().await.unwrap();
+        let expected = datafusion::arrow::array::AsArray::as_primitive::<datafusion::arrow::datatypes::Int64Type>(
+            expected[0].column(0),
+        )
+        .value(0);
+        assert_eq!(records as i64, expected, "quality={quality}");
+    }
 }
 
 /// Child processes killed on drop.

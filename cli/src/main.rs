@@ -384,14 +384,17 @@ async fn convert(
 }
 
 /// Whether `statement` is an alignment table (`CREATE EXTERNAL TABLE ... STORED AS BAM`, `CRAM`
-/// or `SAM`), or a BAM output (`STORED AS BAM`, or a `.bam` target without `STORED AS`).
+/// or `SAM`), or an alignment output (`STORED AS BAM`, `CRAM` or `SAM`, or a `.bam`, `.cram` or
+/// `.sam` target without `STORED AS`).
 fn is_bam_statement(statement: &Statement) -> bool {
-    let is_bam = |format: &str| format.eq_ignore_ascii_case("bam");
     match statement {
         Statement::CreateExternalTable(t) => AlignmentFormat::from_name(&t.file_type).is_some(),
         Statement::CopyTo(copy) => match &copy.stored_as {
-            Some(format) => is_bam(format),
-            None => copy.target.to_ascii_lowercase().ends_with(".bam"),
+            Some(format) => AlignmentFormat::from_name(format).is_some(),
+            None => {
+                let target = copy.target.to_ascii_lowercase();
+                [".bam", ".cram", ".sam"].iter().any(|extension| target.ends_with(extension))
+            }
         },
         _ => false,
     }

@@ -57,7 +57,7 @@ from ._datafusion_bam import (
     upload,
     warnings_cursor,
     warnings_since,
-    write_bam as _write_bam,
+    write_alignments as _write_alignments,
 )
 
 __all__ = [
@@ -92,6 +92,8 @@ __all__ = [
     "to_ipc",
     "to_parquet",
     "write_bam",
+    "write_cram",
+    "write_sam",
     "write_ipc",
     "write_parquet",
     "warnings_cursor",
@@ -778,6 +780,83 @@ def write_bam(
     marked ``SO:coordinate`` when the header's reference names are in text order.
     ``index="bai"`` (or ``"csi"``) sorts so too and writes the index beside the output.
     """
+    options: dict[str, str] = {}
+    if compression_level is not None:
+        options["compression_level"] = str(int(compression_level))
+    if index is not None:
+        options["index"] = index
+    return _write_alignments_of("BAM", source, output, options, columns=columns, where=where, min_mapq=min_mapq,
+                                region=region, skip_damaged=skip_damaged, header=header,
+                                sort=sort or index is not None, storage_options=storage_options, progress=progress)
+
+
+def write_sam(
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | ArrowStreamExportable,
+    output: str | os.PathLike[str],
+    *,
+    columns: Sequence[str] | None = None,
+    where: str | None = None,
+    min_mapq: int | None = None,
+    region: str | Sequence[str] | None = None,
+    skip_damaged: bool | None = None,
+    header: str | os.PathLike[str] | None = None,
+    sort: bool = False,
+    storage_options: StorageOptions | None = None,
+    progress: bool | ProgressCallback = False,
+) -> int:
+    """Writes reads as one SAM file, BGZF-compressed when ``output`` ends in ``.gz`` or ``.bgz``
+    (as samtools and tabix read it); returns the records written. ``COPY ... STORED AS SAM``;
+    sources and the other arguments as in :func:`write_bam`.
+    """
+    return _write_alignments_of("SAM", source, output, {}, columns=columns, where=where, min_mapq=min_mapq,
+                                region=region, skip_damaged=skip_damaged, header=header, sort=sort,
+                                storage_options=storage_options, progress=progress)
+
+
+def write_cram(
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | ArrowStreamExportable,
+    output: str | os.PathLike[str],
+    *,
+    reference: str | os.PathLike[str],
+    columns: Sequence[str] | None = None,
+    where: str | None = None,
+    min_mapq: int | None = None,
+    region: str | Sequence[str] | None = None,
+    skip_damaged: bool | None = None,
+    header: str | os.PathLike[str] | None = None,
+    sort: bool = False,
+    storage_options: StorageOptions | None = None,
+    progress: bool | ProgressCallback = False,
+) -> int:
+    """Writes reads as one CRAM file compressed against ``reference`` (a local FASTA with its
+    ``.fai``, holding every sequence of the header); returns the records written.
+    ``COPY ... STORED AS CRAM``; sources and the other arguments as in :func:`write_bam`. A
+    sequence the reference lacks, or whose MD5 differs from the header's ``M5``, raises
+    :class:`BamError` naming it, and nothing is written.
+    """
+    return _write_alignments_of("CRAM", source, output, {"reference": os.fspath(reference)}, columns=columns,
+                                where=where, min_mapq=min_mapq, region=region, skip_damaged=skip_damaged,
+                                header=header, sort=sort, storage_options=storage_options, progress=progress)
+
+
+def _write_alignments_of(
+    stored_as: str,
+    source: object,
+    output: str | os.PathLike[str],
+    options: dict[str, str],
+    *,
+    columns: Sequence[str] | None,
+    where: str | None,
+    min_mapq: int | None,
+    region: str | Sequence[str] | None,
+    skip_damaged: bool | None,
+    header: str | os.PathLike[str] | None,
+    sort: bool,
+    storage_options: StorageOptions | None,
+    progress: bool | ProgressCallback,
+) -> int:
+    """The writers' shared part: the source as table ``input``, then ``COPY ... STORED AS``."""
+    caller = f"write_{stored_as.lower()}"
     tally = None  # the rows of a DataFrame come from scans of its own: the process's counters
     if _is_lazy_frame(source):
         source = _lazy_frame_stream(source)
@@ -785,26 +864,22 @@ def write_bam(
         sources = _paths(source)  # type: ignore[arg-type]
         if not sources:
             raise ValueError("no BAM files given")
-        table_options, _ = _table_options("write_bam", {"region": region, "skip_damaged": skip_damaged})
+        table_options, _ = _table_options(caller, {"region": region, "skip_damaged": skip_damaged})
         tally = Tally()
         source = BamTable(sources, table_options, storage_options, None, tally)
     elif region is not None or skip_damaged is not None:
         raise ValueError("region and skip_damaged apply to BAM files; filter a DataFrame in its query")
     elif header is None:
-        raise ValueError("a BAM output needs a header: give header='path/to/file.bam' with rows "
+        raise ValueError(f"a {stored_as} output needs a header: give header='path/to/file.bam' with rows "
                          "that do not come from BAM files")
-    options: dict[str, str] = {}
+    options = dict(options)
     if header is not None:
         options["header"] = os.fspath(header)
-    if compression_level is not None:
-        options["compression_level"] = str(int(compression_level))
-    if index is not None:
-        options["index"] = index
     query = _select(columns, '"input"', where, min_mapq)
-    if sort or index is not None:
+    if sort:
         query += " ORDER BY rname, pos"
-    with _reporting(progress, stacklevel=4, tally=tally):
-        return _write_bam(source, query, os.fspath(output), options, storage_options)
+    with _reporting(progress, stacklevel=5, tally=tally):
+        return _write_alignments(source, query, os.fspath(output), stored_as, options, storage_options)
 
 
 # The earlier names, kept for one release.

@@ -86,16 +86,17 @@ def remote_exists(location: str, storage_options: dict[str, str] | None = None) 
 def upload(path: str, location: str, storage_options: dict[str, str] | None = None) -> None:
     """Uploads a local file to a remote location in one multipart upload, visible once complete."""
 
-def write_bam(
+def write_alignments(
     source: BamTable | object,
     query: str,
     output: str,
+    stored_as: str,
     options: dict[str, str] | None = None,
     storage_options: dict[str, str] | None = None,
 ) -> int:
-    """Runs ``COPY (query) TO output STORED AS BAM OPTIONS (options)`` with ``source`` (a
-    :class:`BamTable` or an object with ``__arrow_c_stream__``) as table ``input``; returns the
-    records written."""
+    """Runs ``COPY (query) TO output STORED AS <stored_as> OPTIONS (options)`` (``BAM``, ``SAM``
+    or ``CRAM``) with ``source`` (a :class:`BamTable` or an object with ``__arrow_c_stream__``)
+    as table ``input``; returns the records written."""
 
 def warnings_cursor() -> int:
     """The cursor after the latest BAM warning in this process, for :func:`warnings_since`."""

@@ -581,7 +581,7 @@ fn upload(
     .map_err(bam_error)
 }
 
-/// The name under which [`write_bam`]'s query finds its source.
+/// The name under which [`write_alignments`]'s query finds its source.
 const WRITE_INPUT: &str = "input";
 
 /// Rows of an Arrow C stream (a datafusion-python DataFrame, a pyarrow table or reader, a polars
@@ -632,19 +632,23 @@ fn quoted(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// Runs `COPY (query) TO output STORED AS BAM OPTIONS (options)`, where `query` reads table
-/// `input`: `source`, a [`PyBamTable`] or an object with `__arrow_c_stream__`. Remote outputs
-/// and headers get their stores from `storage_options`. Returns the rows written.
+/// Runs `COPY (query) TO output STORED AS <stored_as> OPTIONS (options)` (BAM, SAM or CRAM),
+/// where `query` reads table `input`: `source`, a [`PyBamTable`] or an object with
+/// `__arrow_c_stream__`. Remote outputs and headers get their stores from `storage_options`.
+/// Returns the rows written.
 #[pyfunction]
-#[pyo3(signature = (source, query, output, options = None, storage_options = None))]
-fn write_bam(
+#[pyo3(signature = (source, query, output, stored_as, options = None, storage_options = None))]
+fn write_alignments(
     py: Python<'_>,
     source: &Bound<'_, PyAny>,
     query: &str,
     output: &str,
+    stored_as: &str,
     options: Option<HashMap<String, String>>,
     storage_options: Option<HashMap<String, String>>,
 ) -> PyResult<u64> {
+    let format = AlignmentFormat::from_name(stored_as)
+        .ok_or_else(|| bam_error(DataFusionError::Plan(format!("unknown alignment format {stored_as:?}"))))?;
     let input: Arc<dyn TableProvider> = match source.cast::<PyBamTable>() {
         Ok(table) => Arc::clone(&table.get().table) as _,
         Err(_) => arrow_stream_table(source)?,
@@ -663,7 +667,7 @@ fn write_bam(
             let ctx = SessionContext::new_with_state(state);
             ctx.enable_bam()?;
             ctx.register_table(WRITE_INPUT, input)?;
-            let mut copy = format!("COPY ({query}) TO {} STORED AS BAM", quoted(output));
+            let mut copy = format!("COPY ({query}) TO {} STORED AS {}", quoted(output), format.name());
             if !options.is_empty() {
                 let pairs: Vec<String> = options.iter().map(|(k, v)| format!("{} {}", quoted(k), quoted(v))).collect();
                 copy.push_str(&format!(" OPTIONS ({})", pairs.join(", ")));
@@ -736,7 +740,7 @@ fn _datafusion_bam(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBamHeaderFunction>()?;
     m.add_function(wrap_pyfunction!(remote_exists, m)?)?;
     m.add_function(wrap_pyfunction!(upload, m)?)?;
-    m.add_function(wrap_pyfunction!(write_bam, m)?)?;
+    m.add_function(wrap_pyfunction!(write_alignments, m)?)?;
     m.add_function(wrap_pyfunction!(parquet_column_options, m)?)?;
     m.add_function(wrap_pyfunction!(progress_counters, m)?)?;
     m.add_function(wrap_pyfunction!(warnings_cursor, m)?)?;

@@ -70,3 +70,25 @@ def test_a_row_that_is_not_a_record_fails_and_leaves_nothing(tmp_path: Path) -> 
     with pytest.raises(bam.BamError, match="compression_level"):
         bam.write_bam(SAMPLE, out, compression_level=12)
     assert not out.exists()
+
+
+def test_sam_and_cram_writers(tmp_path: Path) -> None:
+    corpus = str(DATA / "corpus" / "bwa_mem.bam")
+    reference = str(DATA / "cram" / "ref.fa")
+    # Plain SAM from a filter, BGZF SAM (by its name) sorted, CRAM against the reference.
+    sam = tmp_path / "q30.sam"
+    assert bam.write_sam(SAMPLE, sam, min_mapq=30) == len(records(SAMPLE, "-q", "30"))
+    assert sam.read_text().startswith("@HD")
+    assert records(sam) == records(SAMPLE, "-q", "30")
+    gz = tmp_path / "sorted.sam.gz"
+    bam.write_sam(SAMPLE, gz, sort=True)
+    assert gz.read_bytes()[:4] == b"\x1f\x8b\x08\x04"
+    assert "SO:coordinate" in samtools("view", "-H", str(gz))
+    assert records(gz) == records(SAMPLE)
+    cram = tmp_path / "reads.cram"
+    assert bam.write_cram(corpus, cram, reference=reference, sort=True) == len(records(corpus))
+    assert samtools("view", "-c", "-T", reference, str(cram)).strip() == str(len(records(corpus)))
+    # A reference without the header's chr3: an error naming it, and no file.
+    with pytest.raises(bam.BamError, match="chr3"):
+        bam.write_cram(SAMPLE, tmp_path / "bad.cram", reference=reference)
+    assert not (tmp_path / "bad.cram").exists()

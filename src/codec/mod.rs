@@ -5,19 +5,23 @@
 //! - [`BamLogicalCodec`] carries [`BamTable`](crate::BamTable)s and `bam_depth` tables (Ballista's
 //!   client sends logical plans).
 //! - [`BamPhysicalCodec`] carries BAM scans (a `DataSourceExec` over a
-//!   [`BamSource`](crate::BamSource)) and `bam_depth`'s plan, whose scans travel as its children.
+//!   [`BamSource`](crate::BamSource)), `bam_depth`'s plan, whose scans travel as its children,
+//!   and alignment outputs (the `DataSinkExec` of `COPY ... STORED AS BAM`, SAM or CRAM).
 //!
 //! Ballista needs its own codecs too: compose, e.g. with datafusion-proto's
 //! `ComposedPhysicalExtensionCodec`.
 
 mod depth;
 mod scan;
+mod sink;
 
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::common::{internal_err, DataFusionError, Result, TableReference};
+use datafusion::datasource::file_format::FileFormatFactory;
+use datafusion::datasource::sink::DataSinkExec;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
@@ -36,6 +40,8 @@ struct PlanNode {
     scan: Option<Vec<u8>>,
     #[prost(message, optional, tag = "2")]
     depth: Option<depth::DepthExecNode>,
+    #[prost(message, optional, tag = "3")]
+    sink: Option<sink::SinkNode>,
 }
 
 /// One of this crate's tables.
@@ -55,7 +61,7 @@ fn encode_error(what: &str, e: prost::EncodeError) -> DataFusionError {
     DataFusionError::Internal(format!("cannot serialize a {what}: {e}"))
 }
 
-/// Serializes and restores BAM scans and `bam_depth` plans in physical plans.
+/// Serializes and restores BAM scans, `bam_depth` plans and alignment outputs in physical plans.
 #[derive(Debug, Default)]
 pub struct BamPhysicalCodec;
 
@@ -71,6 +77,7 @@ impl PhysicalExtensionCodec for BamPhysicalCodec {
         match node {
             PlanNode { scan: Some(scan), .. } => ScanPhysicalCodec.try_decode(&scan, inputs, ctx, proto_converter),
             PlanNode { depth: Some(depth), .. } => Ok(Arc::new(depth::decode_exec(depth, inputs)?)),
+            PlanNode { sink: Some(sink), .. } => sink::decode_sink(sink, inputs),
             _ => internal_err!("a serialized BAM plan node is empty"),
         }
     }
@@ -81,12 +88,14 @@ impl PhysicalExtensionCodec for BamPhysicalCodec {
         buf: &mut Vec<u8>,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        let node = match node.downcast_ref::<DepthExec>() {
-            Some(exec) => PlanNode { scan: None, depth: Some(depth::encode_exec(exec)) },
-            None => {
+        let sink = node.downcast_ref::<DataSinkExec>().map(sink::encode_sink).transpose()?.flatten();
+        let node = match (node.downcast_ref::<DepthExec>(), sink) {
+            (Some(exec), _) => PlanNode { depth: Some(depth::encode_exec(exec)), ..Default::default() },
+            (None, Some(sink)) => PlanNode { sink: Some(sink), ..Default::default() },
+            (None, None) => {
                 let mut scan = Vec::new();
                 ScanPhysicalCodec.try_encode(node, &mut scan, proto_converter)?;
-                PlanNode { scan: Some(scan), depth: None }
+                PlanNode { scan: Some(scan), ..Default::default() }
             }
         };
         node.encode(buf).map_err(|e| encode_error("BAM plan node", e))
@@ -104,6 +113,14 @@ impl LogicalExtensionCodec for BamLogicalCodec {
 
     fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
         ScanLogicalCodec.try_encode(node, buf)
+    }
+
+    fn try_decode_file_format(&self, buf: &[u8], _ctx: &TaskContext) -> Result<Arc<dyn FileFormatFactory>> {
+        sink::decode_format(buf)
+    }
+
+    fn try_encode_file_format(&self, buf: &mut Vec<u8>, node: Arc<dyn FileFormatFactory>) -> Result<()> {
+        sink::encode_format(node, buf)
     }
 
     fn try_decode_table_provider(

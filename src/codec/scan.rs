@@ -46,7 +46,7 @@ struct BamScanNode {
 
 /// The options a scan or table needs once its schema is known.
 #[derive(Clone, PartialEq, Message)]
-struct BamOptionsNode {
+pub(super) struct BamOptionsNode {
     #[prost(bool, tag = "1")]
     split: bool,
     #[prost(bool, tag = "2")]
@@ -63,7 +63,7 @@ struct BamOptionsNode {
 }
 
 impl BamOptionsNode {
-    fn new(options: &BamOptions) -> Self {
+    pub(super) fn new(options: &BamOptions) -> Self {
         Self {
             split: options.split,
             skip_damaged: options.skip_damaged,
@@ -73,7 +73,7 @@ impl BamOptionsNode {
         }
     }
 
-    fn options(&self) -> Result<BamOptions> {
+    pub(super) fn options(&self) -> Result<BamOptions> {
         let regions = if self.regions.is_empty() { Vec::new() } else { parse_regions(&self.regions.join(" "))? };
         let format = match self.format.as_str() {
             "" => AlignmentFormat::Bam,

@@ -29,7 +29,10 @@ use crate::datasource::source::BamSource;
 use crate::decode::pushdown::region_predicate;
 use crate::error::BamError;
 use crate::formats::catalog::Catalog;
-use crate::formats::{check_regions, indexed_record_count, infer_layout, load_planning_facts, read_sam_header};
+use crate::formats::cram::container::Reference;
+use crate::formats::{
+    check_regions, indexed_record_count, infer_layout, load_planning_facts, output_kind, read_sam_header, OutputKind,
+};
 use crate::io::store::object_store_for;
 use crate::options::{BamOptions, OutputIndex};
 use crate::schema::bam_schema;
@@ -45,6 +48,10 @@ pub struct BamFormatFactory {
 impl BamFormatFactory {
     pub fn new(options: BamOptions) -> Self {
         Self { options }
+    }
+
+    pub fn options(&self) -> &BamOptions {
+        &self.options
     }
 }
 
@@ -190,8 +197,22 @@ impl FileFormat for BamFormat {
             DataFusionError::Plan(format!("invalid compression_level {}", self.options.compression_level))
         })?;
         // The files' columns: without `PARTITIONED BY` columns, which DataFusion takes out.
-        let encoder = RecordEncoder::try_new(&get_writer_schema(&conf), Arc::new(header), level)?;
-        let sink = BamSink::new(conf, encoder, self.options.index);
+        let kind = output_kind(self.options.format, &conf.original_url);
+        if kind != OutputKind::Bam && self.options.index != OutputIndex::None {
+            // noodles-cram 0.102's indexer (`fs::index`) decodes the records of multi-reference
+            // slices without a reference and panics (`io/reader/container/slice.rs`).
+            let what = format!(
+                "option index for a {} output (BAM outputs take it; index a CRAM with samtools index)",
+                self.options.format.name()
+            );
+            return Err(BamError::Unsupported { what }.into());
+        }
+        let reference = match kind {
+            OutputKind::Cram => Reference::open(self.options.reference.as_deref())?,
+            _ => Reference::default(),
+        };
+        let encoder = RecordEncoder::try_new(&get_writer_schema(&conf), Arc::new(header), level)?.with_kind(kind);
+        let sink = BamSink::new(conf, encoder, self.options.index, reference);
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), order_requirements)))
     }
 

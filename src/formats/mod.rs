@@ -314,3 +314,24 @@ pub async fn check_regions(store: &Arc<dyn ObjectStore>, objects: &[ObjectMeta],
     );
     Err(BamError::invalid_option("region", reason).into())
 }
+
+/// What a `COPY ... STORED AS` file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    /// BAM: records in BGZF blocks.
+    Bam,
+    /// SAM text, BGZF-compressed (`.sam.gz`) or plain.
+    Sam { bgzf: bool },
+    /// CRAM, written by noodles-cram's one writer per file.
+    Cram,
+}
+
+/// The output of `format` at `url`: a SAM output is BGZF-compressed when its name ends in `.gz`
+/// or `.bgz` (as samtools and tabix read it).
+pub fn output_kind(format: AlignmentFormat, url: &str) -> OutputKind {
+    match format {
+        AlignmentFormat::Bam => OutputKind::Bam,
+        AlignmentFormat::Sam => OutputKind::Sam { bgzf: url.ends_with(".gz") || url.ends_with(".bgz") },
+        AlignmentFormat::Cram => OutputKind::Cram,
+    }
+}

@@ -11,8 +11,10 @@ use arrow::datatypes::{DataType, Schema};
 use datafusion::common::{plan_err, DataFusionError, Result};
 use noodles_bgzf as bgzf;
 use noodles_sam as sam;
+use sam::alignment::io::Write as _;
 
 use crate::error::BamError;
+use crate::formats::OutputKind;
 use crate::schema::{col, fixed_column_type, int_width_of, IntWidth, TagKind, TagName, COLUMN_NAMES, SAM_TYPE_KEY};
 use crate::write::record::{write_record, AlignmentContext, Columns, Scratch};
 
@@ -35,6 +37,7 @@ const REQUIRED: [usize; 11] = [
 #[derive(Debug, Clone)]
 pub struct RecordEncoder {
     header: Arc<sam::Header>,
+    kind: OutputKind,
     /// Row column index of each [`col`] id, if present.
     index_of: [Option<usize>; col::COUNT],
     /// The `tags` struct's fields: name, SAM kind.
@@ -44,7 +47,7 @@ pub struct RecordEncoder {
     placements: bool,
 }
 
-/// A batch's records as BGZF blocks, with, when asked, each record's alignment context and its
+/// A batch's records as the output's bytes (see [`OutputKind`]), with, when asked, each record's alignment context and its
 /// end as a virtual position within the blocks (each record starts where the one before ends).
 pub struct EncodedBatch {
     pub rows: u64,
@@ -91,7 +94,20 @@ impl RecordEncoder {
             return plan_err!("a BAM record needs columns {}: select them too", missing.join(", "));
         }
         check_reference_names(&header)?;
-        Ok(Self { header, index_of, tags, compression, placements: false })
+        Ok(Self { header, kind: OutputKind::Bam, index_of, tags, compression, placements: false })
+    }
+
+    /// This encoder, writing `kind` of output.
+    pub fn with_kind(self, kind: OutputKind) -> Self {
+        Self { kind, ..self }
+    }
+
+    pub fn kind(&self) -> OutputKind {
+        self.kind
+    }
+
+    pub fn compression(&self) -> bgzf::io::writer::CompressionLevel {
+        self.compression
     }
 
     /// This encoder, reporting each record's placement for an index.
@@ -103,12 +119,27 @@ impl RecordEncoder {
         &self.header
     }
 
-    /// The header as BGZF blocks, ending a block so that the records start in a new one.
+    /// The header as the output's bytes: for BAM and `.sam.gz`, BGZF blocks ending a block so
+    /// that the records start in a new one; nothing for CRAM, whose writer writes it.
     pub fn header_blocks(&self, path: &str) -> Result<Vec<u8>> {
-        let mut raw = noodles_bam::io::Writer::from(Vec::new());
-        raw.write_header(&self.header)
-            .map_err(|e| DataFusionError::Execution(format!("BAM output {path}: cannot write the header: {e}")))?;
-        Ok(self.compress(path, raw.get_ref(), &[])?.0)
+        let failed =
+            |e: std::io::Error| DataFusionError::Execution(format!("output {path}: cannot write the header: {e}"));
+        match self.kind {
+            OutputKind::Bam => {
+                let mut raw = noodles_bam::io::Writer::from(Vec::new());
+                raw.write_header(&self.header).map_err(failed)?;
+                Ok(self.compress(path, raw.get_ref(), &[])?.0)
+            }
+            OutputKind::Sam { bgzf } => {
+                let mut text = sam::io::Writer::new(Vec::new());
+                text.write_header(&self.header).map_err(failed)?;
+                match bgzf {
+                    true => Ok(self.compress(path, text.get_ref(), &[])?.0),
+                    false => Ok(text.into_inner()),
+                }
+            }
+            OutputKind::Cram => Ok(Vec::new()),
+        }
     }
 
     /// Encodes `batch` (rows `first_row..` of the output, counted from 0) as BGZF blocks.
@@ -130,12 +161,34 @@ impl RecordEncoder {
                 ends.push(raw.len());
             }
         }
-        let (blocks, record_ends) = self.compress(path, &raw, &ends)?;
+        let (blocks, record_ends) = match self.kind {
+            OutputKind::Bam => self.compress(path, &raw, &ends)?,
+            OutputKind::Sam { bgzf } => {
+                let text = self.sam_text(path, &raw)?;
+                match bgzf {
+                    true => self.compress(path, &text, &[])?,
+                    false => (text, Vec::new()),
+                }
+            }
+            OutputKind::Cram => (raw, Vec::new()),
+        };
         Ok(EncodedBatch {
             rows: batch.num_rows() as u64,
             blocks,
             placements: contexts.into_iter().zip(record_ends).collect(),
         })
+    }
+
+    /// BAM record bytes as SAM lines, by noodles' SAM writer.
+    fn sam_text(&self, path: &str, raw: &[u8]) -> Result<Vec<u8>> {
+        let failed = |e: std::io::Error| DataFusionError::Execution(format!("SAM output {path}: {e}"));
+        let mut records = noodles_bam::io::Reader::from(raw);
+        let mut record = noodles_bam::Record::default();
+        let mut text = sam::io::Writer::new(Vec::with_capacity(raw.len() * 2));
+        while records.read_record(&mut record).map_err(failed)? != 0 {
+            text.write_alignment_record(&self.header, &record).map_err(failed)?;
+        }
+        Ok(text.into_inner())
     }
 
     /// `data` as BGZF blocks, and the virtual positions (within them) of the offsets `ends`.

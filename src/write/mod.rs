@@ -2,6 +2,7 @@
 //! Parquet column defaults of a COPY.
 
 mod aux;
+mod cram;
 pub mod encode;
 pub mod parquet;
 mod record;

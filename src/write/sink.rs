@@ -36,27 +36,46 @@ use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 
 use crate::bgzf::framing::BGZF_EOF;
+use crate::formats::cram::container::Reference;
+use crate::formats::OutputKind;
 use crate::options::OutputIndex;
-use crate::write::encode::RecordEncoder;
+use crate::write::cram::write_cram;
+use crate::write::encode::{EncodedBatch, RecordEncoder};
 use crate::write::record::AlignmentContext;
 
 /// The `@PG` name (and ID prefix) of this tool.
 const PROGRAM: &str = "datafusion-bam";
 
-/// Writes rows as BAM files.
+/// Writes rows as BAM, SAM or CRAM files, as the encoder's [`OutputKind`] says.
 #[derive(Debug)]
 pub struct BamSink {
     config: FileSinkConfig,
     encoder: Arc<RecordEncoder>,
     index: OutputIndex,
+    /// The reference a CRAM output is compressed against.
+    reference: Reference,
 }
 
 impl BamSink {
     /// A sink writing `encoder`'s records, and `index` beside each file (its rows must then come
     /// in coordinate order).
-    pub fn new(config: FileSinkConfig, encoder: RecordEncoder, index: OutputIndex) -> Self {
+    pub fn new(config: FileSinkConfig, encoder: RecordEncoder, index: OutputIndex, reference: Reference) -> Self {
         let encoder = if index == OutputIndex::None { encoder } else { encoder.with_placements() };
-        Self { config, encoder: Arc::new(encoder), index }
+        Self { config, encoder: Arc::new(encoder), index, reference }
+    }
+}
+
+impl BamSink {
+    pub fn encoder(&self) -> &RecordEncoder {
+        &self.encoder
+    }
+
+    pub fn index(&self) -> OutputIndex {
+        self.index
+    }
+
+    pub fn reference(&self) -> &Reference {
+        &self.reference
     }
 }
 
@@ -96,7 +115,13 @@ impl FileSink for BamSink {
         let parallelism = options.execution.target_partitions.max(1) + 1;
         let mut writers = JoinSet::new();
         while let Some((path, batches)) = file_stream_rx.recv().await {
-            let file = OutputFile { store: Arc::clone(&object_store), path, buffer_size, index: self.index };
+            let file = OutputFile {
+                store: Arc::clone(&object_store),
+                path,
+                buffer_size,
+                index: self.index,
+                reference: self.reference.clone(),
+            };
             writers.spawn(file.write(Arc::clone(&self.encoder), batches, parallelism));
         }
         let demuxed = demux_task.join_unwind().await.map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))?;
@@ -137,6 +162,7 @@ struct OutputFile {
     path: Path,
     buffer_size: usize,
     index: OutputIndex,
+    reference: Reference,
 }
 
 impl OutputFile {
@@ -168,6 +194,9 @@ impl OutputFile {
                 })
                 .buffered(parallelism);
             let mut rows = 0;
+            if encoder.kind() == OutputKind::Cram {
+                rows = self.write_cram(&encoder, &mut encoded, &mut out).await?;
+            }
             while let Some(joined) = encoded.next().await {
                 let batch = joined.map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??;
                 if let Some(indexer) = &mut indexer {
@@ -180,7 +209,9 @@ impl OutputFile {
                 rows += batch.rows;
             }
             let index = indexer.map(|i| i.finish(encoder.header())).transpose()?;
-            out.write_all(&BGZF_EOF).await?;
+            if matches!(encoder.kind(), OutputKind::Bam | OutputKind::Sam { bgzf: true }) {
+                out.write_all(&BGZF_EOF).await?;
+            }
             out.shutdown().await?;
             Ok::<_, DataFusionError>((rows, index))
         }
@@ -188,7 +219,7 @@ impl OutputFile {
         match written {
             Ok((rows, None)) => Ok((vec![self.path], rows)),
             Ok((rows, Some((extension, bytes)))) => {
-                // Written after the BAM file, so that it is the newer of the two, as readers expect.
+                // Written after the file, so that it is the newer of the two, as readers expect.
                 let index_path = Path::from(format!("{}.{extension}", self.path));
                 if let Err(e) = self.store.put(&index_path, bytes.into()).await {
                     let _ = self.store.delete(&self.path).await;
@@ -203,6 +234,41 @@ impl OutputFile {
                 Err(e)
             }
         }
+    }
+}
+
+impl OutputFile {
+    /// Feeds the encoded batches, in order, to the file's one CRAM writer (on a blocking thread)
+    /// and writes its bytes to `out` as they come; returns the records written.
+    async fn write_cram<S>(&self, encoder: &RecordEncoder, encoded: &mut S, out: &mut BufWriter) -> Result<u64>
+    where
+        S: futures::Stream<Item = std::result::Result<Result<EncodedBatch>, tokio::task::JoinError>> + Unpin,
+    {
+        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+        let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+        let (name, header, reference) = (self.path.to_string(), encoder.header().clone(), self.reference.clone());
+        let writer = SpawnedTask::spawn_blocking(move || write_cram(&name, &header, &reference, batch_rx, chunk_tx));
+        let feed = async move {
+            let mut rows = 0;
+            while let Some(joined) = encoded.next().await {
+                let batch = joined.map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??;
+                rows += batch.rows;
+                // A closed channel: the writer stopped, and says why when joined.
+                if batch_tx.send(batch.blocks).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<_, DataFusionError>(rows)
+        };
+        let drain = async {
+            while let Some(chunk) = chunk_rx.recv().await {
+                out.write_all(&chunk).await?;
+            }
+            Ok::<_, DataFusionError>(())
+        };
+        let (rows, ()) = tokio::try_join!(feed, drain)?;
+        writer.join_unwind().await.map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??;
+        Ok(rows)
     }
 }
 

@@ -139,3 +139,58 @@ async fn depth_plans_run_elsewhere() {
         assert_eq!(sorted(&batches), local, "logical: {sql}");
     }
 }
+
+/// The plan of `COPY ... STORED AS BAM` (and SAM, CRAM) runs elsewhere: the decoded sink writes
+/// the same file, header and index as the plan run where it was made.
+#[tokio::test]
+async fn alignment_outputs_run_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = data("cram/ref.fa");
+    let source = data("corpus/bwa_mem.bam");
+    let cases = [
+        ("BAM", "bam", " OPTIONS ('index' 'bai', 'compression_level' '3')".to_string()),
+        ("SAM", "sam.gz", String::new()),
+        ("CRAM", "cram", format!(" OPTIONS ('reference' '{}')", reference.display())),
+    ];
+    for (format, extension, options) in cases {
+        let mut written = Vec::new();
+        for how in ["local", "elsewhere"] {
+            let ctx = split_context(2);
+            ctx.register_bam("t", source.to_str().unwrap(), BamOptions::default()).await.unwrap();
+            let out = dir.path().join(format!("{how}.{extension}"));
+            let sql = format!(
+                "COPY (SELECT * FROM t ORDER BY rname, pos) TO '{}' STORED AS {format}{options}",
+                out.display()
+            );
+            let plan = ctx.sql(&sql).await.unwrap().create_physical_plan().await.unwrap();
+            let plan = match how {
+                "local" => plan,
+                _ => {
+                    let bytes = physical_plan_to_bytes_with_extension_codec(plan, &BamPhysicalCodec).unwrap();
+                    let elsewhere = SessionContext::new();
+                    physical_plan_from_bytes_with_extension_codec(&bytes, &elsewhere.task_ctx(), &BamPhysicalCodec)
+                        .unwrap()
+                }
+            };
+            collect(plan, ctx.task_ctx()).await.unwrap();
+            written.push(out);
+        }
+        let view = |path: &std::path::Path| {
+            crate::oracle::samtools(&[
+                "view",
+                "-h",
+                "--no-PG",
+                "-T",
+                reference.to_str().unwrap(),
+                path.to_str().unwrap(),
+            ])
+        };
+        assert_eq!(view(&written[0]), view(&written[1]), "{format}");
+        assert!(view(&written[1]).contains("SO:coordinate"), "{format}");
+        if format == "BAM" {
+            let index = |p: &std::path::Path| std::fs::read(format!("{}.bai", p.display())).unwrap();
+            assert_eq!(index(&written[0]), index(&written[1]));
+            assert_eq!(std::fs::read(&written[0]).unwrap(), std::fs::read(&written[1]).unwrap());
+        }
+    }
+}

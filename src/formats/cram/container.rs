@@ -226,6 +226,22 @@ impl Reference {
         let repository = fasta::Repository::new(fasta::repository::adapters::IndexedReader::new(reader));
         Ok(Self { repository, path: Some(path.to_string()) })
     }
+
+    /// The sequences, read on demand and cached (a clone shares the cache).
+    pub fn repository(&self) -> fasta::Repository {
+        self.repository.clone()
+    }
+
+    /// The FASTA's path, if one was given.
+    pub fn path(&self) -> Option<&str> {
+        self.path.as_deref()
+    }
+}
+
+impl std::fmt::Debug for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reference").field("path", &self.path).finish()
+    }
 }
 
 thread_local! {
@@ -251,7 +267,7 @@ pub fn quiet_decode_panics() {
 }
 
 /// Runs `f`, turning a panic inside it into `Err(message)` (see [`quiet_decode_panics`]).
-fn catch_decode_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+pub fn catch_decode_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
     DECODING.with(|d| d.set(d.get() + 1));
     let result = panic::catch_unwind(AssertUnwindSafe(f));
     DECODING.with(|d| d.set(d.get() - 1));
