@@ -301,10 +301,9 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "index",
         default: Some("none"),
-        scope: "`COPY ... STORED AS BAM` (or `CRAM`)",
-        doc:
-            "`bai` or `csi` writes `out.bam.bai` (or `.csi`) beside a coordinate-sorted BAM output, as \
-              `samtools index` (`-c`) would; `crai` writes `out.cram.crai` beside a coordinate-sorted local CRAM output",
+        scope: "`COPY ... STORED AS BAM`",
+        doc: "`bai` or `csi` writes `out.bam.bai` (or `.csi`) beside a coordinate-sorted output, as \
+              `samtools index` (`-c`) would",
         set: |o, v| {
             o.index = match v.trim().to_ascii_lowercase().as_str() {
                 "bai" => OutputIndex::Bai,

@@ -59,7 +59,7 @@ pub fn md_and_nm(record: &RawRecord<'_>, reference: &[u8]) -> Option<(String, i6
     Some((md, nm))
 }
 
-/// Appends the aux fields `MD:Z` and `NM:i` that the BAM record (without its `block_size`) at
+/// Appends the aux fields `MD:Z` and `NM` (an integer) that the BAM record (without its `block_size`) at
 /// the end of `data`, from byte `from`, lacks, computed against `reference`.
 pub fn append_md_nm(data: &mut Vec<u8>, from: usize, n_ref: usize, reference: &[u8]) {
     let Ok(record) = RawRecord::parse(&data[from..], n_ref) else { return };
@@ -84,8 +84,21 @@ pub fn append_md_nm(data: &mut Vec<u8>, from: usize, n_ref: usize, reference: &[
         data.push(0);
     }
     if !has_nm {
-        data.extend_from_slice(b"NMi");
-        data.extend_from_slice(&(nm as i32).to_le_bytes());
+        // The smallest unsigned type, as htslib's CRAM decoder writes it (`NM:C` below 256).
+        data.extend_from_slice(b"NM");
+        match u8::try_from(nm) {
+            Ok(small) => data.extend([b'C', small]),
+            Err(_) => match u16::try_from(nm) {
+                Ok(medium) => {
+                    data.push(b'S');
+                    data.extend(medium.to_le_bytes());
+                }
+                Err(_) => {
+                    data.push(b'I');
+                    data.extend((nm as u32).to_le_bytes());
+                }
+            },
+        }
     }
 }
 
@@ -125,10 +138,10 @@ mod tests {
         let bytes = record(0, &cigar, b"NACGTTGTAC");
         let r = RawRecord::parse(&bytes, 1).unwrap();
         assert_eq!(md_and_nm(&r, reference), Some(("4A0^CG3".to_string(), 4)));
-        // Appended once, as MD:Z and NM:i; a record that has both is left as it is.
+        // Appended once, as MD:Z and NM:C; a record that has both is left as it is.
         let mut with = [b"earlier".as_slice(), &bytes].concat();
         append_md_nm(&mut with, 7, 1, reference);
-        assert_eq!(&with[7 + bytes.len()..], b"MDZ4A0^CG3\0NMi\x04\0\0\0");
+        assert_eq!(&with[7 + bytes.len()..], b"MDZ4A0^CG3\0NMC\x04");
         let before = with.clone();
         append_md_nm(&mut with, 7, 1, reference);
         assert_eq!(with, before);

@@ -41,7 +41,7 @@ fn records(path: &Path) -> Vec<String> {
 /// each value with its exact BAM type (`UInt8(0)` is not `Int32(0)`, `B:C` not `B:i`, `A` not
 /// `Z`); records sorted. `samtools view` prints every integer width as `i`, so only this sees
 /// widths.
-fn typed_records(path: &Path) -> Vec<String> {
+pub fn typed_records(path: &Path) -> Vec<String> {
     let mut reader = noodles_bam::io::reader::Builder.build_from_path(path).unwrap();
     // Past the header without parsing its text, which noodles refuses for some htslib-test files.
     let mut header = reader.header_reader();
