@@ -825,6 +825,7 @@ def write_cram(
     skip_damaged: bool | None = None,
     header: str | os.PathLike[str] | None = None,
     sort: bool = False,
+    index: str | None = None,
     storage_options: StorageOptions | None = None,
     progress: bool | ProgressCallback = False,
 ) -> int:
@@ -832,11 +833,15 @@ def write_cram(
     ``.fai``, holding every sequence of the header); returns the records written.
     ``COPY ... STORED AS CRAM``; sources and the other arguments as in :func:`write_bam`. A
     sequence the reference lacks, or whose MD5 differs from the header's ``M5``, raises
-    :class:`BamError` naming it, and nothing is written.
+    :class:`BamError` naming it, and nothing is written. ``index="crai"`` sorts by coordinate
+    and writes ``output.crai`` beside a local output.
     """
-    return _write_alignments_of("CRAM", source, output, {"reference": os.fspath(reference)}, columns=columns,
-                                where=where, min_mapq=min_mapq, region=region, skip_damaged=skip_damaged,
-                                header=header, sort=sort, storage_options=storage_options, progress=progress)
+    options = {"reference": os.fspath(reference)}
+    if index is not None:
+        options["index"] = index
+    return _write_alignments_of("CRAM", source, output, options, columns=columns, where=where, min_mapq=min_mapq,
+                                region=region, skip_damaged=skip_damaged, header=header,
+                                sort=sort or index is not None, storage_options=storage_options, progress=progress)
 
 
 def _write_alignments_of(

@@ -140,6 +140,7 @@ fn index_name(index: OutputIndex) -> &'static str {
         OutputIndex::None => "none",
         OutputIndex::Bai => "bai",
         OutputIndex::Csi => "csi",
+        OutputIndex::Crai => "crai",
     }
 }
 
@@ -148,6 +149,7 @@ fn index_of_name(name: &str) -> Result<OutputIndex> {
         "none" | "" => Ok(OutputIndex::None),
         "bai" => Ok(OutputIndex::Bai),
         "csi" => Ok(OutputIndex::Csi),
+        "crai" => Ok(OutputIndex::Crai),
         other => internal_err!("unknown output index {other:?}"),
     }
 }

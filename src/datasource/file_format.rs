@@ -198,14 +198,21 @@ impl FileFormat for BamFormat {
         })?;
         // The files' columns: without `PARTITIONED BY` columns, which DataFusion takes out.
         let kind = output_kind(self.options.format, &conf.original_url);
-        if kind != OutputKind::Bam && self.options.index != OutputIndex::None {
-            // noodles-cram 0.102's indexer (`fs::index`) decodes the records of multi-reference
-            // slices without a reference and panics (`io/reader/container/slice.rs`).
-            let what = format!(
-                "option index for a {} output (BAM outputs take it; index a CRAM with samtools index)",
-                self.options.format.name()
-            );
-            return Err(BamError::Unsupported { what }.into());
+        match (kind, self.options.index) {
+            (_, OutputIndex::None) | (OutputKind::Bam, OutputIndex::Bai | OutputIndex::Csi) => {}
+            // The `.crai` is built from the written file on disk (`write::cram::crai`).
+            (OutputKind::Cram, OutputIndex::Crai) if conf.object_store_url.as_str() == "file:///" => {}
+            (OutputKind::Cram, OutputIndex::Crai) => {
+                let what = "index 'crai' of a remote CRAM output (write it locally, or run samtools index)";
+                return Err(BamError::Unsupported { what: what.to_string() }.into());
+            }
+            (_, index) => {
+                let what = format!(
+                    "option index {index:?} for a {} output (BAM outputs take bai and csi, CRAM outputs crai)",
+                    self.options.format.name()
+                );
+                return Err(BamError::Unsupported { what }.into());
+            }
         }
         let reference = match kind {
             OutputKind::Cram => Reference::open(self.options.reference.as_deref())?,

@@ -115,6 +115,8 @@ pub enum OutputIndex {
     Bai,
     /// `x.bam.csi`, as `samtools index -c` writes (for references longer than BAI allows).
     Csi,
+    /// `x.cram.crai`, as `samtools index` writes for CRAM.
+    Crai,
 }
 
 /// About what 10,000 short reads with a few tags take: long reads stop the sample there.
@@ -301,15 +303,16 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "index",
         default: Some("none"),
-        scope: "`COPY ... STORED AS BAM`",
-        doc: "`bai` or `csi` writes `out.bam.bai` (or `.csi`) beside a coordinate-sorted output, as \
-              `samtools index` (`-c`) would",
+        scope: "`COPY ... STORED AS BAM` or `CRAM`",
+        doc: "`bai` or `csi` writes `out.bam.bai` (or `.csi`) beside a coordinate-sorted BAM output, as \
+              `samtools index` (`-c`) would; `crai`, `out.cram.crai` beside a coordinate-sorted local CRAM output",
         set: |o, v| {
             o.index = match v.trim().to_ascii_lowercase().as_str() {
                 "bai" => OutputIndex::Bai,
                 "csi" => OutputIndex::Csi,
+                "crai" => OutputIndex::Crai,
                 "none" | "" => OutputIndex::None,
-                _ => return invalid("index", format!("must be bai, csi or none, got {v:?}")),
+                _ => return invalid("index", format!("must be bai, csi, crai or none, got {v:?}")),
             };
             Ok(())
         },

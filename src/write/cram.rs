@@ -122,3 +122,60 @@ impl Write for ChannelWriter {
         Ok(())
     }
 }
+
+/// The `.crai` of a CRAM file on disk, as noodles-cram's `fs::index` builds it, but with the
+/// reference: noodles-cram 0.102 decodes the records of multi-reference slices there without one
+/// (`fasta::Repository::default(), // TODO` in `fs/index.rs`) and panics on the first mapped read.
+/// Each slice gives one entry per reference its records lie on, spanning them.
+pub fn crai(path: &std::path::Path, reference: &Reference) -> io::Result<Vec<u8>> {
+    use std::collections::BTreeMap;
+
+    use noodles_core::Position;
+    use sam::alignment::Record as _;
+
+    let mut reader = cram::io::Reader::new(std::fs::File::open(path)?);
+    let header = reader.read_header()?;
+    let mut index = Vec::new();
+    let mut container = cram::io::reader::Container::default();
+    let mut container_position = reader.position()?;
+    loop {
+        let container_len = match reader.read_container(&mut container)? {
+            0 => break,
+            n => n,
+        };
+        let compression_header = container.compression_header()?;
+        let landmarks = container.header().landmarks().to_vec();
+        for (i, slice) in container.slices().enumerate() {
+            let slice = slice?;
+            let landmark = landmarks[i];
+            let slice_length = landmarks.get(i + 1).copied().unwrap_or(container_len) - landmark;
+            let (core, external) = slice.decode_blocks()?;
+            let records = slice.records(reference.repository(), &header, &compression_header, &core, &external)?;
+            // Per reference (None: unplaced), the first start and last end of its records.
+            let mut spans: BTreeMap<Option<usize>, Option<(Position, Position)>> = BTreeMap::new();
+            for record in &records {
+                let id = record.reference_sequence_id(&header).transpose()?;
+                let span = spans.entry(id).or_default();
+                if let (Some(_), Some(start)) = (id, record.alignment_start().transpose()?) {
+                    let end = record.alignment_end().transpose()?.unwrap_or(start).max(start);
+                    *span = Some(match *span {
+                        Some((first, last)) => (first.min(start), last.max(end)),
+                        None => (start, end),
+                    });
+                }
+            }
+            for (id, span) in spans {
+                let (start, length) = match (id, span) {
+                    (Some(_), Some((start, end))) => (Some(start), usize::from(end) - usize::from(start) + 1),
+                    _ => (None, 0),
+                };
+                let (offset, landmark, length_bytes) = (container_position, landmark as u64, slice_length as u64);
+                index.push(cram::crai::Record::new(id, start, length, offset, landmark, length_bytes));
+            }
+        }
+        container_position = reader.position()?;
+    }
+    let mut writer = cram::crai::io::Writer::new(Vec::new());
+    writer.write_index(&index)?;
+    writer.finish()
+}

@@ -36,10 +36,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 
 use crate::bgzf::framing::BGZF_EOF;
+use crate::formats::cram::container::catch_decode_panic;
 use crate::formats::cram::container::Reference;
 use crate::formats::OutputKind;
 use crate::options::OutputIndex;
-use crate::write::cram::write_cram;
+use crate::write::cram::{crai, write_cram};
 use crate::write::encode::{EncodedBatch, RecordEncoder};
 use crate::write::record::AlignmentContext;
 
@@ -60,7 +61,11 @@ impl BamSink {
     /// A sink writing `encoder`'s records, and `index` beside each file (its rows must then come
     /// in coordinate order).
     pub fn new(config: FileSinkConfig, encoder: RecordEncoder, index: OutputIndex, reference: Reference) -> Self {
-        let encoder = if index == OutputIndex::None { encoder } else { encoder.with_placements() };
+        // BAM indexes are built from each record's place as it is written; a `.crai` from the file.
+        let encoder = match index {
+            OutputIndex::Bai | OutputIndex::Csi => encoder.with_placements(),
+            OutputIndex::None | OutputIndex::Crai => encoder,
+        };
         Self { config, encoder: Arc::new(encoder), index, reference }
     }
 }
@@ -181,7 +186,7 @@ impl OutputFile {
             let header = encoder.header_blocks(&name)?;
             let mut offset = header.len() as u64;
             let mut indexer = match self.index {
-                OutputIndex::None => None,
+                OutputIndex::None | OutputIndex::Crai => None,
                 format => Some(OutputIndexer::new(format, encoder.header(), offset)?),
             };
             out.write_all(&header).await?;
@@ -213,6 +218,10 @@ impl OutputFile {
                 out.write_all(&BGZF_EOF).await?;
             }
             out.shutdown().await?;
+            let index = match self.index {
+                OutputIndex::Crai => Some(("crai", self.crai().await?)),
+                _ => index,
+            };
             Ok::<_, DataFusionError>((rows, index))
         }
         .await;
@@ -238,6 +247,20 @@ impl OutputFile {
 }
 
 impl OutputFile {
+    /// The `.crai` of this CRAM file, complete on the local disk.
+    async fn crai(&self) -> Result<Vec<u8>> {
+        let local = std::path::PathBuf::from(format!("/{}", self.path));
+        let (name, reference) = (self.path.to_string(), self.reference.clone());
+        SpawnedTask::spawn_blocking(move || {
+            catch_decode_panic(|| crai(&local, &reference))
+                .unwrap_or_else(|panicked| Err(std::io::Error::other(panicked)))
+        })
+        .join_unwind()
+        .await
+        .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))?
+        .map_err(|e| DataFusionError::Execution(format!("CRAM output {name}: cannot index it: {e}")))
+    }
+
     /// Feeds the encoded batches, in order, to the file's one CRAM writer (on a blocking thread)
     /// and writes its bytes to `out` as they come; returns the records written.
     async fn write_cram<S>(&self, encoder: &RecordEncoder, encoded: &mut S, out: &mut BufWriter) -> Result<u64>

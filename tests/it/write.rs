@@ -727,30 +727,46 @@ async fn cram_outputs_name_the_reference_they_lack() {
     assert!(matches!(BamError::find(&error), Some(BamError::Unsupported { .. })), "{error}");
 }
 
-/// A sorted CRAM output is marked `SO:coordinate`, and `samtools index` indexes it: its region
-/// queries give what they give on the source. (`index` is refused for CRAM: see docs/writing.md.)
+/// A sorted CRAM output is marked `SO:coordinate`, and option `index 'crai'` writes its `.crai`:
+/// samtools' region queries through it give what they give on the source, and on the same file
+/// indexed by `samtools index`. `crai` is refused for unsorted and BAM outputs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sorted_cram_outputs_index_with_samtools() {
+async fn sorted_cram_outputs_are_indexed() {
     let dir = tempfile::tempdir().unwrap();
     let reference = data("cram/ref.fa");
-    let source = data("corpus/bwa_mem.bam");
-    let ctx = split_context(2);
-    create_table(&ctx, "t", &source).await;
-    let out = dir.path().join("sorted.cram");
-    let options = format!("OPTIONS ('reference' '{}')", reference.display());
-    let copy = format!("COPY (SELECT * FROM t ORDER BY rname, pos) TO '{}' STORED AS CRAM {options}", out.display());
-    query(&ctx, &copy).await.unwrap();
-    let (out, reference, source) = (out.to_str().unwrap(), reference.to_str().unwrap(), source.to_str().unwrap());
-    assert!(samtools(&["view", "-H", out]).contains("SO:coordinate"));
-    samtools(&["index", out]);
-    for region in ["chr1:20000-40000", "chr2", "chrM:100-200"] {
-        let expected = samtools(&["view", "-c", source, region]);
-        assert_eq!(samtools(&["view", "-c", "-T", reference, out, region]), expected, "{region}");
-        assert!(expected.trim().parse::<u64>().unwrap() > 0, "{region}");
+    for name in ["corpus/bwa_mem.bam", "corpus/minimap2_long_Y.bam"] {
+        let source = data(name);
+        let ctx = split_context(2);
+        create_table(&ctx, "t", &source).await;
+        let out = dir.path().join(format!("{}.cram", name.replace('/', "_")));
+        let options = format!("OPTIONS ('reference' '{}', 'index' 'crai')", reference.display());
+        let copy =
+            format!("COPY (SELECT * FROM t ORDER BY rname, pos) TO '{}' STORED AS CRAM {options}", out.display());
+        query(&ctx, &copy).await.unwrap();
+        let by_samtools = dir.path().join("by_samtools.cram");
+        std::fs::copy(&out, &by_samtools).unwrap();
+        samtools(&["index", by_samtools.to_str().unwrap()]);
+        let (out, reference, source) = (out.to_str().unwrap(), reference.to_str().unwrap(), source.to_str().unwrap());
+        assert!(std::path::Path::new(&format!("{out}.crai")).is_file());
+        assert!(samtools(&["view", "-H", out]).contains("SO:coordinate"));
+        for region in ["chr1:20000-40000", "chr1:99000-100000", "chr2", "chrM:100-200", "*"] {
+            let expected = samtools(&["view", "-c", source, region]);
+            assert_eq!(samtools(&["view", "-c", "-T", reference, out, region]), expected, "{name} {region}");
+            let by_samtools = by_samtools.to_str().unwrap();
+            assert_eq!(samtools(&["view", "-c", "-T", reference, by_samtools, region]), expected, "{name} {region}");
+        }
     }
-    let indexed = format!(
-        "COPY (SELECT * FROM t ORDER BY rname, pos) TO '{}/x.cram' STORED AS CRAM OPTIONS ('reference' '{reference}', 'index' 'bai')",
+    let ctx = split_context(2);
+    create_table(&ctx, "t", &data("corpus/bwa_mem.bam")).await;
+    let reference = reference.display();
+    let unsorted = format!(
+        "COPY (SELECT * FROM t) TO '{}/u.cram' STORED AS CRAM OPTIONS ('reference' '{reference}', 'index' 'crai')",
         dir.path().display()
     );
-    assert!(matches!(BamError::find(&query(&ctx, &indexed).await.unwrap_err()), Some(BamError::Unsupported { .. })));
+    assert!(query(&ctx, &unsorted).await.unwrap_err().to_string().contains("coordinate-sorted"));
+    let bam = format!(
+        "COPY (SELECT * FROM t ORDER BY rname, pos) TO '{}/x.bam' STORED AS BAM OPTIONS ('index' 'crai')",
+        dir.path().display()
+    );
+    assert!(matches!(BamError::find(&query(&ctx, &bam).await.unwrap_err()), Some(BamError::Unsupported { .. })));
 }
