@@ -60,7 +60,7 @@ pub(super) fn encode_sink(exec: &DataSinkExec) -> Result<Option<SinkNode>> {
         OutputKind::Sam { bgzf: true } => "sam.gz",
         OutputKind::Cram => "cram",
     };
-    let index = index_name(sink.index());
+    let index = sink.index().name();
     Ok(Some(SinkNode {
         config: Some(sink.config().try_into()?),
         header: String::from_utf8_lossy(header.get_ref()).into_owned(),
@@ -120,7 +120,7 @@ pub(super) fn encode_format(factory: Arc<dyn FileFormatFactory>, buf: &mut Vec<u
         options: Some(BamOptionsNode::new(options)),
         header: options.header.clone(),
         compression_level: u32::from(options.compression_level),
-        index: index_name(options.index).to_string(),
+        index: options.index.name().to_string(),
     };
     node.encode(buf).map_err(|e| super::encode_error("file format", e))
 }
@@ -135,21 +135,7 @@ pub(super) fn decode_format(buf: &[u8]) -> Result<Arc<dyn FileFormatFactory>> {
     Ok(Arc::new(BamFormatFactory::new(options)))
 }
 
-fn index_name(index: OutputIndex) -> &'static str {
-    match index {
-        OutputIndex::None => "none",
-        OutputIndex::Bai => "bai",
-        OutputIndex::Csi => "csi",
-        OutputIndex::Crai => "crai",
-    }
-}
-
 fn index_of_name(name: &str) -> Result<OutputIndex> {
-    match name {
-        "none" | "" => Ok(OutputIndex::None),
-        "bai" => Ok(OutputIndex::Bai),
-        "csi" => Ok(OutputIndex::Csi),
-        "crai" => Ok(OutputIndex::Crai),
-        other => internal_err!("unknown output index {other:?}"),
-    }
+    OutputIndex::from_name(name)
+        .ok_or_else(|| DataFusionError::Internal(format!("a serialized BAM output has unknown index {name:?}")))
 }

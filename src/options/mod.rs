@@ -119,6 +119,26 @@ pub enum OutputIndex {
     Crai,
 }
 
+impl OutputIndex {
+    /// The option's value for this index (`none`, `bai`, `csi`, `crai`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Bai => "bai",
+            Self::Csi => "csi",
+            Self::Crai => "crai",
+        }
+    }
+
+    /// The index an option value names, in any case; an empty value is `none`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "" => Some(Self::None),
+            name => [Self::None, Self::Bai, Self::Csi, Self::Crai].into_iter().find(|i| i.name() == name),
+        }
+    }
+}
+
 /// About what 10,000 short reads with a few tags take: long reads stop the sample there.
 pub const DEFAULT_TAG_SAMPLE_BYTES: usize = 4 << 20;
 
@@ -307,12 +327,9 @@ pub const OPTIONS: &[OptionSpec] = &[
         doc: "`bai` or `csi` writes `out.bam.bai` (or `.csi`) beside a coordinate-sorted BAM output, as \
               `samtools index` (`-c`) would; `crai`, `out.cram.crai` beside a coordinate-sorted local CRAM output",
         set: |o, v| {
-            o.index = match v.trim().to_ascii_lowercase().as_str() {
-                "bai" => OutputIndex::Bai,
-                "csi" => OutputIndex::Csi,
-                "crai" => OutputIndex::Crai,
-                "none" | "" => OutputIndex::None,
-                _ => return invalid("index", format!("must be bai, csi, crai or none, got {v:?}")),
+            o.index = match OutputIndex::from_name(v) {
+                Some(index) => index,
+                None => return invalid("index", format!("must be bai, csi, crai or none, got {v:?}")),
             };
             Ok(())
         },

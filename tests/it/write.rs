@@ -19,22 +19,7 @@ async fn create_table(ctx: &datafusion::prelude::SessionContext, name: &str, pat
 /// `samtools view` of a file, each record as its eleven fields and its aux fields sorted (a
 /// record's tags are a set: the table keeps typed tags and the others apart), records sorted.
 fn records(path: &Path) -> Vec<String> {
-    let mut lines: Vec<String> = samtools(&["view", "--no-PG", path.to_str().unwrap()])
-        .lines()
-        .map(|line| {
-            let fields: Vec<&str> = line.split('\t').collect();
-            let mut tags = fields[11..].to_vec();
-            tags.sort();
-            let mut canonical = fields[..11].join("\t");
-            for tag in tags {
-                canonical.push('\t');
-                canonical.push_str(tag);
-            }
-            canonical
-        })
-        .collect();
-    lines.sort();
-    lines
+    records_with(path, None)
 }
 
 /// Every record of a BAM file as noodles decodes it: the fixed fields, and the aux fields sorted,
@@ -598,8 +583,7 @@ async fn a_sort_larger_than_the_memory_pool_spills() {
     samtools(&["quickcheck", sorted.to_str().unwrap()]);
 }
 
-/// `samtools view` records of `path` (read against `reference` if given) as sorted lines, each
-/// with its aux fields sorted.
+/// [`records`] of `path`, read against `reference` if given (a CRAM).
 fn records_with(path: &Path, reference: Option<&Path>) -> Vec<String> {
     let mut args = vec!["view", "--no-PG"];
     if let Some(reference) = reference {
