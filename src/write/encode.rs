@@ -210,7 +210,7 @@ impl RecordEncoder {
             // `flush` ends the last block without the end-of-file marker, which only the file's end gets.
             .and_then(|()| writer.flush());
         compressed.map_err(|e: std::io::Error| {
-            DataFusionError::Execution(format!("BAM output {path}: BGZF compression failed: {e}"))
+            DataFusionError::Execution(format!("output {path}: BGZF compression failed: {e}"))
         })?;
         positions.pop();
         Ok((writer.into_inner(), positions))

@@ -36,8 +36,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 
 use crate::bgzf::framing::BGZF_EOF;
-use crate::formats::cram::container::catch_decode_panic;
-use crate::formats::cram::container::Reference;
+use crate::formats::cram::container::{catch_decode_panic, Reference};
 use crate::formats::OutputKind;
 use crate::options::OutputIndex;
 use crate::write::cram::{crai, write_cram};
@@ -68,9 +67,7 @@ impl BamSink {
         };
         Self { config, encoder: Arc::new(encoder), index, reference }
     }
-}
 
-impl BamSink {
     pub fn encoder(&self) -> &RecordEncoder {
         &self.encoder
     }
@@ -152,7 +149,7 @@ impl FileSink for BamSink {
                 // A partitioned COPY that failed leaves none of its files.
                 for path in written {
                     if let Err(removal) = object_store.delete(&path).await {
-                        log::warn!("BAM output {path} of a failed COPY could not be removed: {removal}");
+                        log::warn!("output {path} of a failed COPY could not be removed: {removal}");
                     }
                 }
                 Err(e)
@@ -218,13 +215,20 @@ impl OutputFile {
                 out.write_all(&BGZF_EOF).await?;
             }
             out.shutdown().await?;
-            let index = match self.index {
-                OutputIndex::Crai => Some(("crai", self.crai().await?)),
-                _ => index,
-            };
             Ok::<_, DataFusionError>((rows, index))
         }
         .await;
+        // A `.crai` is read from the complete file; if it cannot be made, the file goes too.
+        let written = match (written, self.index) {
+            (Ok((rows, _)), OutputIndex::Crai) => match self.crai().await {
+                Ok(bytes) => Ok((rows, Some(("crai", bytes)))),
+                Err(e) => {
+                    let _ = self.store.delete(&self.path).await;
+                    return Err(e);
+                }
+            },
+            (written, _) => written,
+        };
         match written {
             Ok((rows, None)) => Ok((vec![self.path], rows)),
             Ok((rows, Some((extension, bytes)))) => {
@@ -232,21 +236,19 @@ impl OutputFile {
                 let index_path = Path::from(format!("{}.{extension}", self.path));
                 if let Err(e) = self.store.put(&index_path, bytes.into()).await {
                     let _ = self.store.delete(&self.path).await;
-                    return Err(DataFusionError::Execution(format!("BAM output {name}: cannot write its index: {e}")));
+                    return Err(DataFusionError::Execution(format!("output {name}: cannot write its index: {e}")));
                 }
                 Ok((vec![self.path, index_path], rows))
             }
             Err(e) => {
                 if let Err(abort) = out.abort().await {
-                    log::warn!("BAM output {name}: aborting the upload failed: {abort}");
+                    log::warn!("output {name}: aborting the upload failed: {abort}");
                 }
                 Err(e)
             }
         }
     }
-}
 
-impl OutputFile {
     /// The `.crai` of this CRAM file, complete on the local disk.
     async fn crai(&self) -> Result<Vec<u8>> {
         let local = std::path::PathBuf::from(format!("/{}", self.path));
