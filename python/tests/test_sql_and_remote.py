@@ -352,6 +352,26 @@ def test_bam_written_to_s3_with_a_remote_header(moto: Moto, ctx: SessionContext,
     assert keys == ["bam/q30.bam", "bam/region.bam"]
 
 
+def test_sam_and_cram_written_to_s3(moto: Moto, tmp_path: Path) -> None:
+    options = s3_options(moto)
+    corpus = str(DATA / "corpus" / "bwa_mem.bam")
+    reference = str(DATA / "cram" / "ref.fa")
+    assert bam.write_sam(SAMPLE, f"s3://{BUCKET}/alignments/q30.sam.gz", min_mapq=30, storage_options=options) > 0
+    assert bam.write_cram(corpus, f"s3://{BUCKET}/alignments/reads.cram", reference=reference, storage_options=options) > 0
+    sam = tmp_path / "q30.sam.gz"
+    sam.write_bytes(moto.client().get_object(Bucket=BUCKET, Key="alignments/q30.sam.gz")["Body"].read())
+    assert sam_records(sam) == sam_records(SAMPLE, "-q", "30")
+    cram = tmp_path / "reads.cram"
+    cram.write_bytes(moto.client().get_object(Bucket=BUCKET, Key="alignments/reads.cram")["Body"].read())
+    assert samtools("view", "-c", "-T", reference, str(cram)) == samtools("view", "-c", corpus)
+    # A .crai is made from a file on disk: refused for a remote output, which is not written.
+    with pytest.raises(bam.BamError, match="crai"):
+        bam.write_cram(corpus, f"s3://{BUCKET}/alignments/indexed.cram", reference=reference, index="crai",
+                       storage_options=options)
+    keys = [o["Key"] for o in moto.client().list_objects_v2(Bucket=BUCKET, Prefix="alignments/")["Contents"]]
+    assert keys == ["alignments/q30.sam.gz", "alignments/reads.cram"]
+
+
 def test_http_location(moto: Moto, ctx: SessionContext) -> None:
     url = f"{moto.endpoint}/{BUCKET}/sample.bam"
     ctx.register_table("h", bam.table(url))
