@@ -181,6 +181,40 @@ fn example_write_bam() {
     }
 }
 
+/// SAM and CRAM outputs from the CLI, by `STORED AS` and by the target's name: samtools reads
+/// them as it reads the source, and CRAM's options (its reference) reach the writer.
+#[test]
+fn copy_to_sam_and_cram() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = data("corpus/bwa_mem.bam");
+    let source = source.to_str().unwrap();
+    let reference = data("cram/ref.fa");
+    let reference = reference.to_str().unwrap();
+    let create = format!("CREATE EXTERNAL TABLE reads STORED AS BAM LOCATION '{source}'");
+    let copies = [
+        "COPY (SELECT * FROM reads) TO 'plain.sam' STORED AS SAM".to_string(),
+        "COPY (SELECT * FROM reads) TO 'named.sam'".to_string(),
+        format!("COPY (SELECT * FROM reads) TO 'reads.cram' STORED AS CRAM OPTIONS ('reference' '{reference}')"),
+        format!("COPY (SELECT * FROM reads ORDER BY rname, pos) TO 'named.cram' OPTIONS ('reference' '{reference}', 'index' 'crai')"),
+    ];
+    let mut args = vec!["-q", "-c", create.as_str()];
+    for copy in &copies {
+        args.extend(["-c", copy.as_str()]);
+    }
+    stdout_ok(&run_in(dir.path(), &args));
+    let count = samtools_count(&[source]);
+    for name in ["plain.sam", "named.sam", "reads.cram", "named.cram"] {
+        let path = dir.path().join(name);
+        let path = path.to_str().unwrap();
+        assert_eq!(samtools_count(&["-T", reference, path]), count, "{name}");
+    }
+    assert!(std::fs::read_to_string(dir.path().join("plain.sam")).unwrap().starts_with("@HD"));
+    assert!(dir.path().join("named.cram.crai").is_file());
+    let named = dir.path().join("named.cram");
+    let region = samtools_count(&["-T", reference, named.to_str().unwrap(), "chr2"]);
+    assert_eq!(region, samtools_count(&[source, "chr2"]));
+}
+
 #[test]
 fn example_cram() {
     let dir = tempfile::tempdir().unwrap();
