@@ -21,6 +21,7 @@ use crate::datasource::file_format::BamFormatFactory;
 use crate::formats::cram::container::Reference;
 use crate::formats::OutputKind;
 use crate::options::OutputIndex;
+use crate::schema::{IntWidth, TagKind, TagLayout, TagName};
 use crate::write::encode::RecordEncoder;
 use crate::write::sink::BamSink;
 
@@ -41,6 +42,10 @@ pub(super) struct SinkNode {
     index: String,
     #[prost(string, optional, tag = "6")]
     reference: Option<String>,
+    /// The encoder's `tags` fields as `NAME\tSAM_TYPE[\tWIDTH]`: what the plan resolved, hints
+    /// from the header's file included, so that they are not sampled again.
+    #[prost(string, repeated, tag = "7")]
+    tags: Vec<String>,
 }
 
 /// The sink node of `exec`, if it writes through a [`BamSink`]. Its sort requirement is not
@@ -68,6 +73,7 @@ pub(super) fn encode_sink(exec: &DataSinkExec) -> Result<Option<SinkNode>> {
         kind: kind.to_string(),
         index: index.to_string(),
         reference: sink.reference().path().map(str::to_string),
+        tags: encoder.tags().iter().map(|(name, kind)| tag_text(*name, *kind)).collect(),
     }))
 }
 
@@ -91,7 +97,8 @@ pub(super) fn decode_sink(node: SinkNode, inputs: &[Arc<dyn ExecutionPlan>]) -> 
     };
     let index = index_of_name(&node.index)?;
     // The files' columns: without `PARTITIONED BY` columns, as when the plan was made.
-    let encoder = RecordEncoder::try_new(&get_writer_schema(&config), Arc::new(header), level)?.with_kind(kind);
+    let hints = TagLayout { tags: node.tags.iter().map(|t| tag_of_text(t)).collect::<Result<_>>()? };
+    let encoder = RecordEncoder::try_new(&get_writer_schema(&config), Arc::new(header), level, &hints)?.with_kind(kind);
     let reference = Reference::open(node.reference.as_deref())?;
     let sink = BamSink::new(config, encoder, index, reference);
     Ok(Arc::new(DataSinkExec::new(Arc::clone(input), Arc::new(sink), None)))
@@ -138,4 +145,24 @@ pub(super) fn decode_format(buf: &[u8]) -> Result<Arc<dyn FileFormatFactory>> {
 fn index_of_name(name: &str) -> Result<OutputIndex> {
     OutputIndex::from_name(name)
         .ok_or_else(|| DataFusionError::Internal(format!("a serialized BAM output has unknown index {name:?}")))
+}
+
+fn tag_text(name: TagName, kind: TagKind) -> String {
+    let name = String::from_utf8_lossy(&name);
+    match kind {
+        TagKind::Int(width) => format!("{name}\t{}\t{}", kind.sam_type(), width.metadata_value()),
+        _ => format!("{name}\t{}", kind.sam_type()),
+    }
+}
+
+fn tag_of_text(text: &str) -> Result<(TagName, TagKind)> {
+    let invalid = || DataFusionError::Internal(format!("a serialized BAM output has an invalid tag field {text:?}"));
+    let mut parts = text.split('\t');
+    let name = match parts.next().map(str::as_bytes) {
+        Some(&[a, b]) => [a, b],
+        _ => return Err(invalid()),
+    };
+    let kind = parts.next().and_then(TagKind::from_sam_type).ok_or_else(invalid)?;
+    let width = parts.next().map(|w| IntWidth::from_metadata_value(w).ok_or_else(invalid)).transpose()?;
+    Ok((name, kind.with_width_of(width.map(TagKind::Int))))
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
@@ -23,7 +23,7 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::physical_expr::LexRequirement;
 use datafusion::physical_plan::ExecutionPlan;
 use noodles_bgzf::io::writer::CompressionLevel;
-use object_store::{ObjectMeta, ObjectStore};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::datasource::source::BamSource;
 use crate::decode::pushdown::region_predicate;
@@ -34,8 +34,8 @@ use crate::formats::{
     check_regions, indexed_record_count, infer_layout, load_planning_facts, output_kind, read_sam_header, OutputKind,
 };
 use crate::io::store::object_store_for;
-use crate::options::{BamOptions, OutputIndex};
-use crate::schema::bam_schema;
+use crate::options::{AlignmentFormat, BamOptions, OutputIndex};
+use crate::schema::{bam_schema, TagLayout, SAM_TYPE_KEY};
 use crate::write::encode::RecordEncoder;
 use crate::write::sink::{is_coordinate_order, output_header, BamSink};
 
@@ -218,7 +218,9 @@ impl FileFormat for BamFormat {
             OutputKind::Cram => Reference::open(self.options.reference.as_deref())?,
             _ => Reference::default(),
         };
-        let encoder = RecordEncoder::try_new(&get_writer_schema(&conf), Arc::new(header), level)?.with_kind(kind);
+        let schema = get_writer_schema(&conf);
+        let hints = self.tag_hints(state, &schema).await?;
+        let encoder = RecordEncoder::try_new(&schema, Arc::new(header), level, &hints)?.with_kind(kind);
         let sink = BamSink::new(conf, encoder, self.options.index, reference);
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), order_requirements)))
     }
@@ -235,6 +237,24 @@ impl FileFormat for BamFormat {
 }
 
 impl BamFormat {
+    /// The tag types of option `header`'s file, sampled as a table samples them, when some
+    /// `tags` field of `schema` has no `sam_type` metadata (rows from polars, or a struct built in
+    /// SQL) and so needs them; else none.
+    async fn tag_hints(&self, state: &dyn Session, schema: &Schema) -> Result<TagLayout> {
+        let untyped = match schema.field_with_name("tags").map(|f| f.data_type()) {
+            Ok(DataType::Struct(fields)) => fields.iter().any(|f| !f.metadata().contains_key(SAM_TYPE_KEY)),
+            _ => false,
+        };
+        let Some(location) = self.options.header.as_ref().filter(|_| untyped) else {
+            return Ok(TagLayout::default());
+        };
+        let url = ListingTableUrl::parse(location)?;
+        let store = object_store_for(state.runtime_env(), &url, &HashMap::new()).await?;
+        let object = store.head(url.prefix()).await.map_err(|e| BamError::store(location, e))?;
+        let options = BamOptions::default().with_format(AlignmentFormat::of_path(location));
+        infer_layout(&store, None, &[object], &options).await
+    }
+
     /// The header a BAM output starts from: option `header`'s file, else the first BAM file the
     /// query reads, whose references every other file read must share, with the read groups of
     /// all of them.

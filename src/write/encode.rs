@@ -15,7 +15,9 @@ use sam::alignment::io::Write as _;
 
 use crate::error::BamError;
 use crate::formats::OutputKind;
-use crate::schema::{col, fixed_column_type, int_width_of, IntWidth, TagKind, TagName, COLUMN_NAMES, SAM_TYPE_KEY};
+use crate::schema::{
+    col, fixed_column_type, int_width_of, IntWidth, TagKind, TagLayout, TagName, COLUMN_NAMES, SAM_TYPE_KEY,
+};
 use crate::write::record::{write_record, AlignmentContext, Columns, Scratch};
 
 /// The columns a BAM record needs: SAM's eleven mandatory fields.
@@ -59,10 +61,15 @@ impl RecordEncoder {
     /// Checks that `schema` can make BAM records: every mandatory SAM field present (with a type
     /// that casts to the table's), nothing that has no place in a record (`endpos` is derived and
     /// ignored).
+    ///
+    /// `hints` types the `tags` fields that carry no `sam_type` metadata and whose Arrow type
+    /// leaves the BAM type open (text, Int64, lists of Int64): a sample of the header's file, so
+    /// that rows that went through polars, which drops field metadata, get their tags' types back.
     pub fn try_new(
         schema: &Schema,
         header: Arc<sam::Header>,
         compression: bgzf::io::writer::CompressionLevel,
+        hints: &TagLayout,
     ) -> Result<Self> {
         let mut index_of = [None; col::COUNT];
         let mut tags = Vec::new();
@@ -75,7 +82,7 @@ impl RecordEncoder {
                 );
             };
             if id == col::TAGS {
-                tags = tag_fields(field.data_type())?;
+                tags = tag_fields(field.data_type(), hints)?;
             } else {
                 let expected = expected_type(id);
                 if !arrow::compute::can_cast_types(field.data_type(), &expected) {
@@ -100,6 +107,11 @@ impl RecordEncoder {
     /// This encoder, writing `kind` of output.
     pub fn with_kind(self, kind: OutputKind) -> Self {
         Self { kind, ..self }
+    }
+
+    /// The `tags` struct's fields, each with the BAM type it is written as.
+    pub fn tags(&self) -> &[(TagName, TagKind)] {
+        &self.tags
     }
 
     pub fn kind(&self) -> OutputKind {
@@ -255,7 +267,7 @@ fn bam_int_type(data_type: &DataType) -> Option<u8> {
 /// The fields of a `tags` struct, typed by their `sam_type` and `bam_int_type` metadata or, for a
 /// struct built without it (in SQL, or by polars, which drops field metadata), by their Arrow
 /// type: an integer type of BAM's widths keeps its width, a wider one gets htslib's rule.
-fn tag_fields(data_type: &DataType) -> Result<Vec<(TagName, TagKind)>> {
+fn tag_fields(data_type: &DataType, hints: &TagLayout) -> Result<Vec<(TagName, TagKind)>> {
     let DataType::Struct(fields) = data_type else {
         return plan_err!("column tags is {data_type}, not a struct of tag fields");
     };
@@ -268,6 +280,12 @@ fn tag_fields(data_type: &DataType) -> Result<Vec<(TagName, TagKind)>> {
             };
             let by_metadata = f.metadata().get(SAM_TYPE_KEY).and_then(|t| TagKind::from_sam_type(t));
             let by_metadata = by_metadata.map(|kind| kind.with_width_of(int_width_of(f).map(TagKind::Int)));
+            // An Arrow integer of a BAM width is a chosen width; other types leave it to hints.
+            let open = match f.data_type() {
+                DataType::List(item) => bam_int_type(item.data_type()).is_none(),
+                t => bam_int_type(t).is_none(),
+            };
+            let hint = hints.tags.iter().find(|(tag, _)| *tag == name).map(|(_, kind)| *kind).filter(|_| open);
             let by_type = match f.data_type() {
                 DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(TagKind::String),
                 t if t.is_integer() => Some(TagKind::Int(match bam_int_type(t) {
@@ -281,10 +299,24 @@ fn tag_fields(data_type: &DataType) -> Result<Vec<(TagName, TagKind)>> {
                 DataType::List(item) if item.data_type().is_floating() => Some(TagKind::FloatArray),
                 _ => None,
             };
-            match by_metadata.or(by_type) {
+            let by_hint = hint.filter(|h| by_type.is_some_and(|t| same_class(*h, t)));
+            match by_metadata.or(by_hint).or(by_type) {
                 Some(kind) if arrow::compute::can_cast_types(f.data_type(), &kind.data_type()) => Ok((name, kind)),
                 _ => plan_err!("tags field {} ({}) has no SAM type", f.name(), f.data_type()),
             }
         })
         .collect()
+}
+
+/// Whether two kinds hold the same Arrow values: text, integers, integer arrays, floats, float
+/// arrays.
+fn same_class(a: TagKind, b: TagKind) -> bool {
+    let class = |k: TagKind| match k {
+        TagKind::Char | TagKind::String | TagKind::Hex => 0,
+        TagKind::Int(_) => 1,
+        TagKind::IntArray(_) => 2,
+        TagKind::Float => 3,
+        TagKind::FloatArray => 4,
+    };
+    class(a) == class(b)
 }

@@ -754,3 +754,37 @@ async fn sorted_cram_outputs_are_indexed() {
     );
     assert!(matches!(BamError::find(&query(&ctx, &bam).await.unwrap_err()), Some(BamError::Unsupported { .. })));
 }
+
+/// Tags built without the table's metadata (a struct made in SQL, as rows that went through
+/// polars) take their types from a sample of option `header`'s file: `tp:A` stays `A`, integers
+/// keep htslib's widths. An Arrow integer of a BAM width keeps that width.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untyped_tags_take_their_types_from_the_header_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = data("sample.bam");
+    let ctx = crate::context();
+    create_table(&ctx, "t", &sample).await;
+    let out = dir.path().join("rebuilt.bam");
+    let copy = format!(
+        "COPY (SELECT qname, flag, rname, pos, mapq, cigar, rnext, pnext, tlen, seq, qual, \
+         named_struct('tp', tags['tp'], 'NM', tags['NM'], 'XU', arrow_cast(tags['AS'], 'UInt16')) AS tags FROM t) \
+         TO '{}' STORED AS BAM OPTIONS ('header' '{}')",
+        out.display(),
+        sample.display()
+    );
+    query(&ctx, &copy).await.unwrap();
+    let typed = typed_records(&out);
+    // The aux fields are Debug text inside Debug text: their quotes come escaped.
+    let count = |what: &str| typed.iter().filter(|r| r.contains(what)).count();
+    assert_eq!(count(r#"Tag(\"tp\"), Character("#), count(r#"Tag(\"tp\")"#));
+    assert_eq!(count(r#"Tag(\"XU\"), UInt16("#), count(r#"Tag(\"XU\")"#));
+    assert!(count(r#"Tag(\"tp\")"#) > 1000 && count(r#"Tag(\"XU\")"#) > 1000);
+    let expected = typed_records(&sample);
+    let nm = |r: &String| r.split(r#"Tag(\"NM\"), "#).nth(1).map(|v| v.split(')').next().unwrap().to_string());
+    let mut got: Vec<_> = typed.iter().map(nm).collect();
+    let mut want: Vec<_> = expected.iter().map(nm).collect();
+    got.sort();
+    want.sort();
+    assert!(got.iter().filter(|v| v.is_some()).count() > 1000);
+    assert_eq!(got, want, "NM's values and widths");
+}
