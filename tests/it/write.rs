@@ -103,34 +103,41 @@ fn quickcheck(path: &Path) -> Result<(), String> {
     }
 }
 
-/// Writes `path` back as BAM from the table and from its Parquet copy; both must read as the
-/// original. Returns what went wrong, if anything.
+/// Writes `path` back as BAM from the table and from its Parquet copy, at 1 and 3 partitions;
+/// each must read as the original. Returns what went wrong, if anything.
 async fn round_trip(path: &Path, out: &Path) -> Result<(), String> {
     let name = path.file_name().unwrap().to_str().unwrap();
     let fail = |what: &str, e: &dyn std::fmt::Display| format!("{name}: {what}: {e}");
-    let ctx = split_context(2);
-    let create = format!("CREATE EXTERNAL TABLE t STORED AS BAM LOCATION '{}'", path.display());
-    query(&ctx, &create).await.map_err(|e| fail("create", &e))?;
-    let direct = out.join(format!("direct_{name}"));
-    let copy = format!("COPY (SELECT * FROM t) TO '{}' STORED AS BAM", direct.display());
-    query(&ctx, &copy).await.map_err(|e| fail("COPY to BAM", &e))?;
-    let parquet = out.join(format!("{name}.parquet"));
-    query(&ctx, &format!("COPY (SELECT * FROM t) TO '{}' STORED AS PARQUET", parquet.display()))
-        .await
-        .map_err(|e| fail("COPY to Parquet", &e))?;
-    // A fresh session, which knows the Parquet file only: the header comes from the option.
-    let from_parquet = out.join(format!("parquet_{name}"));
-    let copy = format!(
-        "COPY (SELECT * FROM '{}') TO '{}' STORED AS BAM OPTIONS ('header' '{}')",
-        parquet.display(),
-        from_parquet.display(),
-        path.display()
-    );
-    query(&crate::context(), &copy).await.map_err(|e| fail("Parquet to BAM", &e))?;
+    let mut outputs = Vec::new();
+    for partitions in [1, 3] {
+        let ctx = split_context(partitions);
+        let create = format!("CREATE EXTERNAL TABLE t STORED AS BAM LOCATION '{}'", path.display());
+        query(&ctx, &create).await.map_err(|e| fail("create", &e))?;
+        let direct = out.join(format!("direct_{partitions}_{name}"));
+        let copy = format!("COPY (SELECT * FROM t) TO '{}' STORED AS BAM", direct.display());
+        query(&ctx, &copy).await.map_err(|e| fail("COPY to BAM", &e))?;
+        let parquet = out.join(format!("{partitions}_{name}.parquet"));
+        query(&ctx, &format!("COPY (SELECT * FROM t) TO '{}' STORED AS PARQUET", parquet.display()))
+            .await
+            .map_err(|e| fail("COPY to Parquet", &e))?;
+        // A fresh session, which knows the Parquet file only: the header comes from the option.
+        let from_parquet = out.join(format!("parquet_{partitions}_{name}"));
+        let copy = format!(
+            "COPY (SELECT * FROM '{}') TO '{}' STORED AS BAM OPTIONS ('header' '{}')",
+            parquet.display(),
+            from_parquet.display(),
+            path.display()
+        );
+        query(&split_context(partitions).enable_url_table(), &copy).await.map_err(|e| fail("Parquet to BAM", &e))?;
+        outputs.push((format!("direct, {partitions} partitions"), direct));
+        outputs.push((format!("through Parquet, {partitions} partitions"), from_parquet));
+    }
     let expected = records(path);
-    for (how, written) in [("direct", &direct), ("through Parquet", &from_parquet)] {
+    let typed_expected = typed_records(path);
+    for (how, written) in &outputs {
+        let how = how.as_str();
         quickcheck(written).map_err(|e| fail(how, &e))?;
-        let (typed, typed_expected) = (typed_records(written), typed_records(path));
+        let typed = typed_records(written);
         if typed != typed_expected {
             let first = typed.iter().zip(&typed_expected).find(|(g, e)| g != e);
             return Err(format!(
@@ -701,6 +708,19 @@ async fn cram_outputs_name_the_reference_they_lack() {
         assert!(error.to_string().contains(expected), "{copy}: {error}");
         assert!(!out.exists(), "{copy} left {}", out.display());
     }
+    // A bad row at the end fails a CRAM output too, after records were written: no file remains.
+    let ctx = split_context(2);
+    create_table(&ctx, "t", &data("corpus/bwa_mem.bam")).await;
+    let out = dir.path().join("bad_row.cram");
+    let copy = format!(
+        "COPY (SELECT * REPLACE (CASE WHEN qname = (SELECT max(qname) FROM t) THEN '1M' ELSE cigar END AS cigar) \
+         FROM t ORDER BY qname) TO '{}' STORED AS CRAM OPTIONS ('reference' '{}')",
+        out.display(),
+        reference.display()
+    );
+    let error = query(&ctx, &copy).await.unwrap_err();
+    assert!(matches!(BamError::find(&error), Some(BamError::InvalidRow { .. })), "{error}");
+    assert!(!out.exists(), "a failed CRAM COPY left {}", out.display());
     let ctx = crate::context();
     create_table(&ctx, "t", &data("sample.bam")).await;
     let copy = format!(
