@@ -34,6 +34,8 @@ names=(
   "samtools sort -@2 + samtools index"
   "COPY (SELECT * ORDER BY rname, pos) TO BAM, index 'bai'"
   "COPY (SELECT *) TO Parquet (zstd 1), 2 partitions"
+  "samtools view -b -q 30 -@2 (a filter, level 6)"
+  "COPY (SELECT * WHERE mapq >= 30) TO BAM, 2 partitions"
 )
 [[ -n "${BASELINE:-}" ]] && names+=("COPY (SELECT *) TO BAM, baseline build")
 run() {
@@ -43,7 +45,9 @@ run() {
     2) samtools sort -@2 -m 1G -o "$dir/out/sorted.bam" "$plain" && samtools index "$dir/out/sorted.bam" ;;
     3) ours "COPY (SELECT * FROM reads ORDER BY rname, pos) TO '$dir/out/ours_sorted.bam' STORED AS BAM OPTIONS ('index' 'bai')" ;;
     4) ours "COPY (SELECT * FROM reads) TO '$dir/out/ours.parquet' STORED AS PARQUET" ;;
-    5) cli=$BASELINE ours "COPY (SELECT * FROM reads) TO '$dir/out/baseline.bam' STORED AS BAM" ;;
+    5) samtools view -b -q 30 -@2 -o "$dir/out/samtools_q30.bam" "$plain" ;;
+    6) ours "COPY (SELECT * FROM reads WHERE mapq >= 30) TO '$dir/out/ours_q30.bam' STORED AS BAM" ;;
+    7) cli=$BASELINE ours "COPY (SELECT * FROM reads) TO '$dir/out/baseline.bam' STORED AS BAM" ;;
   esac
 }
 
@@ -65,6 +69,9 @@ done
 # The last round's outputs are checked: samtools reads ours as it reads the source.
 run 1 > /dev/null
 [[ $(samtools view -c -@2 "$dir/out/ours.bam") == "$records" ]] || { echo "ours.bam lost records" >&2; exit 1; }
+run 6 > /dev/null
+[[ $(samtools view -c "$dir/out/ours_q30.bam") == $(samtools view -c -q 30 "$plain") ]] \
+  || { echo "ours_q30.bam holds other records than samtools -q 30 keeps" >&2; exit 1; }
 
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 range() { tr ' ' '\n' | grep . | sort -g | awk 'NR==1{lo=$1} {hi=$1} END {printf "%s-%s", lo, hi}'; }
@@ -82,4 +89,5 @@ echo "Ratios of medians (> 1: ours is slower):"
 echo "- COPY TO BAM / samtools view -b -@2: wall $(ratio 1 0), CPU $(cpu_ratio 1 0)"
 echo "- sorted + indexed COPY / samtools sort + index: wall $(ratio 3 2), CPU $(cpu_ratio 3 2)"
 echo "- COPY TO BAM / COPY TO Parquet: wall $(ratio 1 4)"
-[[ -z "${BASELINE:-}" ]] || echo "- COPY TO BAM / the baseline build's: wall $(ratio 1 5), CPU $(cpu_ratio 1 5)"
+echo "- filtered COPY TO BAM / samtools view -b -q 30 -@2: wall $(ratio 6 5), CPU $(cpu_ratio 6 5)"
+[[ -z "${BASELINE:-}" ]] || echo "- COPY TO BAM / the baseline build's: wall $(ratio 1 7), CPU $(cpu_ratio 1 7)"

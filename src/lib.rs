@@ -52,7 +52,7 @@ pub use options::{AlignmentFormat, BamOptions, OptionSpec, TagSelection, OPTIONS
 pub use schema::{IntWidth, TagKind, BAM_INT_TYPE_KEY, SAM_TYPE_KEY};
 pub use write::parquet::{parquet_column_options, set_parquet_column_defaults};
 
-/// Internals for the decode benchmark (`benches/decode.rs`); not a stable API.
+/// Internals for the decode and encode benchmarks (`benches/decode.rs`); not a stable API.
 #[doc(hidden)]
 pub mod bench {
     pub use crate::bgzf::framing::{bgzf_reader, read_header, read_record_bytes, FileContext};
@@ -60,6 +60,7 @@ pub mod bench {
     pub use crate::decode::pushdown::Prefilter;
     pub use crate::record::RawRecord;
     pub use crate::schema::{bam_schema, col, TagLayout};
+    pub use crate::write::encode::RecordEncoder;
 }
 
 /// Adds the BAM, CRAM and SAM file formats to a session state, so `CREATE EXTERNAL TABLE ...
