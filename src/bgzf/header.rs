@@ -12,7 +12,7 @@ use noodles_sam as sam;
 const COMMENT: &[u8] = b"@CO";
 
 /// Parses header lines (each without its line break) into a header.
-pub fn parse_header_lines<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> io::Result<sam::Header> {
+fn parse_header_lines<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> io::Result<sam::Header> {
     let mut parser = sam::header::Parser::default();
     let mut comment = Vec::new();
     for line in lines {
@@ -49,7 +49,7 @@ pub fn read_bam_header<R: io::Read>(reader: &mut noodles_bam::io::Reader<R>) -> 
     }
     // The text may be NUL-padded (§4.2: `l_text` may include trailing NULs).
     let text = text.split(|&b| b == 0).next().unwrap_or_default();
-    let mut header = parse_header_lines(text.split(|&b| b == b'\n').filter(|l| !l.is_empty()))?;
+    let mut header = read_header_text(text)?;
     let binary = header_reader.read_reference_sequences()?;
     let refs = header.reference_sequences();
     if refs.is_empty() {

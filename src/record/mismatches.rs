@@ -9,6 +9,7 @@
 //! bases.
 
 use crate::record::{cigar_op, cigar_ops, RawRecord, FLAG_UNMAPPED, SEQ_CODES};
+use crate::schema::IntWidth;
 
 /// The `MD` string and `NM` value of `record` against `reference` (the whole reference sequence
 /// it is aligned to), or `None` when they cannot be computed: unmapped, no sequence, no CIGAR, or
@@ -83,21 +84,13 @@ pub fn append_md_nm(data: &mut Vec<u8>, from: usize, n_ref: usize, reference: &[
         data.extend_from_slice(md.as_bytes());
         data.push(0);
     }
-    if !has_nm {
-        // The smallest unsigned type, as htslib's CRAM decoder writes it (`NM:C` below 256).
-        data.extend_from_slice(b"NM");
-        match u8::try_from(nm) {
-            Ok(small) => data.extend([b'C', small]),
-            Err(_) => match u16::try_from(nm) {
-                Ok(medium) => {
-                    data.push(b'S');
-                    data.extend(medium.to_le_bytes());
-                }
-                Err(_) => {
-                    data.push(b'I');
-                    data.extend((nm as u32).to_le_bytes());
-                }
-            },
+    // The smallest type, as htslib's CRAM decoder writes it (`NM:C` below 256).
+    if let Some(letter) = (!has_nm).then(|| IntWidth::Smallest.type_of(nm)).flatten() {
+        data.extend([b'N', b'M', letter]);
+        match letter {
+            b'C' => data.push(nm as u8),
+            b'S' => data.extend((nm as u16).to_le_bytes()),
+            _ => data.extend((nm as u32).to_le_bytes()),
         }
     }
 }

@@ -359,9 +359,8 @@ fn write_qualities(out: &mut Vec<u8>, qual: Option<&str>, bases: usize) -> Resul
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{
-        Float32Builder, Int32Array, Int64Array, Int64Builder, ListBuilder, StringBuilder, UInt16Array, UInt8Array,
-    };
+    use arrow::array::{Int32Array, Int64Array, ListBuilder, StringBuilder, UInt16Array, UInt8Array};
+    use arrow::datatypes::Float32Type;
     use arrow::datatypes::Schema;
     use noodles_sam::alignment::record::cigar::{op::Kind, Op};
     use noodles_sam::alignment::record::data::field::Tag;
@@ -651,6 +650,24 @@ mod tests {
         Row { qname, flag, rname, pos, mapq, cigar, rnext, pnext, tlen, seq, qual, tags, extra, record }
     }
 
+    /// A list column of the array values `items` finds, null where it finds none.
+    fn list_column<T: ArrowPrimitiveType>(
+        values: impl Iterator<Item = Option<TagValue>>,
+        items: fn(&TagValue) -> Option<Vec<T::Native>>,
+    ) -> ArrayRef {
+        let mut b = ListBuilder::new(arrow::array::PrimitiveBuilder::<T>::new());
+        for value in values {
+            match value.as_ref().and_then(items) {
+                Some(items) => {
+                    b.values().append_slice(&items);
+                    b.append(true);
+                }
+                None => b.append(false),
+            }
+        }
+        Arc::new(b.finish())
+    }
+
     /// The rows as a batch of the table's columns.
     fn batch(rows: &[Row]) -> RecordBatch {
         let layout = TagLayout { tags: struct_tags() };
@@ -680,32 +697,14 @@ mod tests {
                         .map(|v| v.map(|v| if let TagValue::Float(x) = v { x } else { unreachable!() }))
                         .collect::<arrow::array::Float32Array>(),
                 ),
-                TagKind::IntArray(_) => {
-                    let mut b = ListBuilder::new(Int64Builder::new());
-                    for v in values {
-                        match v {
-                            Some(TagValue::Ints(items)) => {
-                                b.values().append_slice(&items);
-                                b.append(true);
-                            }
-                            _ => b.append(false),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
-                TagKind::FloatArray => {
-                    let mut b = ListBuilder::new(Float32Builder::new());
-                    for v in values {
-                        match v {
-                            Some(TagValue::Floats(items)) => {
-                                b.values().append_slice(&items);
-                                b.append(true);
-                            }
-                            _ => b.append(false),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
+                TagKind::IntArray(_) => list_column::<Int64Type>(values, |v| match v {
+                    TagValue::Ints(items) => Some(items.clone()),
+                    _ => None,
+                }),
+                TagKind::FloatArray => list_column::<Float32Type>(values, |v| match v {
+                    TagValue::Floats(items) => Some(items.clone()),
+                    _ => None,
+                }),
             });
         }
         let DataType::Struct(tag_fields) = schema.field_with_name("tags").unwrap().data_type().clone() else {
