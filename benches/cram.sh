@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# CRAM and SAM read benchmark: our scans against samtools on the same CRAM, in one run on one
-# machine, the commands alternated.
+# CRAM read benchmark: our scans, with noodles-cram (the default build) and with htslib (feature
+# `htslib`), against samtools on the same CRAM, in one run on one machine, the commands
+# alternated.
 #
 #   benches/cram.sh BAM REF.fa      RUNS (default 3) rounds of every command
 #
@@ -19,14 +20,16 @@ cram=${bam%.bam}.cram
 [[ -f "$cram" ]] || { samtools view -C -T "$ref" -o "$cram" "$bam" && samtools index "$cram"; }
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-(cd "$root" && cargo build --release --quiet --bin datafusion-bam)
 bin=${CARGO_TARGET_DIR:-$root/target}/release/datafusion-bam
+(cd "$root" && cargo build --release --quiet --bin datafusion-bam --features datafusion-bam/htslib)
+cp "$bin" "$out/datafusion-bam-htslib"
+(cd "$root" && cargo build --release --quiet --bin datafusion-bam)
 records=$(samtools view -c -@2 "$bam")
 echo "# $records records, CRAM $(( $(stat -c %s "$cram") / 1000000 )) MB, $(nproc) cores, ${runs} rounds"
 echo
 
-ours() { # SQL over the CRAM table, 2 partitions
-  "$bin" -q -c "SET datafusion.execution.target_partitions = 2" \
+ours() { # SQL over the CRAM table, 2 partitions (BIN: which build)
+  "${BIN:-$bin}" -q -c "SET datafusion.execution.target_partitions = 2" \
     -c "CREATE EXTERNAL TABLE reads STORED AS CRAM LOCATION '$cram' OPTIONS ('reference' '$ref')" -c "$1" > /dev/null
 }
 names=(
@@ -34,6 +37,8 @@ names=(
   "samtools view -@2 -o /dev/null (CRAM, every record decoded)"
   "SELECT count(*) (CRAM, every container decoded)"
   "COPY (SELECT *) TO Parquet (CRAM)"
+  "SELECT count(*) (CRAM, htslib)"
+  "COPY (SELECT *) TO Parquet (CRAM, htslib)"
   "COPY (SELECT *) TO Parquet (BAM, same records)"
 )
 py=${PEERS:-$HOME/.cache/datafusion-bam/bench/peers/bin/python}
@@ -49,11 +54,13 @@ run() {
     1) samtools view -@2 -T "$ref" -o /dev/null "$cram" ;;
     2) ours "SELECT count(*) FROM reads" ;;
     3) ours "COPY (SELECT * FROM reads) TO '$out/cram.parquet' STORED AS PARQUET" ;;
-    4) "$bin" -q -c "SET datafusion.execution.target_partitions = 2" \
+    4) BIN=$out/datafusion-bam-htslib ours "SELECT count(*) FROM reads" ;;
+    5) BIN=$out/datafusion-bam-htslib ours "COPY (SELECT * FROM reads) TO '$out/cram.parquet' STORED AS PARQUET" ;;
+    6) "$bin" -q -c "SET datafusion.execution.target_partitions = 2" \
          -c "CREATE EXTERNAL TABLE b STORED AS BAM LOCATION '$bam'" \
          -c "COPY (SELECT * FROM b) TO '$out/bam.parquet' STORED AS PARQUET" > /dev/null ;;
-    5) "$py" -c "import polars_bio as pb; pb.scan_cram('$cram', reference_path='$ref').sink_parquet('$out/pb.parquet')" ;;
-    6) "$py" -c "import oxbow as ox; ox.from_cram('$cram', reference='$ref').pl().write_parquet('$out/ox.parquet')" ;;
+    7) "$py" -c "import polars_bio as pb; pb.scan_cram('$cram', reference_path='$ref').sink_parquet('$out/pb.parquet')" ;;
+    8) "$py" -c "import oxbow as ox; ox.from_cram('$cram', reference='$ref').pl().write_parquet('$out/ox.parquet')" ;;
   esac
 }
 declare -A walls cpus rss
@@ -69,11 +76,12 @@ for i in "${!names[@]}"; do
 done
 if [[ -n "$py" ]]; then
   copy_wall=$(echo "${walls[3]}" | median); copy_cpu=$(echo "${cpus[3]}" | median)
+  htslib_wall=$(echo "${walls[5]}" | median); htslib_cpu=$(echo "${cpus[5]}" | median)
   echo
-  echo "| peer (CRAM to Parquet) | wall / our CRAM COPY | CPU / our CRAM COPY |"
-  echo "|---|---:|---:|"
-  for i in 5 6; do
+  echo "| peer (CRAM to Parquet) | wall / our COPY (noodles) | CPU / our COPY (noodles) | wall / our COPY (htslib) | CPU / our COPY (htslib) |"
+  echo "|---|---:|---:|---:|---:|"
+  for i in 7 8; do
     w=$(echo "${walls[$i]}" | median); c=$(echo "${cpus[$i]}" | median)
-    echo "| ${names[$i]} | $(echo "scale=2; $w / $copy_wall" | bc) | $(echo "scale=2; $c / $copy_cpu" | bc) |"
+    echo "| ${names[$i]} | $(echo "scale=2; $w / $copy_wall" | bc) | $(echo "scale=2; $c / $copy_cpu" | bc) | $(echo "scale=2; $w / $htslib_wall" | bc) | $(echo "scale=2; $c / $htslib_cpu" | bc) |"
   done
 fi

@@ -10,6 +10,7 @@ mod convert;
 mod output_guard;
 
 use std::io::IsTerminal;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use std::collections::HashMap;
@@ -97,9 +99,8 @@ struct Args {
     #[arg(short = 'b', long)]
     batch_size: Option<usize>,
 
-    /// Memory for query execution, such as 4G or 512M (DataFusion's
-    /// `datafusion.runtime.memory_limit`). Sorts and joins beyond it spill to disk (in TMPDIR).
-    /// Default: no limit.
+    /// Memory for query execution, such as 4G or 512M, shared fairly among the operators that
+    /// can spill: sorts and joins beyond it spill to disk (in TMPDIR). Default: no limit.
     #[arg(short = 'm', long)]
     memory_limit: Option<String>,
 
@@ -179,14 +180,18 @@ async fn run(args: Args) -> Result<()> {
         config = config.with_batch_size(n);
     }
     let registry = Arc::new(InstrumentedObjectStoreRegistry::new());
-    let runtime = RuntimeEnvBuilder::new().with_object_store_registry(registry.clone()).build_arc()?;
-    let ctx = SessionContext::new_with_config_rt(config, runtime).enable_url_table();
-    ctx.enable_bam()?;
+    let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(registry.clone());
     if let Some(limit) = &args.memory_limit {
-        // DataFusion parses the size and replaces the session's memory pool.
-        let set = format!("SET datafusion.runtime.memory_limit = '{}'", limit.replace('\'', "''"));
-        ctx.sql(&set).await.map_err(|e| DataFusionError::Configuration(format!("--memory-limit {limit}: {e}")))?;
+        let bytes = SessionContext::parse_capacity_limit("--memory-limit", limit)
+            .map_err(|e| DataFusionError::Configuration(format!("--memory-limit {limit}: {e}")))?;
+        // A fair pool, not `SET datafusion.runtime.memory_limit`'s greedy one: each partition's
+        // sort spills at its share, so it cannot hold the memory another partition's merge,
+        // which cannot spill, needs (docs/writing.md, "Sorted output").
+        let pool = TrackConsumersPool::new(FairSpillPool::new(bytes), NonZeroUsize::new(5).expect("not zero"));
+        runtime = runtime.with_memory_pool(Arc::new(pool));
     }
+    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?).enable_url_table();
+    ctx.enable_bam()?;
     // Per-column Parquet defaults (no dictionaries for names, bases, qualities...) make a COPY
     // faster and its files smaller (docs/benchmarks-history.md, "Per-column dictionary
     // encoding"). A COPY's OPTIONS override them.

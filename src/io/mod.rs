@@ -20,7 +20,7 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, GetResult, GetResultPayload, ObjectMeta, ObjectStore};
+use object_store::{GetOptions, GetRange, GetResult, GetResultPayload, ObjectMeta, ObjectStore, ObjectStoreExt};
 use tokio::runtime::Handle;
 
 use crate::error::BamError;
@@ -190,6 +190,13 @@ impl ObjectBytes {
             .wait(async move { store.get_opts(&location, options).await })?
             .map_err(|e| BamError::store(format!("{} from byte {offset}", self.shown), e))?;
         blocking_reader(result, &self.location, offset, &self.handle)
+    }
+
+    /// The `len` bytes from `offset` (a ranged request). Call only off the runtime.
+    pub fn read_range(&self, offset: u64, len: u64) -> Result<Bytes> {
+        let (store, location) = (Arc::clone(&self.store), self.location.clone());
+        self.wait(async move { store.get_range(&location, offset..offset + len).await })?
+            .map_err(|e| BamError::store(format!("{} bytes {offset}..{}", self.shown, offset + len), e).into())
     }
 
     /// Runs an object-store request on the runtime and waits for it. Call only off the runtime.

@@ -28,8 +28,12 @@ cram() { # output, input, extra output-fmt options (comma-separated, may be empt
 # CRAM 3.0 (samtools' default), coordinate-sorted, small containers and a .crai: the index path.
 cram bwa_mem.cram bwa_mem.bam seqs_per_slice=250
 samtools index "$out/bwa_mem.cram"
-# CRAM 3.1 codecs (rANS Nx16, name tokeniser, fqzcomp), no index: containers found by walking.
+# CRAM 3.1 as samtools writes it by default (rANS-Nx16), no index: containers found by walking.
 cram bwa_mem_v31.cram bwa_mem.bam version=3.1,seqs_per_slice=200
+# CRAM 3.1's other codecs: the `small` profile (fqzcomp qualities, the name tokeniser) and the
+# `archive` profile (the arithmetic coder too).
+cram bwa_mem_v31_small.cram bwa_mem.bam version=3.1,small,seqs_per_slice=200
+cram bwa_mem_v31_archive.cram bwa_mem.bam version=3.1,archive,seqs_per_slice=200
 # CRAM 2.1, the older version still found in archives: noodles-cram reads 3.x only, so this one
 # is for the error that says so.
 cram unsupported/bwa_mem_v21.cram bwa_mem.bam version=2.1,seqs_per_slice=400

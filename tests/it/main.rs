@@ -8,6 +8,7 @@ mod cram;
 mod depth;
 mod fidelity;
 mod fuzz;
+mod odd_crams;
 mod layout;
 mod load;
 mod object_stores;

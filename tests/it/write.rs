@@ -532,8 +532,11 @@ fn limited_context(limit: usize, spill: bool) -> datafusion::prelude::SessionCon
     use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
     use datafusion::execution::runtime_env::RuntimeEnvBuilder;
     let mode = if spill { DiskManagerMode::OsTmpDirectory } else { DiskManagerMode::Disabled };
+    // A fair pool, as the CLI's --memory-limit makes: with DataFusion's greedy pool, one
+    // partition's sort may hold what another partition's merge needs, and the COPY fails.
+    let pool = datafusion::execution::memory_pool::FairSpillPool::new(limit);
     let runtime = RuntimeEnvBuilder::new()
-        .with_memory_limit(limit, 1.0)
+        .with_memory_pool(std::sync::Arc::new(pool))
         .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(mode))
         .build_arc()
         .unwrap();

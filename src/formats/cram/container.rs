@@ -18,9 +18,10 @@ use noodles_sam::alignment::io::Write as _;
 use noodles_sam::header::record::value::map::reference_sequence::tag::MD5_CHECKSUM;
 
 use crate::bgzf::framing::FileContext;
+use crate::bgzf::header::read_header_text;
 use crate::error::BamError;
+use crate::formats::cram::head::{ContainerHead, ContainerSpan};
 use crate::io::ObjectBytes;
-use crate::options::region::{Region, RegionReference};
 use crate::record::mismatches::append_md_nm;
 
 /// The oldest CRAM major version read: noodles-cram 0.102 reads 3.0 and 3.1 (2.1 container
@@ -40,25 +41,15 @@ pub fn container_error(path: &str, offset: u64, what: impl std::fmt::Display) ->
     BamError::damaged(path, format!("in the container at byte {offset}"), what).into()
 }
 
-/// Bytes of a container's start kept by [`Counted`]: the length (4 bytes) and three ITF8
-/// integers (5 bytes at most each).
-const CONTAINER_HEAD_BYTES: usize = 19;
-
-/// A reader that counts the bytes taken from it, so container offsets are known, and keeps the
-/// first bytes read since [`Counted::restart_head`], so a container's reference span is known.
+/// A reader that counts the bytes taken from it, so container offsets are known.
 struct Counted<R> {
     inner: BufReader<R>,
     taken: u64,
-    head: Vec<u8>,
 }
 
 impl<R: Read> Counted<R> {
     fn new(inner: BufReader<R>) -> Self {
-        Self { inner, taken: 0, head: Vec::with_capacity(CONTAINER_HEAD_BYTES) }
-    }
-
-    fn restart_head(&mut self) {
-        self.head.clear();
+        Self { inner, taken: 0 }
     }
 }
 
@@ -66,86 +57,7 @@ impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.taken += n as u64;
-        let keep = (CONTAINER_HEAD_BYTES - self.head.len()).min(n);
-        self.head.extend_from_slice(&buf[..keep]);
         Ok(n)
-    }
-}
-
-/// The reference sequences a container's records lie on, from its header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContainerSpan {
-    /// Reference `id`, 1-based positions `start..=end`.
-    On { id: usize, start: u64, end: u64 },
-    /// Unplaced records only.
-    Unplaced,
-    /// Several references.
-    Many,
-}
-
-impl ContainerSpan {
-    /// Whether records in this span may overlap one of `regions`.
-    pub fn may_overlap(self, regions: &[Region], file: &FileContext) -> bool {
-        match self {
-            Self::Many => true,
-            // Unplaced records only: no position satisfies a region on a reference.
-            Self::Unplaced => regions.iter().any(|r| r.reference == RegionReference::Unplaced),
-            Self::On { id, start, end } => {
-                let name = file.reference_names.get(id);
-                regions.iter().any(|r| {
-                    let on_reference = match &r.reference {
-                        RegionReference::Any => true,
-                        RegionReference::Named(n) => Some(n) == name,
-                        RegionReference::Unplaced => false,
-                    };
-                    on_reference && r.start <= end && r.end >= start
-                })
-            }
-        }
-    }
-}
-
-/// CRAM's ITF8 integer at the start of `b` (spec section 2.3), and the bytes it takes.
-fn itf8(b: &[u8]) -> Option<(i32, usize)> {
-    let first = *b.first()?;
-    let extra = first.leading_ones() as usize;
-    let bytes = b.get(..1 + extra.min(4))?;
-    let value = match extra {
-        0 => u32::from(first),
-        1..=3 => bytes[1..].iter().fold(u32::from(first) & (0xff >> (extra + 1)), |v, &x| v << 8 | u32::from(x)),
-        _ => {
-            bytes[1..4].iter().fold(u32::from(first) & 0x0f, |v, &x| v << 8 | u32::from(x)) << 4
-                | u32::from(bytes[4] & 0x0f)
-        }
-    };
-    Some((value as i32, bytes.len()))
-}
-
-/// The span a container header declares (after its 4-byte length: reference id, alignment start
-/// and span as ITF8). noodles-cram 0.102 parses these too, but keeps them private
-/// (`container::ReferenceSequenceContext` is a `pub(crate)` re-export in `container.rs`), so
-/// this reads the three integers from the bytes noodles read. `None` if they do not parse.
-fn container_span(head: &[u8]) -> Option<ContainerSpan> {
-    let mut at = 4;
-    let mut next = || {
-        let (v, n) = itf8(head.get(at..)?)?;
-        at += n;
-        Some(v)
-    };
-    let (id, start, span) = (next()?, next()?, next()?);
-    Some(match id {
-        -2 => ContainerSpan::Many,
-        -1 => ContainerSpan::Unplaced,
-        id if id >= 0 && start >= 1 && span >= 1 => {
-            ContainerSpan::On { id: id as usize, start: start as u64, end: start as u64 + span as u64 - 1 }
-        }
-        _ => ContainerSpan::Many,
-    })
-}
-
-impl<R: Read> Counted<R> {
-    fn is_at_end(&mut self) -> io::Result<bool> {
-        Ok(self.inner.fill_buf()?.is_empty())
     }
 }
 
@@ -185,7 +97,7 @@ pub fn read_cram_header<R: Read>(path: &str, inner: R) -> Result<CramHeader> {
             ),
         ));
     }
-    let read = catch_decode_panic(|| reader.read_file_header())
+    let read = catch_decode_panic(|| read_header_container(&mut reader))
         .map_err(|panicked| cram_error(path, format!("invalid CRAM header: {panicked}")))?;
     let header = read.map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof => cram_error(path, "the file ends inside its header: it is truncated"),
@@ -197,6 +109,21 @@ pub fn read_cram_header<R: Read>(path: &str, inner: R) -> Result<CramHeader> {
         reference_lengths: refs.values().map(|r| usize::from(r.length()) as u64).collect(),
     });
     Ok(CramHeader { header, file, first_container: counted.taken })
+}
+
+/// Reads the header container's SAM header as htslib does: a bare `@CO` line, which noodles'
+/// `read_file_header` refuses, is an empty comment (`bgzf::header::read_header_text`).
+fn read_header_container<R: Read>(reader: &mut cram::io::Reader<R>) -> io::Result<sam::Header> {
+    let mut header_reader = reader.header_reader();
+    let mut container = header_reader.container_reader()?;
+    let header = {
+        let mut text = container.raw_sam_header_reader()?;
+        let header = read_header_text(&mut text)?;
+        text.discard_to_end()?;
+        header
+    };
+    container.discard_to_end()?;
+    Ok(header)
 }
 
 /// The reference sequences CRAM records are decoded against: option `reference`'s FASTA (local,
@@ -322,14 +249,11 @@ impl std::fmt::Display for CramPosition {
 /// Reads the containers of a CRAM file in order, from a given container on.
 pub struct ContainerReader {
     path: String,
-    size: u64,
     base: u64,
     reader: cram::io::Reader<Counted<Box<dyn Read + Send>>>,
     container: cram::io::reader::Container,
-    /// The offset of the container read last.
-    offset: u64,
-    /// The reference span of the container read last.
-    span: ContainerSpan,
+    /// The header of the container read last.
+    head: Option<ContainerHead>,
 }
 
 impl ContainerReader {
@@ -338,12 +262,10 @@ impl ContainerReader {
         let counted = Counted::new(BufReader::with_capacity(1 << 20, bytes.open_at(offset)?));
         Ok(Self {
             path: path.to_string(),
-            size: bytes.size,
             base: offset,
             reader: cram::io::Reader::new(counted),
             container: Default::default(),
-            offset,
-            span: ContainerSpan::Many,
+            head: None,
         })
     }
 
@@ -352,49 +274,30 @@ impl ContainerReader {
         self.base + self.reader.get_ref().taken
     }
 
-    /// Reads the next container whole (without decoding it); returns its offset, or `None` after
-    /// the last one. A file without CRAM's end-of-file container ends with a warning, as samtools
-    /// reads it.
-    pub fn next_container(&mut self) -> Result<Option<u64>> {
-        let at = self.position();
-        let at_end = self.reader.get_mut().is_at_end().map_err(|e| container_error(&self.path, at, e))?;
-        if at_end {
-            crate::io::warnings::warn(format!(
-                "CRAM file {}: the end-of-file container is missing at byte {at}: the file is probably truncated; \
-                 its records were read up to there",
-                self.path
-            ));
-            return Ok(None);
-        }
-        self.reader.get_mut().restart_head();
+    /// Reads the container `head` describes whole (without decoding it); the reader is at its
+    /// offset.
+    pub fn read(&mut self, head: &ContainerHead) -> Result<()> {
+        let at = head.offset;
+        self.head = None;
         let (reader, container) = (&mut self.reader, &mut self.container);
         let read = catch_decode_panic(|| reader.read_container(container))
             .map_err(|panicked| container_error(&self.path, at, format!("invalid container: {panicked}")))?;
         match read {
-            Ok(0) => Ok(None),
-            Ok(_) => {
-                self.offset = at;
-                self.span = container_span(&self.reader.get_ref().head).unwrap_or(ContainerSpan::Many);
-                Ok(Some(at))
+            Ok(_) if self.position() == head.end => {
+                self.head = Some(*head);
+                Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(container_error(
+            Ok(_) => Err(container_error(
                 &self.path,
                 at,
-                format!("the file ends inside a container: it is truncated (file size {})", self.size),
+                format!(
+                    "invalid container: its header says it ends at byte {}, its blocks at {}",
+                    head.end,
+                    self.position()
+                ),
             )),
             Err(e) => Err(container_error(&self.path, at, format!("invalid container: {e}"))),
         }
-    }
-
-    /// The offset of the container read last.
-    pub fn offset(&self) -> u64 {
-        self.offset
-    }
-
-    /// Whether the container read last may hold records overlapping one of `regions`, judged by
-    /// the reference span its header declares.
-    pub fn may_overlap(&self, regions: &[Region], file: &FileContext) -> bool {
-        self.span.may_overlap(regions, file)
     }
 
     /// Decodes the container read last, appending each record's BAM encoding (without its
@@ -407,7 +310,8 @@ impl ContainerReader {
         data: &mut Vec<u8>,
         ends: &mut Vec<usize>,
     ) -> Result<()> {
-        let (path, offset) = (self.path.as_str(), self.offset);
+        let head = self.head.as_ref().expect("a container was read");
+        let (path, offset) = (self.path.as_str(), head.offset);
         let n_ref = header.file.reference_names.len();
         let decoded = catch_decode_panic(|| -> io::Result<()> {
             let compression_header = self.container.compression_header()?;
@@ -452,59 +356,36 @@ impl ContainerReader {
             Ok(Err(e)) => e.to_string(),
             Err(panicked) => panicked,
         };
-        if let Some(missing) = self.missing_reference(header, reference) {
+        if let Some(missing) = missing_reference(path, head, header, reference) {
             return Err(missing.into());
         }
         Err(container_error(path, offset, format!("cannot decode its records: {failure}")))
     }
-
-    /// Why decoding the container read last failed for want of a reference sequence, if it did:
-    /// the sequence it is aligned to is not in the reference FASTA, or none was given.
-    fn missing_reference(&self, header: &CramHeader, reference: &Reference) -> Option<BamError> {
-        let ContainerSpan::On { id, .. } = self.span else { return None };
-        let (name, map) = header.header.reference_sequences().get_index(id)?;
-        let md5 = map.other_fields().get(&MD5_CHECKSUM).map(|m| m.to_string());
-        let shown = md5.as_deref().unwrap_or("not in the header");
-        let needed = format!("its records are compressed against reference sequence {name} (M5 {shown})");
-        let at = format!("in the container at byte {}", self.offset);
-        let reason = match &reference.path {
-            None => format!(
-                "{needed}, and no reference was given: name the FASTA with OPTIONS ('reference' 'path/to/ref.fa') ({at})"
-            ),
-            Some(path) if !matches!(reference.repository.get(name), Some(Ok(_))) => {
-                format!("{needed}, which the reference FASTA {path} does not hold ({at})")
-            }
-            Some(_) => return None,
-        };
-        Some(BamError::MissingReference { file: self.path.clone(), sequence: name.to_string(), md5, reason })
-    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn itf8_reads_every_width() {
-        // Examples of the CRAM specification's encoding: 1 to 5 bytes.
-        assert_eq!(itf8(&[0x05]), Some((5, 1)));
-        assert_eq!(itf8(&[0x80, 0xff]), Some((255, 2)));
-        assert_eq!(itf8(&[0xc1, 0x00, 0x00]), Some((0x10000, 3)));
-        assert_eq!(itf8(&[0xe0, 0x12, 0x34, 0x56]), Some((0x123456, 4)));
-        assert_eq!(itf8(&[0xff, 0xff, 0xff, 0xff, 0x0e]), Some((-2, 5)));
-        assert_eq!(itf8(&[0xf0, 0x00, 0x00, 0x00, 0x01]), Some((1, 5)));
-        assert_eq!(itf8(&[0xc1, 0x00]), None, "cut short");
-    }
-
-    #[test]
-    fn container_spans() {
-        let head = |ints: &[u8]| [[0u8; 4].as_slice(), ints].concat();
-        assert_eq!(
-            container_span(&head(&[0x01, 0x0a, 0x80, 0xc8])),
-            Some(ContainerSpan::On { id: 1, start: 10, end: 209 })
-        );
-        assert_eq!(container_span(&head(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0])), Some(ContainerSpan::Unplaced));
-        assert_eq!(container_span(&head(&[0xff, 0xff, 0xff, 0xff, 0x0e, 0, 0])), Some(ContainerSpan::Many));
-        assert_eq!(container_span(&head(&[0x01])), None);
-    }
+/// Why decoding the container `head` of the CRAM file `path` failed for want of a reference
+/// sequence, if it did: the sequence it is aligned to is not in the reference FASTA, or none was
+/// given.
+pub fn missing_reference(
+    path: &str,
+    head: &ContainerHead,
+    header: &CramHeader,
+    reference: &Reference,
+) -> Option<BamError> {
+    let ContainerSpan::On { id, .. } = head.span else { return None };
+    let (name, map) = header.header.reference_sequences().get_index(id)?;
+    let md5 = map.other_fields().get(&MD5_CHECKSUM).map(|m| m.to_string());
+    let shown = md5.as_deref().unwrap_or("not in the header");
+    let needed = format!("its records are compressed against reference sequence {name} (M5 {shown})");
+    let at = format!("in the container at byte {}", head.offset);
+    let reason = match &reference.path {
+        None => format!(
+            "{needed}, and no reference was given: name the FASTA with OPTIONS ('reference' 'path/to/ref.fa') ({at})"
+        ),
+        Some(fasta) if !matches!(reference.repository.get(name), Some(Ok(_))) => {
+            format!("{needed}, which the reference FASTA {fasta} does not hold ({at})")
+        }
+        Some(_) => return None,
+    };
+    Some(BamError::MissingReference { file: path.to_string(), sequence: name.to_string(), md5, reason })
 }

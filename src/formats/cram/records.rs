@@ -1,7 +1,8 @@
 //! The records a scan reads from a CRAM file: the containers that start in its byte range (a
 //! container belongs to the range holding its first byte, as a BAM record does), listed by the
-//! `.crai` beside the file or found by walking the containers from the first; region scans skip
-//! the containers whose reference span cannot overlap the regions.
+//! `.crai` beside the file or found by walking the container headers from the first; region
+//! scans skip the containers whose reference span cannot overlap the regions. noodles-cram
+//! decodes them, or htslib with feature `htslib`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -11,19 +12,32 @@ use noodles_cram::crai;
 
 use crate::bgzf::framing::FileContext;
 use crate::decode::reader::{RawBatch, RecordSource, ScanMetrics, BATCH_BYTE_BUDGET};
-use crate::formats::cram::container::{
-    cram_error, ContainerReader, ContainerSpan, CramHeader, CramPosition, Reference,
-};
+#[cfg(feature = "htslib")]
+use crate::error::BamError;
+use crate::formats::cram::container::{cram_error, ContainerReader, CramHeader, CramPosition, Reference};
+use crate::formats::cram::head::{read_head, ContainerHead, ContainerSpan};
 use crate::io::warnings;
 use crate::io::ObjectBytes;
 use crate::options::region::Region;
 
 /// Which containers a scan reads.
 enum Containers {
-    /// Every container from the first one, decoding those that start in `[start, end)`.
-    Walk { start: u64, end: u64 },
+    /// Every container from the first one, decoding those that start in `[start, end)`: the
+    /// headers before `start` are read, their bodies jumped over.
+    Walk { next: u64, start: u64, end: u64 },
     /// These containers (from the index), in file order.
     Listed(VecDeque<u64>),
+}
+
+/// What decodes the containers' records: noodles-cram, from the object store's bytes; or, with
+/// feature `htslib` and a local file, htslib, with noodles-cram for the containers htslib cannot
+/// decode as built here (LZMA blocks: hts-sys's `lzma` feature and DataFusion's `liblzma` link the
+/// same C library, which cargo refuses).
+struct Decoder {
+    noodles: Option<ContainerReader>,
+    encoder: noodles_bam::io::Writer<Vec<u8>>,
+    #[cfg(feature = "htslib")]
+    htslib: Option<Option<crate::formats::cram::htslib::HtslibCram>>,
 }
 
 /// The records of the containers of one CRAM file that a scan reads.
@@ -33,13 +47,12 @@ pub struct CramRecords {
     header: Arc<CramHeader>,
     reference: Reference,
     containers: Containers,
-    reader: Option<ContainerReader>,
+    decoder: Decoder,
     regions: Option<Arc<[Region]>>,
-    encoder: noodles_bam::io::Writer<Vec<u8>>,
     skip_damaged: bool,
     metrics: ScanMetrics,
-    /// Where the bytes read were last counted.
-    counted_to: u64,
+    /// Bytes of the containers handled that are not yet counted as read.
+    uncounted: u64,
 }
 
 /// What a CRAM scan reads of a file.
@@ -81,70 +94,116 @@ impl CramRecords {
                 metrics.index_chunks.add(offsets.len());
                 Containers::Listed(offsets.into())
             }
-            None => Containers::Walk { start: start.max(header.first_container), end },
+            None => Containers::Walk { next: header.first_container, start: start.max(header.first_container), end },
         };
         Self {
             path: path.to_string(),
+            decoder: Decoder::new(&bytes),
             bytes,
             header,
             reference: scan.reference,
             containers,
-            reader: None,
             regions: scan.regions,
-            encoder: noodles_bam::io::Writer::from(Vec::new()),
             skip_damaged: scan.skip_damaged,
             metrics,
-            counted_to: start,
+            uncounted: 0,
         }
     }
 
-    /// Reads the next container the scan decodes; returns `false` after the last.
-    fn next_container(&mut self) -> Result<bool> {
+    /// The header of the next container the scan decodes; `None` after the last.
+    fn next_head(&mut self) -> Result<Option<ContainerHead>> {
         loop {
-            match &mut self.containers {
-                Containers::Walk { start, end } => {
-                    let reader = match &mut self.reader {
-                        Some(reader) => reader,
-                        None => self.reader.insert(ContainerReader::at(
-                            &self.path,
-                            &self.bytes,
-                            self.header.first_container,
-                        )?),
+            let head = match &mut self.containers {
+                Containers::Walk { next, start, end } => {
+                    let Some(head) = read_head(&self.path, &self.bytes, *next)? else {
+                        warnings::warn(format!(
+                            "CRAM file {}: the end-of-file container is missing at byte {next}: the file is \
+                             probably truncated; its records were read up to there",
+                            self.path
+                        ));
+                        return Ok(None);
                     };
-                    match reader.next_container()? {
-                        Some(offset) if offset >= *end => return Ok(false),
-                        Some(offset) if offset < *start => {
-                            // Before the range: read past, not decoded or counted.
-                            self.counted_to = reader.position();
-                            continue;
-                        }
-                        Some(_) => {}
-                        None => return Ok(false),
+                    if head.is_eof || head.offset >= *end {
+                        return Ok(None);
                     }
+                    *next = head.end;
+                    if head.offset < *start {
+                        continue;
+                    }
+                    head
                 }
                 Containers::Listed(offsets) => {
-                    let Some(offset) = offsets.pop_front() else { return Ok(false) };
-                    if self.reader.as_ref().is_none_or(|r| r.position() != offset) {
-                        self.reader = Some(ContainerReader::at(&self.path, &self.bytes, offset)?);
-                        self.counted_to = offset;
-                    }
-                    let reader = self.reader.as_mut().expect("opened above");
-                    if reader.next_container()?.is_none() {
-                        return Err(cram_error(
-                            &self.path,
-                            format!(
-                                "its index names a container at byte {offset}, where the file has none: \
-                                 rebuild the index (samtools index) or remove it"
-                            ),
-                        ));
+                    let Some(offset) = offsets.pop_front() else { return Ok(None) };
+                    match read_head(&self.path, &self.bytes, offset)? {
+                        Some(head) if !head.is_eof => head,
+                        _ => {
+                            return Err(cram_error(
+                                &self.path,
+                                format!(
+                                    "its index names a container at byte {offset}, where the file has none: \
+                                     rebuild the index (samtools index) or remove it"
+                                ),
+                            ))
+                        }
                     }
                 }
-            }
-            let reader = self.reader.as_ref().expect("a container was read");
-            if self.regions.as_deref().is_some_and(|regions| !reader.may_overlap(regions, &self.header.file)) {
+            };
+            self.uncounted += head.end - head.offset;
+            if head.records == 0
+                || self.regions.as_deref().is_some_and(|regions| !head.span.may_overlap(regions, &self.header.file))
+            {
                 continue;
             }
-            return Ok(true);
+            return Ok(Some(head));
+        }
+    }
+
+    /// Appends the records of the container `head` to `raw`.
+    fn decode(&mut self, head: &ContainerHead, raw: &mut RawBatch<CramPosition>) -> Result<()> {
+        #[cfg(feature = "htslib")]
+        if let Some(htslib) = &mut self.decoder.htslib {
+            let htslib = match htslib {
+                Some(decoder) => decoder,
+                None => htslib.insert(crate::formats::cram::htslib::HtslibCram::open(
+                    &self.path,
+                    &self.bytes.shown,
+                    &self.reference,
+                )?),
+            };
+            let (records, data) = (raw.ends.len(), raw.data.len());
+            let failure = match htslib.decode_into(head, &self.header, &self.reference, &mut raw.data, &mut raw.ends) {
+                Ok(()) => return Ok(()),
+                Err(e) if matches!(BamError::find(&e), Some(BamError::MissingReference { .. })) => return Err(e),
+                Err(e) => e,
+            };
+            raw.data.truncate(data);
+            raw.ends.truncate(records);
+            return self.decode_with_noodles(head, raw).map_err(|_| failure);
+        }
+        self.decode_with_noodles(head, raw)
+    }
+
+    /// Appends the records of the container `head`, decoded by noodles-cram, to `raw`.
+    fn decode_with_noodles(&mut self, head: &ContainerHead, raw: &mut RawBatch<CramPosition>) -> Result<()> {
+        let Decoder { noodles, encoder, .. } = &mut self.decoder;
+        if noodles.as_ref().is_none_or(|r| r.position() != head.offset) {
+            *noodles = Some(ContainerReader::at(&self.path, &self.bytes, head.offset)?);
+        }
+        let reader = noodles.as_mut().expect("opened above");
+        reader.read(head)?;
+        reader.decode_into(&self.header, &self.reference, encoder, &mut raw.data, &mut raw.ends)
+    }
+}
+
+impl Decoder {
+    /// htslib for a local file when the feature is on, noodles otherwise.
+    fn new(bytes: &ObjectBytes) -> Self {
+        let _ = bytes;
+        Self {
+            noodles: None,
+            encoder: noodles_bam::io::Writer::from(Vec::new()),
+            #[cfg(feature = "htslib")]
+            htslib: crate::formats::cram::htslib::HtslibCram::can_read(bytes).then_some(None),
         }
     }
 }
@@ -155,25 +214,22 @@ impl RecordSource for CramRecords {
     fn fill(&mut self, raw: &mut RawBatch<CramPosition>, batch_size: usize) -> Result<bool> {
         raw.clear();
         while raw.ends.len() < batch_size && raw.data.len() < BATCH_BYTE_BUDGET {
-            let next = self.next_container();
-            let more = match next {
-                Ok(more) => more,
-                // A container that cannot be read ends the partition: the next one cannot be found.
+            let head = match self.next_head() {
+                Ok(Some(head)) => head,
+                Ok(None) => return Ok(false),
+                // A container header that cannot be read ends the partition: the next one cannot
+                // be found.
                 Err(e) if self.skip_damaged => {
                     self.skipped(e, "up to the end of this partition");
-                    false
+                    return Ok(false);
                 }
                 Err(e) => return Err(e),
             };
-            if !more {
-                return Ok(false);
-            }
-            let reader = self.reader.as_ref().expect("a container was read");
             let first = raw.ends.len();
             let from = raw.data.len();
-            match reader.decode_into(&self.header, &self.reference, &mut self.encoder, &mut raw.data, &mut raw.ends) {
+            match self.decode(&head, raw) {
                 Ok(()) => {
-                    let offset = reader.offset();
+                    let offset = head.offset;
                     raw.starts
                         .extend((0..raw.ends.len() - first).map(|record| CramPosition { container: offset, record }));
                 }
@@ -193,11 +249,7 @@ impl RecordSource for CramRecords {
     }
 
     fn bytes_read(&mut self) -> u64 {
-        let Some(reader) = &self.reader else { return 0 };
-        let at = reader.position();
-        let read = at.saturating_sub(self.counted_to);
-        self.counted_to = self.counted_to.max(at);
-        read
+        std::mem::take(&mut self.uncounted)
     }
 }
 
