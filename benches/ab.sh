@@ -4,7 +4,9 @@
 #   benches/ab.sh BEFORE_BIN AFTER_BIN FILE.bam [ROUNDS] [SQL]
 #
 # SQL (default: the README's COPY (SELECT *) to Parquet) sees FILE as table `reads`; `{out}` in it
-# names a scratch directory emptied before every run (write outputs there). Each round
+# names a scratch directory emptied before every run (write outputs there). FORMAT (default BAM),
+# OPTIONS (the table's, such as "OPTIONS ('reference' 'ref.fa')") and PARTITIONS (default: the
+# session's) set up the table. Each round
 # runs BEFORE then AFTER; prints every run and, per binary, the median and range of wall, user and
 # kernel seconds and of page faults (perf stat, when perf is installed).
 set -euo pipefail
@@ -16,6 +18,8 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 sql=${5:-"COPY (SELECT * FROM reads) TO '{out}/o.parquet' STORED AS PARQUET"}
 sql=${sql//\{out\}/$out/scratch}
+partitions=()
+[[ -n "${PARTITIONS:-}" ]] && partitions=(-c "SET datafusion.execution.target_partitions = $PARTITIONS")
 perf=()
 command -v perf > /dev/null && perf=(perf stat -x, -e page-faults -o "$out/perf.txt")
 
@@ -23,8 +27,8 @@ for round in $(seq "$rounds"); do
   for which in before after; do
     bin=${!which}
     rm -rf "$out/scratch" && mkdir "$out/scratch"
-    "${perf[@]}" /usr/bin/time -o "$out/time.txt" -f '%e %U %S' "$bin" -q \
-      -c "CREATE EXTERNAL TABLE reads STORED AS BAM LOCATION '$file'" -c "$sql" > /dev/null
+    "${perf[@]}" /usr/bin/time -o "$out/time.txt" -f '%e %U %S' "$bin" -q "${partitions[@]}" \
+      -c "CREATE EXTERNAL TABLE reads STORED AS ${FORMAT:-BAM} LOCATION '$file' ${OPTIONS:-}" -c "$sql" > /dev/null
     faults=$( ((${#perf[@]})) && grep page-faults "$out/perf.txt" | cut -d, -f1 || echo 0)
     echo "$which $(tail -1 "$out/time.txt") $faults" | tee -a "$out/runs.txt"
   done

@@ -10,4 +10,4 @@ seconds="${1:-600}"
 first="${2:-$(date +%s)}"
 echo "fuzzing for ${seconds}s from seed ${first}"
 BAM_FUZZ_SECONDS="$seconds" BAM_FUZZ_FIRST_SEED="$first" BAM_FUZZ_FINDINGS="$PWD/tests/data/fuzz" \
-  cargo test -- fuzz::mutated_bam_never_panics_or_hangs --nocapture
+  cargo test -- fuzz::mutated_files_never_panic_or_hang --nocapture

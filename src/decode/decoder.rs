@@ -116,7 +116,7 @@ impl BatchDecoder {
     /// stay aligned and a record counts as damaged whichever columns a query reads.
     pub fn check(r: &RawRecord<'_>) -> Result<(), RecordError> {
         let cg = long_cigar(r)?;
-        reference_span(cg.map_or(r.cigar_bytes(), |f| f.value))?;
+        reference_span(cg.map_or(r.cigar_bytes(), |f| f.value), r.flag(), r.l_seq())?;
         ascii(r.name(), "read name")?;
         for field in r.aux() {
             let field = field?;
@@ -139,8 +139,7 @@ impl BatchDecoder {
         // The real CIGAR of an alignment with more than 65535 ops lives in the CG tag.
         let cg = long_cigar(r)?;
         let cigar = cg.map_or(r.cigar_bytes(), |f| f.value);
-        let needs_span = self.endpos.is_some();
-        let span = if needs_span || self.cigar.is_some() { Some(reference_span(cigar)?) } else { None };
+        let span = reference_span(cigar, flag, r.l_seq())?;
         let name = r.name();
         let qname = if self.qname.is_some() && name != b"*" { Some(ascii(name, "read name")?) } else { None };
 
@@ -172,7 +171,7 @@ impl BatchDecoder {
             } else if flag & FLAG_UNMAPPED != 0 || cigar.is_empty() {
                 Some(i64::from(pos0) + 1)
             } else {
-                Some(i64::from(pos0) + span.unwrap_or(0) as i64)
+                Some(i64::from(pos0) + span as i64)
             };
             b.append_option(end);
         }
@@ -589,19 +588,19 @@ mod tests {
         let mut d = all_columns_nm_xb();
         // NM as Z (wrong type) and a duplicate XB both overflow to tags_extra.
         let aux = [b"NMZx\0".as_slice(), b"XBBC\x02\0\0\0\x01\x02", b"XBBC\x01\0\0\0\x03", b"XFf\0\0\xc0\x3f"].concat();
-        let bytes = record(&[(5 << 4), (2 << 4) | 2, (3 << 4)], 3, &aux);
+        let bytes = record(&[(1 << 4), (2 << 4) | 2, (2 << 4)], 3, &aux);
         d.push(&RawRecord::parse(&bytes, 1).unwrap()).unwrap();
         let batch = d.finish().unwrap();
         assert_eq!(batch.num_rows(), 1);
         let s = |c: usize| batch.column(c).as_string::<i32>().value(0).to_string();
         assert_eq!(s(col::QNAME), "rx");
-        assert_eq!(s(col::CIGAR), "5M2D3M");
+        assert_eq!(s(col::CIGAR), "1M2D2M");
         assert_eq!(s(col::RNEXT), "chr1");
         assert_eq!(s(col::SEQ), "ACA");
         assert!(batch.column(col::QUAL).is_null(0));
         assert!(batch.column(col::MAPQ).is_null(0));
         let i64s = |c: usize| batch.column(c).as_primitive::<arrow::datatypes::Int64Type>().value(0);
-        assert_eq!((i64s(col::POS), i64s(col::ENDPOS), i64s(col::PNEXT)), (10, 19, 21));
+        assert_eq!((i64s(col::POS), i64s(col::ENDPOS), i64s(col::PNEXT)), (10, 14, 21));
         assert_eq!(s(col::TAGS_EXTRA), "NM:Z:x\tXB:B:C,3\tXF:f:1.5");
         let tags = batch.column(col::TAGS).as_struct();
         assert!(tags.column(0).is_null(0));

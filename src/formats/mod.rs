@@ -88,6 +88,10 @@ pub fn read_range(format: AlignmentFormat, scan: RangeScan<'_>) -> Result<Batche
                 range: (start, end),
                 regions: scan.regions.cloned(),
                 skip_damaged,
+                #[cfg(feature = "htslib")]
+                required_fields: cram::htslib::required_fields(
+                    scan.spec.projection.iter().map(|&i| scan.spec.table_schema.field(i).name().as_str()),
+                ),
             };
             let info = scan.catalog.load::<CramInfo>(&scan.bytes, scan.meta)?;
             let header = Arc::clone(&info.header);
@@ -205,7 +209,15 @@ fn sample_file(
         AlignmentFormat::Bam => sample_tags(path, bytes.open_at(0)?, budget, skip, counts),
         AlignmentFormat::Cram => {
             let reference = Reference::open(options.reference.as_deref())?;
-            let scan = CramScan { reference, range: whole, regions: None, skip_damaged: false };
+            let scan = CramScan {
+                reference,
+                range: whole,
+                regions: None,
+                skip_damaged: false,
+                // The sample reads the tags.
+                #[cfg(feature = "htslib")]
+                required_fields: cram::htslib::required_fields(["tags"]),
+            };
             let header = Arc::new(read_cram_header(path, bytes.open_at(0)?)?);
             let records = CramRecords::new(path, bytes, header, scan, None, metrics);
             let n_ref = records.file().reference_names.len();

@@ -38,6 +38,11 @@ pub enum RecordError {
     /// A tag's type byte, not one of BAM's.
     InvalidTagType(u8),
     QualityAbove93(u8),
+    /// A mapped record's CIGAR consumes `cigar` read bases, its sequence holds `sequence`.
+    CigarSequenceMismatch {
+        cigar: u64,
+        sequence: usize,
+    },
     /// Which text field is not valid UTF-8.
     NotUtf8(&'static str),
     /// A text column of one batch beyond Arrow's 32-bit offsets.
@@ -63,6 +68,9 @@ impl fmt::Display for RecordError {
             Self::Aux(e) => e.fmt(f),
             Self::InvalidTagType(ty) => write!(f, "aux field has invalid type {:?}", ty as char),
             Self::QualityAbove93(q) => write!(f, "base quality {q} is above 93"),
+            Self::CigarSequenceMismatch { cigar, sequence } => {
+                write!(f, "the CIGAR covers {cigar} read bases, the sequence holds {sequence}")
+            }
             Self::NotUtf8(what) => write!(f, "{what} is not valid UTF-8 text"),
             Self::TextColumnTooLarge => f.write_str("text column exceeds 2 GiB in one batch"),
         }
@@ -239,9 +247,11 @@ pub const SEQ_CODES: &[u8; 16] = b"=ACMGRSVTWYHKDBN";
 /// FLAG bit 0x4: the segment is unmapped.
 pub const FLAG_UNMAPPED: u16 = 0x4;
 
-/// Number of reference bases a CIGAR covers (M, D, N, =, X); errors on an invalid op code.
-pub fn reference_span(bytes: &[u8]) -> Result<u64, RecordError> {
-    let mut span = 0u64;
+/// Number of reference bases the CIGAR `bytes` of a record with `flag` and `l_seq` bases covers
+/// (M, D, N, =, X). Errors on an invalid op code, and, as htslib's `bam_read1` does, when a
+/// mapped record's CIGAR consumes another number of read bases than its sequence holds.
+pub fn reference_span(bytes: &[u8], flag: u16, l_seq: usize) -> Result<u64, RecordError> {
+    let (mut span, mut query) = (0u64, 0u64);
     for (len, op) in cigar_ops(bytes) {
         if !cigar_op::is_valid(op) {
             return Err(RecordError::InvalidCigarOp(op));
@@ -249,6 +259,12 @@ pub fn reference_span(bytes: &[u8]) -> Result<u64, RecordError> {
         if cigar_op::consumes_reference(op) {
             span += u64::from(len);
         }
+        if cigar_op::consumes_query(op) {
+            query += u64::from(len);
+        }
+    }
+    if !bytes.is_empty() && l_seq > 0 && flag & FLAG_UNMAPPED == 0 && query != l_seq as u64 {
+        return Err(RecordError::CigarSequenceMismatch { cigar: query, sequence: l_seq });
     }
     Ok(span)
 }
@@ -461,7 +477,7 @@ mod tests {
         let r = RawRecord::parse(&bytes, 1).unwrap();
         assert_eq!((r.ref_id(), r.pos(), r.mapq()), (0, 99, 60));
         assert_eq!(r.name(), b"r1");
-        assert_eq!(reference_span(r.cigar_bytes()).unwrap(), 10);
+        assert_eq!(reference_span(r.cigar_bytes(), r.flag(), r.l_seq()).unwrap(), 10);
         let fields: Vec<_> = r.aux().collect::<Result<_, _>>().unwrap();
         assert_eq!(fields.len(), 3);
         assert_eq!(fields[0].int(), Some(5));
@@ -482,6 +498,24 @@ mod tests {
     }
 
     #[test]
+    fn a_cigar_must_cover_the_sequence_of_a_mapped_read() {
+        // 10M over 11 bases, as htslib's bam_read1 refuses it; unmapped or without SEQ, it is kept.
+        let bytes = record_bytes(b"r1", &[(10 << 4)], 11, b"");
+        let r = RawRecord::parse(&bytes, 1).unwrap();
+        assert_eq!(
+            reference_span(r.cigar_bytes(), r.flag(), r.l_seq()),
+            Err(RecordError::CigarSequenceMismatch { cigar: 10, sequence: 11 })
+        );
+        assert_eq!(reference_span(r.cigar_bytes(), FLAG_UNMAPPED, r.l_seq()), Ok(10));
+        assert_eq!(reference_span(r.cigar_bytes(), r.flag(), 0), Ok(10));
+        // 4S3M2I1M covers 10 read bases and 4 reference bases.
+        let ops = [(4 << 4) | 4, (3 << 4), (2 << 4) | 1, (1 << 4)];
+        let bytes = record_bytes(b"r2", &ops, 10, b"");
+        let r = RawRecord::parse(&bytes, 1).unwrap();
+        assert_eq!(reference_span(r.cigar_bytes(), r.flag(), r.l_seq()), Ok(4));
+    }
+
+    #[test]
     fn malformed_aux_is_an_error() {
         for aux in [b"NM".as_slice(), b"MDZ10A5", b"XBBs\x09\0\0\0\x01\0", b"XXq\0", b"NMi\x01"] {
             let bytes = record_bytes(b"r", &[], 0, aux);
@@ -490,6 +524,6 @@ mod tests {
         }
         let bytes = record_bytes(b"r", &[(1 << 4) | 9], 0, b"");
         let r = RawRecord::parse(&bytes, 1).unwrap();
-        assert!(reference_span(r.cigar_bytes()).is_err());
+        assert!(reference_span(r.cigar_bytes(), r.flag(), r.l_seq()).is_err());
     }
 }

@@ -203,13 +203,25 @@ pub fn samtools_rows(path: &Path, extra: &[&str]) -> Vec<Row> {
     sam_rows(&samtools(&args))
 }
 
-/// `samtools view` of a file that may be damaged: `None` when samtools does not read it
-/// without error (or prints what is not UTF-8). A warning alone, such as a missing end-of-file
-/// block, still gives rows.
-pub fn try_samtools_rows(path: &Path) -> Option<Vec<Row>> {
-    let out = Command::new("samtools").arg("view").arg(path).output().expect("samtools must be installed");
-    let text = String::from_utf8(out.stdout).ok()?;
-    out.status.success().then(|| sam_rows(&text))
+/// What `samtools view` makes of a file that may be damaged: the rows it printed (before it
+/// failed, if it did), unless it printed what is not UTF-8 (which no SAM field may hold, so the
+/// output is not SAM), and its error. A warning alone, such as a missing end-of-file block, is
+/// not an error.
+pub struct SamtoolsRead {
+    pub rows: Option<Vec<Row>>,
+    pub error: Option<String>,
+}
+
+/// `samtools view` (with `extra` arguments) of a file that may be damaged.
+pub fn samtools_read(path: &Path, extra: &[&str]) -> SamtoolsRead {
+    let out = Command::new("samtools").arg("view").arg(path).args(extra).output().expect("samtools must be installed");
+    // A line cut short when samtools stopped is not a record it printed.
+    let rows = String::from_utf8(out.stdout).ok().map(|text| {
+        let complete: String = text.lines().filter(|l| l.split('\t').count() >= 11).map(|l| format!("{l}\n")).collect();
+        sam_rows(&complete)
+    });
+    let error = (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
+    SamtoolsRead { rows, error }
 }
 
 /// SAM records (no header) canonicalised.

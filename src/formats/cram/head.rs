@@ -64,6 +64,10 @@ pub struct ContainerHead {
     pub records: u64,
     /// Whether it is CRAM's end-of-file container.
     pub is_eof: bool,
+    /// The length of the header, whose last 4 bytes are its CRC32.
+    pub header_len: u32,
+    /// How many blocks its body holds.
+    pub blocks: u32,
 }
 
 /// CRAM's ITF8 integer at the start of `b` (section 2.3), and the bytes it takes.
@@ -126,7 +130,7 @@ pub fn parse_head(b: &[u8], offset: u64) -> std::result::Result<ContainerHead, H
     let length = i32::from_le_bytes(b.get(..4).ok_or(HeadError::Short { needed: 4 })?.try_into().expect("4 bytes"));
     let mut c = Cursor { b, at: 4 };
     let (reference, start, span, records) = (c.itf8()?, c.itf8()?, c.itf8()?, c.itf8()?);
-    let (_record_counter, _bases, _blocks) = (c.ltf8()?, c.ltf8()?, c.itf8()?);
+    let (_record_counter, _bases, blocks) = (c.ltf8()?, c.ltf8()?, c.itf8()?);
     let landmarks = c.itf8()?;
     if landmarks < 0 {
         return Err(HeadError::Invalid("a negative landmark count"));
@@ -145,6 +149,9 @@ pub fn parse_head(b: &[u8], offset: u64) -> std::result::Result<ContainerHead, H
     if records < 0 {
         return Err(HeadError::Invalid("a negative record count"));
     }
+    if blocks < 0 {
+        return Err(HeadError::Invalid("a negative block count"));
+    }
     let span = match reference {
         -2 => ContainerSpan::Many,
         -1 => ContainerSpan::Unplaced,
@@ -160,6 +167,8 @@ pub fn parse_head(b: &[u8], offset: u64) -> std::result::Result<ContainerHead, H
         span,
         records: records as u64,
         is_eof: records == 0 && reference == -1 && start == EOF_POSITION,
+        header_len: head_len as u32,
+        blocks: blocks as u32,
     })
 }
 
@@ -190,6 +199,37 @@ pub fn read_head(path: &str, bytes: &ObjectBytes, offset: u64) -> Result<Option<
             }
         }
     }
+}
+
+/// Checks the CRC32s of the container `head` describes, whose bytes (header and body) are
+/// `container`: its header's and each block's (section 8: method, content type, content id,
+/// sizes and data, then the CRC32 of those bytes). `Err` says what does not match.
+#[cfg(feature = "htslib")]
+pub fn check_checksums(head: &ContainerHead, container: &[u8]) -> std::result::Result<(), String> {
+    let crc_at = |at: usize| -> std::result::Result<u32, String> {
+        let b = container.get(at..at + 4).ok_or("the container ends inside a checksum")?;
+        Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
+    let header = head.header_len as usize - 4;
+    if crc32fast::hash(&container[..header]) != crc_at(header)? {
+        return Err("container header checksum mismatch".to_string());
+    }
+    let mut c = Cursor { b: container, at: head.header_len as usize };
+    for block in 0..head.blocks {
+        let start = c.at;
+        c.at += 2; // method, content type
+        let short = |_| format!("block {block} is cut short");
+        let (_content_id, compressed, _raw) =
+            (c.itf8().map_err(short)?, c.itf8().map_err(short)?, c.itf8().map_err(short)?);
+        let data_end =
+            usize::try_from(compressed).ok().and_then(|n| c.at.checked_add(n)).ok_or("a negative block size")?;
+        let bytes = container.get(start..data_end).ok_or_else(|| format!("block {block} is cut short"))?;
+        if crc32fast::hash(bytes) != crc_at(data_end)? {
+            return Err(format!("block {block} checksum mismatch"));
+        }
+        c.at = data_end + 4;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -254,6 +294,27 @@ mod tests {
         let parsed = parse_head(&eof, 10).unwrap();
         assert!(parsed.is_eof);
         assert_eq!(parsed.end, 10 + eof.len() as u64);
+    }
+
+    #[cfg(feature = "htslib")]
+    #[test]
+    fn checksums_of_headers_and_blocks_are_checked() {
+        let file = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/cram/bwa_mem.cram")).unwrap();
+        // After the 26-byte file definition: the header container, then the first data container.
+        let header = parse_head(&file[26..], 26).unwrap();
+        let first = parse_head(&file[header.end as usize..], header.end).unwrap();
+        assert!(first.blocks > 2 && first.records > 0);
+        for head in [header, first] {
+            let mut container = file[head.offset as usize..head.end as usize].to_vec();
+            assert_eq!(check_checksums(&head, &container), Ok(()));
+            let last = container.len() - 10;
+            container[last] ^= 1;
+            let e = check_checksums(&head, &container).unwrap_err();
+            assert!(e.contains("block") && e.contains("checksum mismatch"), "{e}");
+            container[last] ^= 1;
+            container[5] ^= 1;
+            assert_eq!(check_checksums(&head, &container), Err("container header checksum mismatch".to_string()));
+        }
     }
 
     #[test]

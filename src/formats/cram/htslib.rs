@@ -12,7 +12,7 @@ use rust_htslib::bam::{Read as _, Reader, Record};
 use rust_htslib::htslib;
 
 use crate::formats::cram::container::{container_error, cram_error, missing_reference, CramHeader, Reference};
-use crate::formats::cram::head::ContainerHead;
+use crate::formats::cram::head::{check_checksums, ContainerHead};
 use crate::io::ObjectBytes;
 
 /// BAM's CIGAR op codes used for the placeholder CIGAR of records with more ops than BAM's
@@ -37,11 +37,15 @@ impl HtslibCram {
         bytes.shown.starts_with('/') && std::path::Path::new(&bytes.shown).is_file()
     }
 
-    /// Opens the CRAM file `local` (named `path` in messages) with `reference`'s FASTA.
-    pub fn open(path: &str, local: &str, reference: &Reference) -> Result<Self> {
+    /// Opens the CRAM file `local` (named `path` in messages) with `reference`'s FASTA, to
+    /// decode the data series of `required_fields` (see [`required_fields`]).
+    pub fn open(path: &str, local: &str, reference: &Reference, required_fields: u32) -> Result<Self> {
         quiet_htslib();
         let mut reader =
             Reader::from_path(local).map_err(|e| cram_error(path, format!("htslib cannot open it: {e}")))?;
+        reader
+            .set_cram_options(htslib::hts_fmt_option_CRAM_OPT_REQUIRED_FIELDS, required_fields)
+            .map_err(|e| cram_error(path, format!("htslib refuses the fields to decode: {e}")))?;
         if let Some(fasta) = reference.path() {
             reader
                 .set_reference(fasta)
@@ -50,16 +54,21 @@ impl HtslibCram {
         Ok(Self { path: path.to_string(), reader, record: Record::new(), next: None })
     }
 
-    /// Decodes the container `head`, appending each record's BAM encoding (without its
+    /// Decodes the container `head` of the file `bytes`, appending each record's BAM encoding (without its
     /// `block_size`) to `data` and its end to `ends`.
     pub fn decode_into(
         &mut self,
+        bytes: &ObjectBytes,
         head: &ContainerHead,
         header: &CramHeader,
         reference: &Reference,
         data: &mut Vec<u8>,
         ends: &mut Vec<usize>,
     ) -> Result<()> {
+        // htslib checks a block's CRC32 only when it decompresses the block, which it skips for
+        // data series no column needs; damage there must still fail the scan.
+        let container = bytes.read_range(head.offset, head.end - head.offset)?;
+        check_checksums(head, &container).map_err(|what| container_error(&self.path, head.offset, what))?;
         if self.next != Some(head.offset) {
             self.next = None;
             self.reader.seek(head.offset as i64).map_err(|e| container_error(&self.path, head.offset, e))?;
@@ -86,6 +95,34 @@ impl HtslibCram {
         self.next = Some(head.end);
         Ok(())
     }
+}
+
+/// The SAM fields htslib must decode (its `CRAM_OPT_REQUIRED_FIELDS`) for a scan of the table
+/// columns `columns`: those the columns show, and always the fixed fields the decoder's filters,
+/// regions and checks read (FLAG, RNAME, POS, MAPQ, CIGAR). htslib then skips the data series
+/// of the others, and adds the series these depend on itself (`cram_dependent_data_series`).
+pub fn required_fields<'a>(columns: impl IntoIterator<Item = &'a str>) -> u32 {
+    let always = htslib::sam_fields_SAM_FLAG
+        | htslib::sam_fields_SAM_RNAME
+        | htslib::sam_fields_SAM_POS
+        | htslib::sam_fields_SAM_MAPQ
+        | htslib::sam_fields_SAM_CIGAR;
+    columns.into_iter().fold(always, |fields, column| {
+        fields
+            | match column {
+                "qname" => htslib::sam_fields_SAM_QNAME,
+                "rnext" => htslib::sam_fields_SAM_RNEXT,
+                "pnext" => htslib::sam_fields_SAM_PNEXT,
+                "tlen" => htslib::sam_fields_SAM_TLEN,
+                "seq" => htslib::sam_fields_SAM_SEQ,
+                "qual" => htslib::sam_fields_SAM_QUAL,
+                // MD and NM are regenerated from the bases, which htslib does not add itself.
+                "tags" | "tags_extra" => {
+                    htslib::sam_fields_SAM_AUX | htslib::sam_fields_SAM_RGAUX | htslib::sam_fields_SAM_SEQ
+                }
+                _ => 0,
+            }
+    })
 }
 
 /// htslib's own messages off: its failures become this crate's errors, which name the file and

@@ -53,6 +53,8 @@ pub struct CramRecords {
     metrics: ScanMetrics,
     /// Bytes of the containers handled that are not yet counted as read.
     uncounted: u64,
+    #[cfg(feature = "htslib")]
+    required_fields: u32,
 }
 
 /// What a CRAM scan reads of a file.
@@ -62,6 +64,9 @@ pub struct CramScan {
     pub range: (u64, u64),
     pub regions: Option<Arc<[Region]>>,
     pub skip_damaged: bool,
+    /// The SAM fields htslib decodes (`htslib::required_fields`).
+    #[cfg(feature = "htslib")]
+    pub required_fields: u32,
 }
 
 impl CramRecords {
@@ -107,6 +112,8 @@ impl CramRecords {
             skip_damaged: scan.skip_damaged,
             metrics,
             uncounted: 0,
+            #[cfg(feature = "htslib")]
+            required_fields: scan.required_fields,
         }
     }
 
@@ -168,10 +175,13 @@ impl CramRecords {
                     &self.path,
                     &self.bytes.shown,
                     &self.reference,
+                    self.required_fields,
                 )?),
             };
             let (records, data) = (raw.ends.len(), raw.data.len());
-            let failure = match htslib.decode_into(head, &self.header, &self.reference, &mut raw.data, &mut raw.ends) {
+            let decoded =
+                htslib.decode_into(&self.bytes, head, &self.header, &self.reference, &mut raw.data, &mut raw.ends);
+            let failure = match decoded {
                 Ok(()) => return Ok(()),
                 Err(e) if matches!(BamError::find(&e), Some(BamError::MissingReference { .. })) => return Err(e),
                 Err(e) => e,

@@ -168,6 +168,17 @@ impl Default for LineEncoder {
     }
 }
 
+/// Refuses a SEQ the SAM specification does not allow (`\*|[A-Za-z=.]+`, section 1.4), which
+/// noodles would encode as `N`s: a NUL or a tab inside the field is damage, not a base.
+fn check_sequence(sequence: &[u8]) -> io::Result<()> {
+    match sequence.iter().find(|&&b| !(b.is_ascii_alphabetic() || b == b'=' || b == b'.')) {
+        Some(&b) if sequence != b"*" => {
+            Err(io::Error::new(io::ErrorKind::InvalidData, format!("SEQ holds byte {b:#04x}, which is not a base")))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl LineEncoder {
     /// Appends the BAM encoding (without its `block_size`) of the record `line` to `data`.
     pub fn encode(&mut self, header: &sam::Header, line: &[u8], data: &mut Vec<u8>) -> io::Result<()> {
@@ -175,6 +186,7 @@ impl LineEncoder {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         self.writer.get_mut().clear();
         sam::io::Reader::new(line).read_record(&mut self.record)?;
+        check_sequence(self.record.sequence().as_ref())?;
         if self.writer.write_alignment_record(header, &self.record).is_err() {
             // noodles' lazy record (0.93, `record/data/field/value/array.rs`) rejects an empty `B`
             // array followed by another field; its eager record reads such lines.
@@ -184,5 +196,26 @@ impl LineEncoder {
         }
         data.extend_from_slice(&self.writer.get_ref()[4..]);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sequence_must_be_bases() {
+        let header = sam::Header::default();
+        let encode = |seq: &str| {
+            let line = format!("r\t4\t*\t0\t0\t*\t*\t0\t0\t{seq}\t*\n");
+            LineEncoder::default().encode(&header, line.as_bytes(), &mut Vec::new())
+        };
+        for good in ["ACGTN", "acgt=.", "*"] {
+            assert!(encode(good).is_ok(), "{good}");
+        }
+        for bad in ["AC\0GT", "AC GT", "AC1GT"] {
+            let e = encode(bad).unwrap_err();
+            assert!(e.to_string().contains("not a base"), "{bad}: {e}");
+        }
     }
 }
