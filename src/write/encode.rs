@@ -176,7 +176,7 @@ impl RecordEncoder {
         let (blocks, record_ends) = match self.kind {
             OutputKind::Bam => self.compress(path, &raw, &ends)?,
             OutputKind::Sam { bgzf } => {
-                let text = self.sam_text(path, &raw)?;
+                let text = self.sam_text(path, &raw, first_row)?;
                 match bgzf {
                     true => self.compress(path, &text, &[])?,
                     false => (text, Vec::new()),
@@ -191,14 +191,24 @@ impl RecordEncoder {
         })
     }
 
-    /// BAM record bytes as SAM lines, by noodles' SAM writer.
-    fn sam_text(&self, path: &str, raw: &[u8]) -> Result<Vec<u8>> {
+    /// BAM record bytes (rows `first_row..` of the output, counted from 0) as SAM lines, by
+    /// noodles' SAM writer.
+    fn sam_text(&self, path: &str, raw: &[u8], first_row: u64) -> Result<Vec<u8>> {
         let failed = |e: std::io::Error| DataFusionError::Execution(format!("SAM output {path}: {e}"));
         let mut records = noodles_bam::io::Reader::from(raw);
         let mut record = noodles_bam::Record::default();
         let mut text = sam::io::Writer::new(Vec::with_capacity(raw.len() * 2));
+        let mut row = first_row;
         while records.read_record(&mut record).map_err(failed)? != 0 {
-            text.write_alignment_record(&self.header, &record).map_err(failed)?;
+            row += 1;
+            if let Err(e) = text.write_alignment_record(&self.header, &record) {
+                let qname = record.name().map_or("*".into(), |n| String::from_utf8_lossy(n).into_owned());
+                let reason = match forbidden_in_sam(&record) {
+                    Some(what) => format!("{what}, which SAM text cannot hold (BAM output can)"),
+                    None => format!("noodles' SAM writer refuses it: {e}"),
+                };
+                return Err(BamError::InvalidRow { output: path.to_string(), row, qname, reason }.into());
+            }
         }
         Ok(text.into_inner())
     }
@@ -227,6 +237,26 @@ impl RecordEncoder {
         positions.pop();
         Ok((writer.into_inner(), positions))
     }
+}
+
+/// What of `record`'s aux fields the SAM specification forbids though BAM holds it (htslib writes
+/// both; htslib-test's `auxf#values.sam` has each): a tag name outside `[A-Za-z][A-Za-z0-9]`, or
+/// hex (`H`) with other than `0-9A-F`.
+fn forbidden_in_sam(record: &noodles_bam::Record) -> Option<String> {
+    use noodles_sam::alignment::record::data::field::Value;
+    for field in record.data().iter() {
+        let Ok((tag, value)) = field else { continue };
+        let [a, b] = *tag.as_ref();
+        if !(a.is_ascii_alphabetic() && b.is_ascii_alphanumeric()) {
+            return Some(format!("tag {:?}: its name is not [A-Za-z][A-Za-z0-9]", String::from_utf8_lossy(&[a, b])));
+        }
+        if let Value::Hex(hex) = value {
+            if !hex.iter().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c)) {
+                return Some(format!("tag {}:H:{hex}: hex other than 0-9A-F", String::from_utf8_lossy(&[a, b])));
+            }
+        }
+    }
+    None
 }
 
 /// Checks that noodles' header writer takes every reference name, naming the first it refuses:

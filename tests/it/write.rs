@@ -669,6 +669,36 @@ async fn sam_and_cram_outputs_read_as_their_sources() {
     }
 }
 
+/// What BAM holds but SAM text cannot (htslib-test's `auxf#values.sam` has a tag named `A!` and
+/// lowercase hex, which htslib writes and the SAM specification forbids) fails a SAM output with
+/// the row, its qname and the field, and leaves no file; the same rows write as BAM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sam_outputs_name_what_sam_text_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let bam = dir.path().join("auxf.bam");
+    let sam = "/usr/share/htslib-test/test/auxf#values.sam";
+    samtools(&["view", "--no-PG", "-b", "-o", bam.to_str().unwrap(), sam]);
+    let ctx = crate::context();
+    create_table(&ctx, "t", &bam).await;
+    let out = dir.path().join("auxf.sam");
+    let copy = format!("COPY (SELECT * FROM t) TO '{}' STORED AS SAM", out.display());
+    let e = query(&ctx, &copy).await.unwrap_err().to_string();
+    assert!(e.contains("row 1") && e.contains("qname Fred") && e.contains(r#"tag "A!""#), "{e}");
+    assert!(!out.exists());
+    let as_bam = dir.path().join("auxf_out.bam");
+    query(&ctx, &format!("COPY (SELECT * FROM t) TO '{}' STORED AS BAM", as_bam.display())).await.unwrap();
+    quickcheck(&as_bam).unwrap();
+    // Lowercase hex.
+    let text = dir.path().join("hex.sam");
+    std::fs::write(&text, "@SQ\tSN:c\tLN:20\nr\t0\tc\t1\t0\t4M\t*\t0\t0\tACGT\t*\tH1:H:dead00beef\n").unwrap();
+    let hex = dir.path().join("hex.bam");
+    samtools(&["view", "--no-PG", "-b", "-o", hex.to_str().unwrap(), text.to_str().unwrap()]);
+    create_table(&ctx, "h", &hex).await;
+    let copy = format!("COPY (SELECT * FROM h) TO '{}' STORED AS SAM", out.display());
+    let e = query(&ctx, &copy).await.unwrap_err().to_string();
+    assert!(e.contains("H1:H:dead00beef") && e.contains("0-9A-F"), "{e}");
+}
+
 /// A CRAM output names the sequence it cannot compress against: without option `reference`,
 /// with a FASTA that lacks one of the header's sequences, or one whose sequence is another than
 /// the header's `M5` says. Nothing is left behind. `index` is for BAM outputs only.
