@@ -121,7 +121,7 @@ impl BatchDecoder {
         for field in r.aux() {
             let field = field?;
             tag_kind(&field)?;
-            if matches!(field.ty, b'Z' | b'H') {
+            if matches!(field.ty, b'Z' | b'H' | b'A') {
                 tag_text(&field)?;
             }
         }
@@ -511,7 +511,7 @@ fn write_sam_field(out: &mut String, f: &AuxField<'_>) -> Result<(), RecordError
     match f.ty {
         b'A' => {
             out.push_str(":A:");
-            out.push(f.value[0] as char);
+            out.push_str(tag_text(f)?);
         }
         b'Z' | b'H' => {
             out.push(':');

@@ -207,8 +207,8 @@ impl CramRecords {
 
 impl Decoder {
     /// htslib for a local file when the feature is on, noodles otherwise.
+    #[cfg_attr(not(feature = "htslib"), allow(unused_variables))]
     fn new(bytes: &ObjectBytes) -> Self {
-        let _ = bytes;
         Self {
             noodles: None,
             encoder: noodles_bam::io::Writer::from(Vec::new()),

@@ -179,6 +179,25 @@ fn check_sequence(sequence: &[u8]) -> io::Result<()> {
     }
 }
 
+/// Refuses a tag name that is not two printable characters, as htslib's parser does ("invalid
+/// aux tag id"). htslib takes names the SAM specification forbids (`A!`, `0X`; htslib-test's
+/// `auxf#values.sam` has them), and so does this. Where noodles' lazy record cannot go on (an
+/// empty `B` array, see [`LineEncoder::encode`]), the check stops; the encoder reports the rest.
+fn check_tags(record: &sam::Record) -> io::Result<()> {
+    for field in record.data().iter() {
+        let Ok((tag, _)) = field else { break };
+        let [a, b] = *tag.as_ref();
+        if !(a.is_ascii_graphic() && b.is_ascii_graphic()) {
+            let name = String::from_utf8_lossy(&[a, b]).into_owned();
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("tag {name:?} is not two printable characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl LineEncoder {
     /// Appends the BAM encoding (without its `block_size`) of the record `line` to `data`.
     pub fn encode(&mut self, header: &sam::Header, line: &[u8], data: &mut Vec<u8>) -> io::Result<()> {
@@ -187,6 +206,7 @@ impl LineEncoder {
         self.writer.get_mut().clear();
         sam::io::Reader::new(line).read_record(&mut self.record)?;
         check_sequence(self.record.sequence().as_ref())?;
+        check_tags(&self.record)?;
         if self.writer.write_alignment_record(header, &self.record).is_err() {
             // noodles' lazy record (0.93, `record/data/field/value/array.rs`) rejects an empty `B`
             // array followed by another field; its eager record reads such lines.
@@ -216,6 +236,22 @@ mod tests {
         for bad in ["AC\0GT", "AC GT", "AC1GT"] {
             let e = encode(bad).unwrap_err();
             assert!(e.to_string().contains("not a base"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_tag_name_must_be_two_printable_characters() {
+        let header = sam::Header::default();
+        let encode = |tag: &str| {
+            let line = format!("r\t4\t*\t0\t0\t*\t*\t0\t0\tACGT\t*\t{tag}:i:1\n");
+            LineEncoder::default().encode(&header, line.as_bytes(), &mut Vec::new())
+        };
+        for good in ["NM", "X0", "ab", "A!", "0X"] {
+            assert!(encode(good).is_ok(), "{good}");
+        }
+        for bad in ["\u{1}1", "A\u{7f}"] {
+            let e = encode(bad).unwrap_err();
+            assert!(e.to_string().contains("is not two printable characters"), "{bad}: {e:?}");
         }
     }
 }
