@@ -214,3 +214,24 @@ pub fn reader_at(path: &str, bytes: &ObjectBytes, at: bgzf::VirtualPosition) -> 
 }
 
 pub type FileReader = bgzf::io::Reader<Box<dyn Read + Send>>;
+
+/// The length of a BGZF block's header (SAM specification, section 4.1).
+const BGZF_HEADER_LEN: u64 = 18;
+
+/// Checks the end of a BGZF file of `size` bytes whose reader found no more data at `at`:
+/// noodles-bgzf takes a block header cut short for the end of the data, where samtools fails
+/// ("Failed to read BGZF header"), and so does this. (After the last data, the reader stands
+/// before the end-of-file block, a whole block, or at the file's end.)
+pub fn check_end_of_blocks(path: &str, at: bgzf::VirtualPosition, size: u64) -> Result<()> {
+    let left = size.saturating_sub(at.compressed());
+    if (1..BGZF_HEADER_LEN).contains(&left) {
+        return Err(error_at(
+            path,
+            at,
+            format!(
+                "the file ends inside a BGZF block header ({left} bytes after the last whole block): it is truncated"
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -178,6 +178,25 @@ async fn file_cut_inside_a_block() {
     assert!(err.contains("cut.bam") && err.contains("truncated"), "{err}");
 }
 
+/// A file cut inside a block's header: samtools fails ("Failed to read BGZF header"), and so does
+/// the table, where noodles-bgzf alone would take the cut for the end of the data.
+#[tokio::test]
+async fn file_cut_inside_a_block_header() {
+    let bytes = sample();
+    let blocks = block_offsets(&bytes);
+    let cut = blocks[blocks.len() * 2 / 3] + 10;
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "cut_header.bam", &bytes[..cut]);
+    assert!(try_samtools_fails(&p), "samtools reads a file cut inside a block header");
+    let err = scan_error(&p).await;
+    assert!(err.contains("cut_header.bam") && err.contains("inside a BGZF block header"), "{err}");
+}
+
+/// Whether `samtools view` of `path` fails.
+fn try_samtools_fails(path: &std::path::Path) -> bool {
+    !std::process::Command::new("samtools").arg("view").arg(path).output().unwrap().status.success()
+}
+
 #[tokio::test]
 async fn lost_middle_is_detected_even_with_an_eof_block() {
     // Blocks missing from the middle (as from a broken concatenation): the record that straddled

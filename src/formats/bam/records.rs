@@ -10,7 +10,8 @@ use datafusion::common::{DataFusionError, Result};
 use noodles_bgzf as bgzf;
 
 use crate::bgzf::framing::{
-    absolute, append_record_at, error_at, positions_before_record, reader_at, show_virtual, FileContext, FileReader,
+    absolute, append_record_at, check_end_of_blocks, error_at, positions_before_record, reader_at, show_virtual,
+    FileContext, FileReader,
 };
 use crate::bgzf::pieces::{BoundaryOrigin, Piece};
 use crate::bgzf::resync::find_first_record;
@@ -133,6 +134,9 @@ impl BamRecords {
         }
         let cur = self.current.as_mut().expect("a piece was opened above");
         let (at, start) = positions_before_record(&self.path, cur.base, &mut cur.reader)?;
+        if start.is_none() && cur.piece.to.is_none() {
+            check_end_of_blocks(&self.path, at, self.bytes.size)?;
+        }
         let ended = match (cur.piece.to, start) {
             (_, None) => true,
             (Some(to), Some(start)) => at >= to || start >= to,

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use datafusion::common::{DataFusionError, Result};
 use noodles_bgzf::VirtualPosition;
 
-use crate::bgzf::framing::{reader_at, FileContext};
+use crate::bgzf::framing::{check_end_of_blocks, reader_at, FileContext};
 use crate::bgzf::pieces::{select_pieces, Piece, ReadUntil, Selection};
 use crate::bgzf::resync::first_block_at;
 use crate::decode::reader::{RawBatch, RecordSource, ScanMetrics, BATCH_BYTE_BUDGET};
@@ -215,7 +215,14 @@ impl RecordSource for SamRecords {
                 }
             };
             let at = lines.offset;
-            if at > stretch.last || !lines.next_line(&self.path, &mut self.line)? {
+            if at > stretch.last {
+                self.close_stretch();
+                continue;
+            }
+            if !lines.next_line(&self.path, &mut self.line)? {
+                if lines.is_bgzf() {
+                    check_end_of_blocks(&self.path, VirtualPosition::from(lines.offset), self.bytes.size)?;
+                }
                 self.close_stretch();
                 continue;
             }
