@@ -20,7 +20,7 @@ use noodles_sam::header::record::value::map::reference_sequence::tag::MD5_CHECKS
 use crate::bgzf::framing::FileContext;
 use crate::bgzf::header::read_header_text;
 use crate::error::BamError;
-use crate::formats::cram::head::{ContainerHead, ContainerSpan};
+use crate::formats::cram::head::{parse_head, ContainerHead, ContainerSpan};
 use crate::io::ObjectBytes;
 use crate::record::mismatches::append_md_nm;
 
@@ -272,6 +272,15 @@ impl ContainerReader {
     /// The offset the next container starts at.
     pub fn position(&self) -> u64 {
         self.base + self.reader.get_ref().taken
+    }
+
+    /// The header of the container at this reader's position, from the bytes it has streamed
+    /// already, when they hold it whole and it ends within the file's `size`; otherwise `None`
+    /// ([`read_head`](crate::formats::cram::head::read_head) reads it, or says why it cannot).
+    pub fn buffered_head(&mut self, size: u64) -> Option<ContainerHead> {
+        let at = self.position();
+        let buffered = self.reader.get_mut().inner.fill_buf().ok()?;
+        parse_head(buffered, at).ok().filter(|head| head.end <= size)
     }
 
     /// Reads the container `head` describes whole (without decoding it); the reader is at its

@@ -122,7 +122,7 @@ impl CramRecords {
         loop {
             let head = match &mut self.containers {
                 Containers::Walk { next, start, end } => {
-                    let Some(head) = read_head(&self.path, &self.bytes, *next)? else {
+                    let Some(head) = head_at(&self.path, &self.bytes, &mut self.decoder, *next)? else {
                         warnings::warn(format!(
                             "CRAM file {}: the end-of-file container is missing at byte {next}: the file is \
                              probably truncated; its records were read up to there",
@@ -141,7 +141,7 @@ impl CramRecords {
                 }
                 Containers::Listed(offsets) => {
                     let Some(offset) = offsets.pop_front() else { return Ok(None) };
-                    match read_head(&self.path, &self.bytes, offset)? {
+                    match head_at(&self.path, &self.bytes, &mut self.decoder, offset)? {
                         Some(head) if !head.is_eof => head,
                         _ => {
                             return Err(cram_error(
@@ -203,6 +203,17 @@ impl CramRecords {
         reader.read(head)?;
         reader.decode_into(&self.header, &self.reference, encoder, &mut raw.data, &mut raw.ends)
     }
+}
+
+/// The header of the container at byte `offset` of `bytes`: from the noodles reader's stream when
+/// it stands there (a remote file then needs no request per container), else read on its own.
+fn head_at(path: &str, bytes: &ObjectBytes, decoder: &mut Decoder, offset: u64) -> Result<Option<ContainerHead>> {
+    if let Some(reader) = decoder.noodles.as_mut().filter(|r| r.position() == offset) {
+        if let Some(head) = reader.buffered_head(bytes.size) {
+            return Ok(Some(head));
+        }
+    }
+    read_head(path, bytes, offset)
 }
 
 impl Decoder {
