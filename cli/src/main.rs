@@ -184,11 +184,13 @@ async fn run(args: Args) -> Result<()> {
     if let Some(limit) = &args.memory_limit {
         let bytes = SessionContext::parse_capacity_limit("--memory-limit", limit)
             .map_err(|e| DataFusionError::Configuration(format!("--memory-limit {limit}: {e}")))?;
-        // A fair pool, not `SET datafusion.runtime.memory_limit`'s greedy one: each partition's
-        // sort spills at its share, so it cannot hold the memory another partition's merge,
-        // which cannot spill, needs (docs/writing.md, "Sorted output").
+        // A fair pool, not `SET datafusion.runtime.memory_limit`'s greedy one, and one sort
+        // for all partitions: DataFusion 55's sort frees its merge reserve before a spill's merge
+        // (apache/datafusion#24739), and another partition's sort can take it, failing the query
+        // at random (docs/writing.md, "Sorted output").
         let pool = TrackConsumersPool::new(FairSpillPool::new(bytes), NonZeroUsize::new(5).expect("not zero"));
         runtime = runtime.with_memory_pool(Arc::new(pool));
+        config = config.set_bool("datafusion.optimizer.repartition_sorts", false);
     }
     let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?).enable_url_table();
     ctx.enable_bam()?;

@@ -96,6 +96,12 @@ fn memory_limit_bounds_the_session() {
     let limited = |sql: &str| run_in(dir.path(), &["-q", "--format", "csv", "-m", "2M", "-c", &create, "-c", sql]);
     let sorted = stdout_ok(&limited("SELECT count(*) FROM (SELECT qname, seq FROM reads ORDER BY seq, qname)"));
     assert_eq!(last_number(&sorted), samtools_count(&[&sample()]));
+    // One sort for all partitions, which DataFusion 55 needs to spill reliably (docs/cli.md).
+    let setting = stdout_ok(&limited(
+        "SELECT value FROM information_schema.df_settings \
+         WHERE name = 'datafusion.optimizer.repartition_sorts'",
+    ));
+    assert_eq!(setting.lines().last(), Some("false"), "{setting}");
     let out = limited("SELECT length(string_agg(seq, '')) FROM reads");
     assert!(!out.status.success());
     assert!(

@@ -532,15 +532,18 @@ fn limited_context(limit: usize, spill: bool) -> datafusion::prelude::SessionCon
     use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
     use datafusion::execution::runtime_env::RuntimeEnvBuilder;
     let mode = if spill { DiskManagerMode::OsTmpDirectory } else { DiskManagerMode::Disabled };
-    // A fair pool, as the CLI's --memory-limit makes: with DataFusion's greedy pool, one
-    // partition's sort may hold what another partition's merge needs, and the COPY fails.
+    // As the CLI's --memory-limit makes it: a fair pool and one sort for all partitions. With
+    // DataFusion's greedy pool, or a sort per partition, one partition's sort may take what
+    // another's merge needs (apache/datafusion#24739), and the COPY fails at random.
     let pool = datafusion::execution::memory_pool::FairSpillPool::new(limit);
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(std::sync::Arc::new(pool))
         .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(mode))
         .build_arc()
         .unwrap();
-    let config = datafusion::prelude::SessionConfig::new().with_target_partitions(2);
+    let config = datafusion::prelude::SessionConfig::new()
+        .with_target_partitions(2)
+        .set_bool("datafusion.optimizer.repartition_sorts", false);
     let ctx = datafusion::prelude::SessionContext::new_with_config_rt(config, runtime);
     datafusion_bam::BamSessionExt::enable_bam(&ctx).unwrap();
     ctx
