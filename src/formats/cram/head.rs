@@ -201,6 +201,42 @@ pub fn read_head(path: &str, bytes: &ObjectBytes, offset: u64) -> Result<Option<
     }
 }
 
+/// A block of a container body (section 8): its compression method (0 raw, 1 gzip, 2 bzip2,
+/// 3 lzma, 4 rANS 4x8, 5 rANS Nx16, 6 arithmetic coder, 7 fqzcomp, 8 name tokeniser), and where
+/// its bytes lie in the container.
+#[cfg(any(test, feature = "htslib"))]
+struct BlockHead {
+    method: u8,
+    /// Where the block starts.
+    start: usize,
+    /// Where its data ends and its CRC32 starts.
+    data_end: usize,
+}
+
+/// The blocks of the container `head` describes, whose bytes (header and body) are `container`.
+/// `Err` says where the blocks stop making sense.
+#[cfg(any(test, feature = "htslib"))]
+fn block_heads(head: &ContainerHead, container: &[u8]) -> std::result::Result<Vec<BlockHead>, String> {
+    let mut c = Cursor { b: container, at: head.header_len as usize };
+    let mut blocks = Vec::new();
+    for block in 0..head.blocks {
+        let start = c.at;
+        let short = |_| format!("block {block} is cut short");
+        let method = *container.get(start).ok_or_else(|| format!("block {block} is cut short"))?;
+        c.at += 2; // method, content type
+        let (_content_id, compressed, _raw) =
+            (c.itf8().map_err(short)?, c.itf8().map_err(short)?, c.itf8().map_err(short)?);
+        let data_end =
+            usize::try_from(compressed).ok().and_then(|n| c.at.checked_add(n)).ok_or("a negative block size")?;
+        if container.len() < data_end {
+            return Err(format!("block {block} is cut short"));
+        }
+        blocks.push(BlockHead { method, start, data_end });
+        c.at = data_end + 4; // the CRC32
+    }
+    Ok(blocks)
+}
+
 /// Checks the CRC32s of the container `head` describes, whose bytes (header and body) are
 /// `container`: its header's and each block's (section 8: method, content type, content id,
 /// sizes and data, then the CRC32 of those bytes). `Err` says what does not match.
@@ -214,20 +250,10 @@ pub fn check_checksums(head: &ContainerHead, container: &[u8]) -> std::result::R
     if crc32fast::hash(&container[..header]) != crc_at(header)? {
         return Err("container header checksum mismatch".to_string());
     }
-    let mut c = Cursor { b: container, at: head.header_len as usize };
-    for block in 0..head.blocks {
-        let start = c.at;
-        c.at += 2; // method, content type
-        let short = |_| format!("block {block} is cut short");
-        let (_content_id, compressed, _raw) =
-            (c.itf8().map_err(short)?, c.itf8().map_err(short)?, c.itf8().map_err(short)?);
-        let data_end =
-            usize::try_from(compressed).ok().and_then(|n| c.at.checked_add(n)).ok_or("a negative block size")?;
-        let bytes = container.get(start..data_end).ok_or_else(|| format!("block {block} is cut short"))?;
-        if crc32fast::hash(bytes) != crc_at(data_end)? {
+    for (block, BlockHead { start, data_end, .. }) in block_heads(head, container)?.into_iter().enumerate() {
+        if crc32fast::hash(&container[start..data_end]) != crc_at(data_end)? {
             return Err(format!("block {block} checksum mismatch"));
         }
-        c.at = data_end + 4;
     }
     Ok(())
 }
@@ -255,6 +281,32 @@ mod tests {
         assert_eq!(ltf8(&[0xfe, 1, 2, 3, 4, 5, 6, 7]), Some((0x01020304050607, 8)));
         assert_eq!(ltf8(&[0xff, 0, 0, 0, 0, 0, 0, 1, 0]), Some((0x100, 9)));
         assert_eq!(ltf8(&[0xff, 0, 0]), None, "cut short");
+    }
+
+    /// The compression methods of every block of the CRAM file `name` of tests/data/cram.
+    fn methods_of(name: &str) -> std::collections::BTreeSet<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cram").join(name);
+        let file = std::fs::read(path).unwrap();
+        let mut methods = std::collections::BTreeSet::new();
+        let mut at = 26; // the file definition: magic, version, file id
+        while at < file.len() {
+            let head = parse_head(&file[at..], at as u64).unwrap();
+            let container = &file[at..head.end as usize];
+            methods.extend(block_heads(&head, container).unwrap().iter().map(|block| block.method));
+            at = head.end as usize;
+        }
+        methods
+    }
+
+    /// The CRAM 3.1 test files hold the codecs their profiles promise: fqzcomp (7) in `small`,
+    /// and the arithmetic coder (6) and the name tokeniser (8) as well in `archive`, so the
+    /// tests that read them cover those decoders (tests/data/cram.sh).
+    #[test]
+    fn the_cram_3_1_profiles_use_their_codecs() {
+        let (small, archive) = (methods_of("bwa_mem_v31_small.cram"), methods_of("bwa_mem_v31_archive.cram"));
+        assert!(small.contains(&7), "small: {small:?}");
+        assert!(archive.contains(&6) && archive.contains(&7) && archive.contains(&8), "archive: {archive:?}");
+        assert!(!methods_of("bwa_mem.cram").iter().any(|m| (5..=8).contains(m)), "CRAM 3.0 has no 3.1 codecs");
     }
 
     /// A container header with these fields, as section 7.2 lays it out (one-byte integers).
