@@ -250,9 +250,9 @@ pub fn check_checksums(head: &ContainerHead, container: &[u8]) -> std::result::R
     if crc32fast::hash(&container[..header]) != crc_at(header)? {
         return Err("container header checksum mismatch".to_string());
     }
-    for (block, BlockHead { start, data_end, .. }) in block_heads(head, container)?.into_iter().enumerate() {
+    for (block, BlockHead { method, start, data_end }) in block_heads(head, container)?.into_iter().enumerate() {
         if crc32fast::hash(&container[start..data_end]) != crc_at(data_end)? {
-            return Err(format!("block {block} checksum mismatch"));
+            return Err(format!("block {block} (compression method {method}) checksum mismatch"));
         }
     }
     Ok(())
