@@ -292,7 +292,14 @@ mod tests {
         while at < file.len() {
             let head = parse_head(&file[at..], at as u64).unwrap();
             let container = &file[at..head.end as usize];
-            methods.extend(block_heads(&head, container).unwrap().iter().map(|block| block.method));
+            let blocks = block_heads(&head, container).unwrap();
+            // The blocks fill the body, one after another, each followed by its CRC32.
+            let starts: Vec<usize> = blocks.iter().map(|block| block.start).collect();
+            let ends: Vec<usize> = blocks.iter().map(|block| block.data_end + 4).collect();
+            assert_eq!(starts.first(), Some(&(head.header_len as usize)), "{name}: container at {at}");
+            assert_eq!(starts[1..], ends[..ends.len() - 1], "{name}: container at {at}");
+            assert_eq!(ends.last(), Some(&container.len()), "{name}: container at {at}");
+            methods.extend(blocks.iter().map(|block| block.method));
             at = head.end as usize;
         }
         methods
