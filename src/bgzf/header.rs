@@ -51,18 +51,33 @@ pub fn read_bam_header<R: io::Read>(reader: &mut noodles_bam::io::Reader<R>) -> 
     let text = text.split(|&b| b == 0).next().unwrap_or_default();
     let mut header = read_header_text(text)?;
     let binary = header_reader.read_reference_sequences()?;
-    let refs = header.reference_sequences();
-    if refs.is_empty() {
-        *header.reference_sequences_mut() = binary;
-    } else if refs.len() != binary.len()
-        || refs.iter().zip(&binary).any(|((a, a_map), (b, b_map))| a != b || a_map.length() != b_map.length())
-    {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "SAM header and binary reference sequence dictionaries mismatch",
-        ));
-    }
+    let text_refs = std::mem::take(header.reference_sequences_mut());
+    *header.reference_sequences_mut() = reconcile_references(binary, text_refs);
     Ok(header)
+}
+
+/// The reference dictionary of a BAM file whose binary list is `binary` and whose text's `@SQ`
+/// lines are `text`, as htslib makes it (`sam_hrecs_refs_from_targets_array`, then the text, in
+/// `header.c`): records index the binary list, so its names, order and lengths hold, each with
+/// the other fields of the text line of its name; text lines of other names follow.
+fn reconcile_references(
+    binary: sam::header::ReferenceSequences,
+    mut text: sam::header::ReferenceSequences,
+) -> sam::header::ReferenceSequences {
+    let mut references: sam::header::ReferenceSequences = binary
+        .into_iter()
+        .map(|(name, from_binary)| match text.shift_remove(&name) {
+            Some(mut from_text) => {
+                *from_text.length_mut() = from_binary.length();
+                (name, from_text)
+            }
+            None => (name, from_binary),
+        })
+        .collect();
+    for (name, from_text) in text {
+        references.entry(name).or_insert(from_text);
+    }
+    references
 }
 
 /// Reads all of `reader`'s header lines into one header, for SAM text.
@@ -75,6 +90,24 @@ pub fn read_header_text(mut reader: impl BufRead) -> io::Result<sam::Header> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The binary list decides names, order and lengths; the text adds fields and names.
+    #[test]
+    fn binary_references_win_over_the_text_as_in_htslib() {
+        let text = read_header_text(
+            "@SQ\tSN:b\tLN:7\tM5:0123456789abcdef0123456789abcdef\n@SQ\tSN:a\tLN:5\n@SQ\tSN:t\tLN:3\n".as_bytes(),
+        )
+        .unwrap();
+        let binary = read_header_text("@SQ\tSN:a\tLN:5\n@SQ\tSN:b\tLN:9\n@SQ\tSN:c\tLN:2\n".as_bytes()).unwrap();
+        let references =
+            reconcile_references(binary.reference_sequences().clone(), text.reference_sequences().clone());
+        let listed: Vec<(String, usize, usize)> = references
+            .iter()
+            .map(|(name, map)| (name.to_string(), map.length().get(), map.other_fields().len()))
+            .collect();
+        let expected = [("a", 5, 0), ("b", 9, 1), ("c", 2, 0), ("t", 3, 0)].map(|(n, l, f)| (n.to_string(), l, f));
+        assert_eq!(listed, expected);
+    }
 
     #[test]
     fn bare_comment_lines_are_empty_comments() {
