@@ -99,8 +99,7 @@ mod tests {
         )
         .unwrap();
         let binary = read_header_text("@SQ\tSN:a\tLN:5\n@SQ\tSN:b\tLN:9\n@SQ\tSN:c\tLN:2\n".as_bytes()).unwrap();
-        let references =
-            reconcile_references(binary.reference_sequences().clone(), text.reference_sequences().clone());
+        let references = reconcile_references(binary.reference_sequences().clone(), text.reference_sequences().clone());
         let listed: Vec<(String, usize, usize)> = references
             .iter()
             .map(|(name, map)| (name.to_string(), map.length().get(), map.other_fields().len()))
