@@ -283,6 +283,12 @@ async fn damaged_crams_fail_with_the_file_and_byte_or_are_skipped() {
     std::fs::write(&cut, &source[..source.len() / 2]).unwrap();
     let err = scan_error(&cut, cram_options()).await;
     assert!(err.contains("cut.cram") && err.contains("truncated") && err.contains("byte"), "{err}");
+    // Cut inside the header container's padding, after its SAM header block, which samtools
+    // cannot open either.
+    let header_end = 26 + 4 + usize::try_from(i32::from_le_bytes(source[26..30].try_into().unwrap())).unwrap();
+    std::fs::write(&cut, &source[..header_end]).unwrap();
+    let err = scan_error(&cut, cram_options()).await;
+    assert!(err.contains("cut.cram") && err.contains("inside its header container"), "{err}");
     // A flipped byte inside a container's data: an error naming the container, or, with
     // skip_damaged, the container skipped with a warning and the rest read.
     let mut flipped = source.clone();

@@ -31,6 +31,9 @@ const MIN_MAJOR_VERSION: u8 = 3;
 /// The magic number a CRAM file starts with.
 pub const CRAM_MAGIC: &[u8; 4] = b"CRAM";
 
+/// The length of a CRAM file's definition (section 6): magic, version, and a 20-byte file id.
+pub const FILE_DEFINITION_LEN: usize = 26;
+
 /// An error about the CRAM file `path`.
 pub fn cram_error(path: &str, what: impl std::fmt::Display) -> DataFusionError {
     BamError::damaged(path, "", what).into()
@@ -81,6 +84,9 @@ pub fn read_cram_header<R: Read>(path: &str, inner: R) -> Result<CramHeader> {
         };
         return Err(cram_error(path, what));
     }
+    // Where the header container ends, by its own header (right after the file definition):
+    // noodles reads a container cut short as one that ends early.
+    let header_end = head.get(FILE_DEFINITION_LEN..).and_then(|b| parse_head(b, FILE_DEFINITION_LEN as u64).ok());
     let mut reader = cram::io::Reader::new(&mut counted);
     let definition = catch_decode_panic(|| reader.read_file_definition())
         .map_err(|panicked| cram_error(path, format!("invalid CRAM file definition: {panicked}")))?
@@ -103,6 +109,15 @@ pub fn read_cram_header<R: Read>(path: &str, inner: R) -> Result<CramHeader> {
         io::ErrorKind::UnexpectedEof => cram_error(path, "the file ends inside its header: it is truncated"),
         _ => cram_error(path, format!("invalid CRAM header: {e}")),
     })?;
+    if let Some(expected) = header_end.filter(|h| counted.taken < h.end) {
+        return Err(cram_error(
+            path,
+            format!(
+                "the file ends at byte {}, inside its header container, which ends at byte {}: it is truncated",
+                counted.taken, expected.end
+            ),
+        ));
+    }
     let refs = header.reference_sequences();
     let file = Arc::new(FileContext {
         reference_names: refs.keys().map(|name| String::from_utf8_lossy(name).into_owned()).collect(),

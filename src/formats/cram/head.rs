@@ -261,6 +261,7 @@ pub fn check_checksums(head: &ContainerHead, container: &[u8]) -> std::result::R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::cram::container::FILE_DEFINITION_LEN;
 
     #[test]
     fn itf8_reads_every_width() {
@@ -288,7 +289,7 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cram").join(name);
         let file = std::fs::read(path).unwrap();
         let mut methods = std::collections::BTreeSet::new();
-        let mut at = 26; // the file definition: magic, version, file id
+        let mut at = FILE_DEFINITION_LEN;
         while at < file.len() {
             let head = parse_head(&file[at..], at as u64).unwrap();
             let container = &file[at..head.end as usize];
@@ -359,8 +360,8 @@ mod tests {
     #[test]
     fn checksums_of_headers_and_blocks_are_checked() {
         let file = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/cram/bwa_mem.cram")).unwrap();
-        // After the 26-byte file definition: the header container, then the first data container.
-        let header = parse_head(&file[26..], 26).unwrap();
+        // After the file definition: the header container, then the first data container.
+        let header = parse_head(&file[FILE_DEFINITION_LEN..], FILE_DEFINITION_LEN as u64).unwrap();
         let first = parse_head(&file[header.end as usize..], header.end).unwrap();
         assert!(first.blocks > 2 && first.records > 0);
         for head in [header, first] {
