@@ -178,8 +178,22 @@ pub fn append_record_at<R: Read>(
     reader: &mut bgzf::io::Reader<R>,
     buf: &mut Vec<u8>,
 ) -> Result<()> {
+    // Where the reader stands, for an error in a later block of a record that spans several:
+    // noodles-bgzf's `position` is the offset of the block it reads next, or failed to read.
+    let entry = reader.virtual_position();
+    let failed = |reader: &bgzf::io::Reader<R>, e: &io::Error| {
+        let block = start.compressed() - entry.compressed() + reader.position();
+        match block == start.compressed() {
+            true => error_at(path, start, describe_io(e)),
+            false => error_at(
+                path,
+                start,
+                format!("{}, in the BGZF block at byte {block}, which this record continues into", describe_io(e)),
+            ),
+        }
+    };
     let mut size = [0u8; 4];
-    reader.read_exact(&mut size).map_err(|e| error_at(path, start, describe_io(&e)))?;
+    reader.read_exact(&mut size).map_err(|e| failed(reader, &e))?;
     let block_size = u32::from_le_bytes(size) as usize;
     if !(FIXED_LEN..=MAX_RECORD_BYTES).contains(&block_size) {
         return Err(error_at(path, start, format!("invalid record length {block_size}: the data is corrupt")));
@@ -187,9 +201,9 @@ pub fn append_record_at<R: Read>(
     let from = buf.len();
     if block_size <= DIRECT_READ_BYTES {
         buf.resize(from + block_size, 0);
-        return reader.read_exact(&mut buf[from..]).map_err(|e| error_at(path, start, describe_io(&e)));
+        return reader.read_exact(&mut buf[from..]).map_err(|e| failed(reader, &e));
     }
-    let read = reader.take(block_size as u64).read_to_end(buf).map_err(|e| error_at(path, start, describe_io(&e)))?;
+    let read = (&mut *reader).take(block_size as u64).read_to_end(buf).map_err(|e| failed(reader, &e))?;
     if read < block_size {
         return Err(error_at(path, start, "file ends inside a BGZF block or record: it is truncated"));
     }

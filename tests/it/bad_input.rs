@@ -225,6 +225,31 @@ async fn corrupted_block_names_its_offset() {
     assert!(err.contains(&format!("virtual offset {target}:")), "{err}");
 }
 
+/// A damaged block that a long record continues into is named, besides the record's start.
+#[tokio::test]
+async fn a_damaged_block_inside_a_record_is_named() {
+    // Full blocks, as noodles writes them, so records span blocks.
+    let mut bytes = deflate(&inflate(&std::fs::read(data("long_reads.bam")).unwrap()));
+    let blocks = block_offsets(&bytes);
+    let records: std::collections::BTreeSet<usize> = record_offsets(&inflate(&bytes)).into_iter().collect();
+    // Each block's first uncompressed byte: the size of the data of the blocks before it.
+    let starts: Vec<usize> = blocks.iter().map(|&at| inflate(&bytes[..at]).len()).collect();
+    let (target, _) = blocks[..blocks.len() - 1] // not the end-of-file block
+        .iter()
+        .zip(&starts)
+        .skip(blocks.len() / 2)
+        .find(|(_, start)| !records.contains(start))
+        .expect("a block that starts inside a record");
+    for i in 40..60 {
+        bytes[target + i] ^= 0x5a;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "inside.bam", &bytes);
+    let err = scan_error(&p).await;
+    assert!(err.contains("inside.bam") && err.contains("corrupt BGZF data"), "{err}");
+    assert!(err.contains(&format!("in the BGZF block at byte {target}, which this record continues into")), "{err}");
+}
+
 /// Rows of sample.bam as samtools shows them, sorted.
 fn sample_rows() -> Vec<Row> {
     let mut rows = samtools_rows(&data("sample.bam"), &[]);
@@ -360,7 +385,8 @@ async fn damaged_framing_and_blocks_are_errors_or_skipped_to_the_next_block() {
 }
 
 /// A header whose reference count disagrees with its reference list is an error, not records
-/// read with the wrong references.
+/// read with the wrong references: too many, and the list runs into the records; too few, and
+/// the list's last entry is read as the first record.
 #[tokio::test]
 async fn header_lying_about_its_reference_count() {
     let data = inflate(&sample());
@@ -373,7 +399,8 @@ async fn header_lying_about_its_reference_count() {
         lying[n_ref_at..n_ref_at + 4].copy_from_slice(&lie.to_le_bytes());
         let p = write(dir.path(), &format!("{name}.bam"), &deflate(&lying));
         let err = scan_error(&p).await;
-        assert!(err.contains(&format!("{name}.bam")) && err.contains("header"), "{name}: {err}");
+        let what = if name == "fewer_refs" { "invalid record" } else { "header" };
+        assert!(err.contains(&format!("{name}.bam")) && err.contains(what), "{name}: {err}");
     }
 }
 
