@@ -159,14 +159,16 @@ impl BatchDecoder {
             let id = r.ref_id();
             b.append_option((id >= 0).then(|| self.reference_names[id as usize].as_str()));
         }
+        // Only -1 means "none": other negative positions, which htslib's own test files hold,
+        // are shown as samtools prints them, as for pnext.
         let pos0 = r.pos();
         if let Some(b) = &mut self.pos {
-            b.append_option((pos0 >= 0).then(|| i64::from(pos0) + 1));
+            b.append_option((pos0 != -1).then(|| i64::from(pos0) + 1));
         }
         if let Some(b) = &mut self.endpos {
             // samtools' endpos (bam_endpos): pos + reference span; an unmapped read placed by
             // its mate, or one without CIGAR, covers its one position (so regions include it).
-            let end = if pos0 < 0 {
+            let end = if pos0 == -1 {
                 None
             } else if flag & FLAG_UNMAPPED != 0 || cigar.is_empty() {
                 Some(i64::from(pos0) + 1)

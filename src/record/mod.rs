@@ -24,11 +24,6 @@ pub enum RecordError {
         id: i32,
         n_ref: usize,
     },
-    /// `pos` or `next pos` below -1 (absent), which no SAM `POS` or `PNEXT` holds.
-    PositionOutOfRange {
-        field: &'static str,
-        pos: i32,
-    },
     EmptyReadName,
     /// The record's length cannot hold its read name, CIGAR and sequence.
     ShorterThanFields {
@@ -62,7 +57,6 @@ impl fmt::Display for RecordError {
                 write!(f, "record of {len} bytes is shorter than the 32-byte fixed part")
             }
             Self::ReferenceOutOfRange { field, id, n_ref } => write!(f, "{field} {id} is outside [-1, {n_ref})"),
-            Self::PositionOutOfRange { field, pos } => write!(f, "{field} {pos} is below -1 (absent)"),
             Self::EmptyReadName => f.write_str("read name length is 0 (it includes the terminating NUL)"),
             Self::ShorterThanFields { len, name_len, n_cigar, l_seq } => write!(
                 f,
@@ -128,11 +122,6 @@ impl<'a> RawRecord<'a> {
         for (field, id) in [("refID", ref_id), ("next refID", next_ref_id)] {
             if id < -1 || (id >= 0 && id as usize >= n_ref) {
                 return Err(RecordError::ReferenceOutOfRange { field, id, n_ref });
-            }
-        }
-        for (field, pos) in [("pos", i32_at(buf, 4)), ("next pos", i32_at(buf, 24))] {
-            if pos < -1 {
-                return Err(RecordError::PositionOutOfRange { field, pos });
             }
         }
         let name_len = buf[8] as usize;
@@ -494,20 +483,6 @@ mod tests {
         assert_eq!(fields[0].int(), Some(5));
         assert_eq!(fields[1].value, b"10A5");
         assert_eq!(fields[2].int_array().collect::<Vec<_>>(), vec![-1, 7]);
-    }
-
-    #[test]
-    fn positions_below_minus_one_are_errors() {
-        let bytes = record_bytes(b"r1", &[(10 << 4)], 10, b"");
-        for (at, field) in [(4, "pos"), (24, "next pos")] {
-            let mut b = bytes.clone();
-            b[at..at + 4].copy_from_slice(&(-1i32).to_le_bytes());
-            assert!(RawRecord::parse(&b, 1).is_ok(), "{field} -1 is absent");
-            b[at..at + 4].copy_from_slice(&(-2i32).to_le_bytes());
-            assert!(
-                matches!(RawRecord::parse(&b, 1), Err(RecordError::PositionOutOfRange { field: f, pos: -2 }) if f == field)
-            );
-        }
     }
 
     #[test]

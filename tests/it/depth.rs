@@ -557,6 +557,14 @@ async fn bad_input_and_options_are_errors_that_say_what() {
             _ => panic!("not an Unsorted error: {e}"),
         }
     }
+    // A record placed before its reference's first base (a fuzz finding: the table shows such a
+    // position as samtools prints it).
+    let before = data("fuzz/fuzz-1796690380.bam");
+    let e = sql(&ctx, &format!("SELECT * FROM bam_depth('{}')", before.display())).await.unwrap_err();
+    assert!(
+        matches!(BamError::find(&e), Some(BamError::Damaged { file, reason, .. }) if file.ends_with("fuzz-1796690380.bam") && reason.contains("chr1-2352 at position -335536643")),
+        "{e}"
+    );
     // A region without an index.
     let bare = dir.path().join("bare.bam");
     std::fs::copy(data("sample.bam"), &bare).unwrap();

@@ -278,9 +278,9 @@ async fn check(path: &Path, kind: Kind) -> Result<(), String> {
     // As samtools reads it, both ways, with two exceptions where the table refuses what samtools
     // takes, by design (bad input gets an error, not silent garbage):
     // - samtools prints what is not SAM: bytes that are not UTF-8 (a tag name of any byte), a
-    //   base quality above 93, which no QUAL character holds, a CIGAR op code above 8, a POS or
-    //   PNEXT below 0 (the table refuses those), or a string tag holding a tab or a line break,
-    //   which splits samtools' line (the table reads the string);
+    //   base quality above 93, which no QUAL character holds, a CIGAR op code above 8, or a
+    //   string tag holding a tab or a line break, which splits samtools' line (the table reads
+    //   the string);
     // - htslib's SAM text parser coerces fields the specification forbids (an unknown RNEXT
     //   becomes `*`, junk after a number is dropped, a malformed tag is taken), which the table
     //   refuses with an error naming the line's byte;
@@ -357,12 +357,11 @@ fn has_loose_bgzf_header(file: &[u8]) -> bool {
 
 /// Whether samtools printed `row` as what is not SAM: a QUAL character above `~` (Phred 93), a
 /// CIGAR op code SAM does not have (htslib's `bam_cigar_opchr` in sam.h prints code 9 as `B` and
-/// codes 10 to 15 as `?`), or a negative POS or PNEXT.
+/// codes 10 to 15 as `?`).
 fn not_sam_row(row: &Row) -> bool {
     let quality_above_93 = row.fields[10].as_deref().is_some_and(|q| q.bytes().any(|b| !(b'!'..=b'~').contains(&b)));
     let unknown_cigar_op = row.fields[5].as_deref().is_some_and(|cigar| cigar.contains(['?', 'B']));
-    let negative = [3, 7].iter().any(|&i| row.fields[i].as_deref().is_some_and(|p| p.starts_with('-')));
-    quality_above_93 || unknown_cigar_op || negative
+    quality_above_93 || unknown_cigar_op
 }
 
 /// Whether a string tag of `row` (read by the table) holds a tab or a line break, which split the

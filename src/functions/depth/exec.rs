@@ -613,6 +613,16 @@ impl PieceCounter {
             };
             let start = pos.value(row) - 1;
             let qname_here = text_at(qname, row).unwrap_or("*");
+            if start < 0 {
+                // A position below 1 other than "none" is damage (the table shows it as
+                // samtools prints it); no base of the reference is before its first.
+                return Err(BamError::damaged(
+                    &*self.file,
+                    "",
+                    format!("record {qname_here} at position {}, before its reference's first base", start + 1),
+                )
+                .into());
+            }
             match self.last {
                 Some((last_tid, last_start)) if (tid, start) < (last_tid, last_start) => {
                     return Err(unsorted(
