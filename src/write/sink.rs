@@ -119,6 +119,7 @@ impl FileSink for BamSink {
         while let Some((path, batches)) = file_stream_rx.recv().await {
             let file = OutputFile {
                 store: Arc::clone(&object_store),
+                shown: shown_location(self.config.object_store_url.as_str(), &path),
                 path,
                 buffer_size,
                 index: self.index,
@@ -158,10 +159,21 @@ impl FileSink for BamSink {
     }
 }
 
+/// An output's location as users name it: a local path (object_store's paths have no leading
+/// `/`), or the store's URL and the path.
+fn shown_location(store_url: &str, path: &Path) -> String {
+    match store_url {
+        "file:///" => format!("/{path}"),
+        url => format!("{}/{path}", url.trim_end_matches('/')),
+    }
+}
+
 /// One output file.
 struct OutputFile {
     store: Arc<dyn ObjectStore>,
     path: Path,
+    /// Where the file is, for messages.
+    shown: String,
     buffer_size: usize,
     index: OutputIndex,
     reference: Reference,
@@ -177,7 +189,7 @@ impl OutputFile {
         batches: tokio::sync::mpsc::Receiver<arrow::array::RecordBatch>,
         parallelism: usize,
     ) -> Result<(Vec<Path>, u64)> {
-        let name = self.path.to_string();
+        let name = self.shown.clone();
         let mut out = BufWriter::with_capacity(Arc::clone(&self.store), self.path.clone(), self.buffer_size);
         let written = async {
             let header = encoder.header_blocks(&name)?;
@@ -252,7 +264,7 @@ impl OutputFile {
     /// The `.crai` of this CRAM file, complete on the local disk.
     async fn crai(&self) -> Result<Vec<u8>> {
         let local = std::path::PathBuf::from(format!("/{}", self.path));
-        let (name, reference) = (self.path.to_string(), self.reference.clone());
+        let (name, reference) = (self.shown.clone(), self.reference.clone());
         SpawnedTask::spawn_blocking(move || {
             catch_decode_panic(|| crai(&local, &reference))
                 .unwrap_or_else(|panicked| Err(std::io::Error::other(panicked)))
@@ -271,7 +283,7 @@ impl OutputFile {
     {
         let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
         let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
-        let (name, header, reference) = (self.path.to_string(), encoder.header().clone(), self.reference.clone());
+        let (name, header, reference) = (self.shown.clone(), encoder.header().clone(), self.reference.clone());
         let writer = SpawnedTask::spawn_blocking(move || write_cram(&name, &header, &reference, batch_rx, chunk_tx));
         let feed = async move {
             let mut rows = 0;

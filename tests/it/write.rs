@@ -302,7 +302,10 @@ async fn rows_that_cannot_be_records_fail_and_leave_nothing() {
         let err = query(&ctx, &copy).await.expect_err(&select);
         if i == 0 {
             match BamError::find(&err) {
-                Some(BamError::InvalidRow { qname, .. }) => assert_eq!(qname, &first),
+                Some(BamError::InvalidRow { qname, output, .. }) => {
+                    assert_eq!(qname, &first);
+                    assert_eq!(output, target.to_str().unwrap(), "the output as the COPY named it");
+                }
                 other => panic!("{select}: expected an InvalidRow error, got {other:?}: {err}"),
             }
         }
