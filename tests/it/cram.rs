@@ -97,24 +97,54 @@ async fn one_file_is_split_into_container_ranges() {
 
 /// Regions are answered as samtools answers them, and containers off the region are not decoded
 /// (with the `.crai`, and from the containers' own reference spans without one).
+/// Regions on the corpus genome: fixed ones (a whole reference, a reference's first bases), then
+/// seeded pseudo-random ones of 1 bp to 10 kbp, as (samtools region, SQL filter).
+fn cram_regions() -> Vec<(String, String)> {
+    let mut regions = vec![
+        ("chr1:20000-30000".to_string(), "rname = 'chr1' AND pos <= 30000 AND endpos >= 20000".to_string()),
+        ("chr2".to_string(), "rname = 'chr2'".to_string()),
+        ("chrM:1-100".to_string(), "rname = 'chrM' AND pos <= 100 AND endpos >= 1".to_string()),
+    ];
+    let references = [("chr1", 100_000u64), ("chr2", 60_000), ("chrM", 5_000)];
+    let mut state: u64 = 20261207;
+    let mut next = |m: u64| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) % m
+    };
+    for _ in 0..6 {
+        let (name, len) = references[next(3) as usize];
+        let start = 1 + next(len);
+        let end = (start + next(10_000)).min(len);
+        regions.push((
+            format!("{name}:{start}-{end}"),
+            format!("rname = '{name}' AND pos <= {end} AND endpos >= {start}"),
+        ));
+    }
+    regions
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regions_skip_containers_and_equal_samtools() {
     let reference = reference();
     let indexed = tempfile::tempdir().unwrap();
-    for name in ["bwa_mem.cram", "bwa_mem_v31.cram", "long_embedded_ref.cram"] {
+    let regions = cram_regions();
+    let mut checked_rows = 0;
+    for name in ["bwa_mem.cram", "bwa_mem_v31.cram", "long_embedded_ref.cram", "bowtie2_unsorted.cram"] {
         let path = data("cram").join(name);
         // samtools answers regions through an index: a copy indexed for it (ours reads the
-        // original, which may have none).
+        // original, which may have none). An unsorted file cannot be indexed: its sorted copy
+        // holds the same records.
         let oracle = indexed.path().join(name);
-        std::fs::copy(&path, &oracle).unwrap();
+        if name.contains("unsorted") {
+            let (out, input) = (oracle.to_str().unwrap(), path.to_str().unwrap());
+            samtools(&["sort", "--no-PG", "-O", "cram", "--reference", reference.to_str().unwrap(), "-o", out, input]);
+        } else {
+            std::fs::copy(&path, &oracle).unwrap();
+        }
         samtools(&["index", oracle.to_str().unwrap()]);
         let ctx = split_context(2);
         ctx.register_bam("t", path.to_str().unwrap(), cram_options()).await.unwrap();
-        for (region, filter) in [
-            ("chr1:20000-30000", "rname = 'chr1' AND pos <= 30000 AND endpos >= 20000"),
-            ("chr2", "rname = 'chr2'"),
-            ("chrM:1-100", "rname = 'chrM' AND pos <= 100 AND endpos >= 1"),
-        ] {
+        for (region, filter) in &regions {
             let mut args = samtools_args(&path);
             args.push(region.to_string());
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -123,6 +153,7 @@ async fn regions_skip_containers_and_equal_samtools() {
             let mut rows = table_rows(&query(&ctx, &format!("SELECT * FROM t WHERE {filter}")).await.unwrap());
             rows.sort();
             assert_eq!(rows, expected, "{name} {region}");
+            checked_rows += rows.len();
         }
         let plan = arrow::util::pretty::pretty_format_batches(
             &query(
@@ -139,6 +170,7 @@ async fn regions_skip_containers_and_equal_samtools() {
         let total: u64 = total.trim().parse().unwrap();
         assert!(read < total, "{name}: the region decoded {read} of {total} records: {plan}");
     }
+    assert!(checked_rows > 1000, "the regions hold records: {checked_rows}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
