@@ -204,8 +204,8 @@ pub fn samtools_rows(path: &Path, extra: &[&str]) -> Vec<Row> {
 }
 
 /// What `samtools view` makes of a file that may be damaged: the rows it printed (before it
-/// failed, if it did), unless it printed what is not UTF-8 (which no SAM field may hold, so the
-/// output is not SAM), and its error. A warning alone, such as a missing end-of-file block, is
+/// failed, if it did), unless it printed what is not SAM (bytes that are not UTF-8, which no SAM
+/// field may hold, or a tag field of another shape), and its error. A warning alone, such as a missing end-of-file block, is
 /// not an error.
 pub struct SamtoolsRead {
     pub rows: Option<Vec<Row>>,
@@ -216,12 +216,18 @@ pub struct SamtoolsRead {
 pub fn samtools_read(path: &Path, extra: &[&str]) -> SamtoolsRead {
     let out = Command::new("samtools").arg("view").arg(path).args(extra).output().expect("samtools must be installed");
     // A line cut short when samtools stopped is not a record it printed.
-    let rows = String::from_utf8(out.stdout).ok().map(|text| {
+    let rows = String::from_utf8(out.stdout).ok().and_then(|text| {
         let complete: String = text.lines().filter(|l| l.split('\t').count() >= 11).map(|l| format!("{l}\n")).collect();
-        sam_rows(&complete)
+        complete.lines().flat_map(|l| l.split('\t').skip(11)).all(is_sam_tag).then(|| sam_rows(&complete))
     });
     let error = (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
     SamtoolsRead { rows, error }
+}
+
+/// Whether `field` has the shape of a SAM tag field: `TG:T:VALUE`, with a type SAM has.
+fn is_sam_tag(field: &str) -> bool {
+    let b = field.as_bytes();
+    b.len() >= 5 && b[..2].iter().all(|&c| c != b':') && b[2] == b':' && b"AZHifB".contains(&b[3]) && b[4] == b':'
 }
 
 /// SAM records (no header) canonicalised.
