@@ -153,10 +153,18 @@ pub fn samtools(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("samtools prints UTF-8")
 }
 
+/// The tag, type and value of a `TAG:TYPE:VALUE` field, by position: a BAM tag name is any two
+/// bytes, `:` too.
+fn split_tag(field: &str) -> (&str, &str, &str) {
+    let tag_end = field.char_indices().nth(2).map_or(field.len(), |(i, _)| i);
+    let (tag, rest) = field.split_at(tag_end);
+    let mut parts = rest.strip_prefix(':').unwrap_or_else(|| panic!("{field}: not TAG:TYPE:VALUE")).splitn(2, ':');
+    (tag, parts.next().unwrap(), parts.next().unwrap_or(""))
+}
+
 /// Parses one `TAG:TYPE:VALUE` field as samtools prints it.
 pub fn parse_sam_tag(field: &str) -> (String, TagValue) {
-    let mut parts = field.splitn(3, ':');
-    let (tag, ty, value) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap_or(""));
+    let (tag, ty, value) = split_tag(field);
     let float = |x: &str| float6(x.parse().unwrap_or_else(|e| panic!("{field}: float {x:?}: {e}")));
     let v = match ty {
         "A" => TagValue::Char(value.into()),
@@ -182,8 +190,7 @@ pub fn parse_sam_tag(field: &str) -> (String, TagValue) {
 /// Parses one field of `tags_extra`, which the README promises in samtools' syntax with floats
 /// in their shortest exact form (checked here) and `B` arrays with their own subtype.
 fn parse_extra_tag(field: &str) -> (String, TagValue) {
-    let mut parts = field.splitn(3, ':');
-    let (ty, value) = (parts.nth(1).unwrap_or(""), parts.next().unwrap_or(""));
+    let (_, ty, value) = split_tag(field);
     let floats: Vec<&str> = match (ty, value.strip_prefix("f,")) {
         ("f", _) => vec![value],
         ("B", Some(items)) => items.split(',').collect(),
@@ -227,7 +234,7 @@ pub fn samtools_read(path: &Path, extra: &[&str]) -> SamtoolsRead {
 /// Whether `field` has the shape of a SAM tag field: `TG:T:VALUE`, with a type SAM has.
 fn is_sam_tag(field: &str) -> bool {
     let b = field.as_bytes();
-    b.len() >= 5 && b[..2].iter().all(|&c| c != b':') && b[2] == b':' && b"AZHifB".contains(&b[3]) && b[4] == b':'
+    b.len() >= 5 && b[2] == b':' && b"AZHifB".contains(&b[3]) && b[4] == b':'
 }
 
 /// SAM records (no header) canonicalised.
