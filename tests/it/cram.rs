@@ -10,7 +10,7 @@ use arrow::datatypes::Int64Type;
 use datafusion_bam::{AlignmentFormat, BamOptions, BamSessionExt};
 
 use crate::corpus::check_file;
-use crate::oracle::{cached_index_notes, data, plan_metric, samtools, samtools_rows, table_rows};
+use crate::oracle::{cached_index_notes, data, plan_metric, samtools, samtools_rows, seeded_below, table_rows};
 use crate::partitions::split_context;
 use crate::query;
 use crate::write::typed_records;
@@ -106,11 +106,7 @@ fn cram_regions() -> Vec<(String, String)> {
         ("chrM:1-100".to_string(), "rname = 'chrM' AND pos <= 100 AND endpos >= 1".to_string()),
     ];
     let references = [("chr1", 100_000u64), ("chr2", 60_000), ("chrM", 5_000)];
-    let mut state: u64 = 20261207;
-    let mut next = |m: u64| {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (state >> 33) % m
-    };
+    let mut next = seeded_below(20261207);
     for _ in 0..6 {
         let (name, len) = references[next(3) as usize];
         let start = 1 + next(len);

@@ -130,6 +130,16 @@ pub fn indexed_copy(dir: &Path, name: &str, kind: IndexKind) -> PathBuf {
     path
 }
 
+/// A seeded pseudo-random generator (a 64-bit linear congruential one): each call gives a
+/// number below its argument, the same sequence for the same seed.
+pub fn seeded_below(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed;
+    move |m| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) % m
+    }
+}
+
 /// `samtools view -c ARGS`: the number of records it counts.
 pub fn samtools_count(args: &[&str]) -> i64 {
     let mut all = vec!["view", "-c"];

@@ -10,7 +10,7 @@ use datafusion_bam::{BamOptions, BamSessionExt};
 
 use crate::oracle::{
     data, indexed_copy, plan_metric, records_read_per_partition, samtools, samtools_count_of, samtools_rows,
-    table_rows, IndexKind,
+    seeded_below, table_rows, IndexKind,
 };
 use crate::query;
 
@@ -54,11 +54,7 @@ fn test_regions() -> Vec<(&'static str, u64, u64)> {
         ("chr1", 50_000, 250_000),  // a large stretch
     ];
     // Seeded pseudo-random regions of 1 bp to 20 kbp.
-    let mut state: u64 = 20261124;
-    let mut next = |m: u64| {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (state >> 33) % m
-    };
+    let mut next = seeded_below(20261124);
     for _ in 0..8 {
         let (name, len) = references[next(4) as usize];
         let start = 1 + next(len);
