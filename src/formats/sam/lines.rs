@@ -223,13 +223,15 @@ impl LineEncoder {
 mod tests {
     use super::*;
 
+    /// Encodes an unmapped record's SAM line with `seq` and `tags` (tab-separated fields).
+    fn encode_unmapped(seq: &str, tags: &str) -> std::io::Result<()> {
+        let line = format!("r\t4\t*\t0\t0\t*\t*\t0\t0\t{seq}\t*{tags}\n");
+        LineEncoder::default().encode(&sam::Header::default(), line.as_bytes(), &mut Vec::new())
+    }
+
     #[test]
     fn a_sequence_must_be_bases() {
-        let header = sam::Header::default();
-        let encode = |seq: &str| {
-            let line = format!("r\t4\t*\t0\t0\t*\t*\t0\t0\t{seq}\t*\n");
-            LineEncoder::default().encode(&header, line.as_bytes(), &mut Vec::new())
-        };
+        let encode = |seq: &str| encode_unmapped(seq, "");
         for good in ["ACGTN", "acgt=.", "*"] {
             assert!(encode(good).is_ok(), "{good}");
         }
@@ -241,11 +243,7 @@ mod tests {
 
     #[test]
     fn a_tag_name_must_be_two_printable_characters() {
-        let header = sam::Header::default();
-        let encode = |tag: &str| {
-            let line = format!("r\t4\t*\t0\t0\t*\t*\t0\t0\tACGT\t*\t{tag}:i:1\n");
-            LineEncoder::default().encode(&header, line.as_bytes(), &mut Vec::new())
-        };
+        let encode = |tag: &str| encode_unmapped("ACGT", &format!("\t{tag}:i:1"));
         for good in ["NM", "X0", "ab", "A!", "0X"] {
             assert!(encode(good).is_ok(), "{good}");
         }
