@@ -15,8 +15,14 @@ const COMMENT: &[u8] = b"@CO";
 fn parse_header_lines<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> io::Result<sam::Header> {
     let mut parser = sam::header::Parser::default();
     let mut comment = Vec::new();
-    for line in lines {
+    for (n, line) in lines.into_iter().enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        // htslib reads header text as a C string, so a NUL ends it there, and the header is
+        // refused or cut; no SAM field holds one.
+        if line.contains(&0) {
+            let message = format!("header line {} holds a NUL byte", n + 1);
+            return Err(io::Error::new(io::ErrorKind::InvalidData, message));
+        }
         let parsed = match line.strip_prefix(COMMENT) {
             // A comment's text starts after a tab; a bare `@CO`, or one followed by spaces, is
             // one of no text, or of the text after the spaces.
@@ -116,5 +122,7 @@ mod tests {
         assert_eq!(comments, ["", "spaced", "plain"]);
         assert_eq!(header.reference_sequences().len(), 1);
         assert!(read_header_text("@SQ\tSN:c\n".as_bytes()).is_err(), "other lines are checked as before");
+        let e = read_header_text("@HD\tVN:1.6\n@SQ\tSN:c\0d\tLN:9\n".as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("header line 2 holds a NUL byte"), "{e}");
     }
 }

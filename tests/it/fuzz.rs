@@ -355,11 +355,12 @@ fn has_loose_bgzf_header(file: &[u8]) -> bool {
     false
 }
 
-/// Whether samtools printed `row` as what is not SAM: a QUAL character above `~` (Phred 93), a
-/// CIGAR op code SAM does not have (htslib's `bam_cigar_opchr` in sam.h prints code 9 as `B` and
-/// codes 10 to 15 as `?`).
+/// Whether samtools printed `row` as what is not SAM: a QUAL character above `~` (Phred 93), or
+/// a QUAL cut short by a quality printed as a line break, or a CIGAR op code SAM does not have
+/// (htslib's `bam_cigar_opchr` in sam.h prints code 9 as `B` and codes 10 to 15 as `?`).
 fn not_sam_row(row: &Row) -> bool {
-    let quality_above_93 = row.fields[10].as_deref().is_some_and(|q| q.bytes().any(|b| !(b'!'..=b'~').contains(&b)));
+    let quality_above_93 = row.fields[10].as_deref().is_some_and(|q| q.bytes().any(|b| !(b'!'..=b'~').contains(&b)))
+        || matches!((&row.fields[9], &row.fields[10]), (Some(seq), Some(qual)) if seq.len() != qual.len());
     let unknown_cigar_op = row.fields[5].as_deref().is_some_and(|cigar| cigar.contains(['?', 'B']));
     quality_above_93 || unknown_cigar_op
 }

@@ -20,7 +20,7 @@ use noodles_sam::header::record::value::map::reference_sequence::tag::MD5_CHECKS
 use crate::bgzf::framing::FileContext;
 use crate::bgzf::header::read_header_text;
 use crate::error::BamError;
-use crate::formats::cram::head::{parse_head, ContainerHead, ContainerSpan};
+use crate::formats::cram::head::{check_checksums, parse_head, ContainerHead, ContainerSpan, HeadError};
 use crate::io::ObjectBytes;
 use crate::record::mismatches::append_md_nm;
 
@@ -30,6 +30,10 @@ const MIN_MAJOR_VERSION: u8 = 3;
 
 /// The magic number a CRAM file starts with.
 pub const CRAM_MAGIC: &[u8; 4] = b"CRAM";
+
+/// The bytes read at once at a CRAM file's start: enough for most header containers, whose blocks'
+/// checksums are then checked.
+const HEADER_READ_BYTES: usize = 256 << 10;
 
 /// The length of a CRAM file's definition (section 6): magic, version, and a 20-byte file id.
 pub const FILE_DEFINITION_LEN: usize = 26;
@@ -74,7 +78,7 @@ pub struct CramHeader {
 
 /// Reads the file definition and the header container of the CRAM stream `inner`.
 pub fn read_cram_header<R: Read>(path: &str, inner: R) -> Result<CramHeader> {
-    let mut counted = Counted::new(BufReader::new(inner));
+    let mut counted = Counted::new(BufReader::with_capacity(HEADER_READ_BYTES, inner));
     let head = counted.inner.fill_buf().map_err(|e| cram_error(path, format!("cannot read it: {e}")))?;
     if !head.starts_with(CRAM_MAGIC) {
         let what = match head {
@@ -85,8 +89,23 @@ pub fn read_cram_header<R: Read>(path: &str, inner: R) -> Result<CramHeader> {
         return Err(cram_error(path, what));
     }
     // Where the header container ends, by its own header (right after the file definition):
-    // noodles reads a container cut short as one that ends early.
-    let header_end = head.get(FILE_DEFINITION_LEN..).and_then(|b| parse_head(b, FILE_DEFINITION_LEN as u64).ok());
+    // noodles reads a container cut short as one that ends early, and does not check the
+    // header's CRC32.
+    let header_end = match head.get(FILE_DEFINITION_LEN..).map(|b| parse_head(b, FILE_DEFINITION_LEN as u64)) {
+        Some(Ok(container)) => {
+            // Its blocks' CRC32s too (htslib reads every block of it; noodles only the first),
+            // when the container is in the bytes read already.
+            if let Some(bytes) = head.get(FILE_DEFINITION_LEN..container.end as usize) {
+                check_checksums(&container, bytes)
+                    .map_err(|what| cram_error(path, format!("invalid CRAM header container: {what}")))?;
+            }
+            Some(container)
+        }
+        Some(Err(HeadError::Invalid(what))) => {
+            return Err(cram_error(path, format!("invalid CRAM header container: {what}")));
+        }
+        _ => None,
+    };
     let mut reader = cram::io::Reader::new(&mut counted);
     let definition = catch_decode_panic(|| reader.read_file_definition())
         .map_err(|panicked| cram_error(path, format!("invalid CRAM file definition: {panicked}")))?
