@@ -91,7 +91,10 @@ pub fn read_cram_header<R: Read>(path: &str, inner: R) -> Result<CramHeader> {
     // Where the header container ends, by its own header (right after the file definition):
     // noodles reads a container cut short as one that ends early, and does not check the
     // header's CRC32.
-    let header_end = match head.get(FILE_DEFINITION_LEN..).map(|b| parse_head(b, FILE_DEFINITION_LEN as u64)) {
+    // CRAM 2 containers have no CRC32; that version is refused below.
+    let checksummed = head.get(4).is_some_and(|&major| major >= MIN_MAJOR_VERSION);
+    let header_start = head.get(FILE_DEFINITION_LEN..).filter(|_| checksummed);
+    let header_end = match header_start.map(|b| parse_head(b, FILE_DEFINITION_LEN as u64)) {
         Some(Ok(container)) => {
             // Its blocks' CRC32s too (htslib reads every block of it; noodles only the first),
             // when the container is in the bytes read already.
