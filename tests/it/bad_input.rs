@@ -209,18 +209,22 @@ async fn lost_middle_is_detected_even_with_an_eof_block() {
     assert!(err.contains("spliced.bam") && err.contains("virtual offset"), "{err}");
 }
 
+/// The error of scanning `bytes`, written as `name`, with bytes flipped inside the compressed
+/// data of the block at `target`: its CRC (or inflate) must catch it.
+async fn scan_with_damaged_block(bytes: &mut [u8], target: usize, name: &str) -> String {
+    for i in 40..60 {
+        bytes[target + i] ^= 0x5a;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    scan_error(&write(dir.path(), name, bytes)).await
+}
+
 #[tokio::test]
 async fn corrupted_block_names_its_offset() {
     let mut bytes = sample();
     let blocks = block_offsets(&bytes);
     let target = blocks[blocks.len() * 3 / 4];
-    // Flip bytes inside the compressed data: the CRC (or inflate) must catch it.
-    for i in 40..60 {
-        bytes[target + i] ^= 0x5a;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "corrupt.bam", &bytes);
-    let err = scan_error(&p).await;
+    let err = scan_with_damaged_block(&mut bytes, target, "corrupt.bam").await;
     assert!(err.contains("corrupt.bam") && err.contains("corrupt BGZF data"), "{err}");
     assert!(err.contains(&format!("virtual offset {target}:")), "{err}");
 }
@@ -240,12 +244,7 @@ async fn a_damaged_block_inside_a_record_is_named() {
         .skip(blocks.len() / 2)
         .find(|(_, start)| !records.contains(start))
         .expect("a block that starts inside a record");
-    for i in 40..60 {
-        bytes[target + i] ^= 0x5a;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "inside.bam", &bytes);
-    let err = scan_error(&p).await;
+    let err = scan_with_damaged_block(&mut bytes, *target, "inside.bam").await;
     assert!(err.contains("inside.bam") && err.contains("corrupt BGZF data"), "{err}");
     assert!(err.contains(&format!("in the BGZF block at byte {target}, which this record continues into")), "{err}");
 }
